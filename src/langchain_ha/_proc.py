@@ -1,0 +1,128 @@
+"""Child processes started and stopped by PID, and free loopback ports.
+
+Every process this project starts (simulators, replicas, Patroni, Caddy) goes through
+:class:`Child`, so that stopping is always the same: SIGTERM to its process group, a bounded
+wait, then SIGKILL.  Nothing is left running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import httpx
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """Return a TCP port that is free on ``host`` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_listening(port: int, host: str = LOOPBACK) -> bool:
+    """True when something accepts TCP connections on ``host:port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+class Child:
+    """A child process in its own session, stopped by PID (its whole process group)."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        name: str,
+        env: Mapping[str, str] | None = None,
+        cwd: str | Path | None = None,
+        log_path: str | Path | None = None,
+        user: str | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        full_env = dict(os.environ)
+        if env:
+            full_env.update(env)
+        self._log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+        self.log_path = Path(log_path) if log_path else None
+        self.proc = subprocess.Popen(
+            self.argv,
+            env=full_env,
+            cwd=str(cwd) if cwd else None,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            user=user,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait_http(self, url: str, timeout: float = 30.0, status: int | None = 200) -> None:
+        """Wait until ``url`` answers (with ``status`` if given); raise if the child died."""
+        deadline = time.monotonic() + timeout
+        last: object = None
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}{self._tail()}")
+            try:
+                resp = httpx.get(url, timeout=1.0)
+                if status is None or resp.status_code == status:
+                    return
+                last = resp.status_code
+            except httpx.HTTPError as exc:
+                last = exc
+            time.sleep(0.05)
+        raise TimeoutError(f"{self.name} not answering {url} after {timeout}s ({last}){self._tail()}")
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the child itself (not its group): how drills inject faults."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, sig)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM the process group, wait up to ``timeout``, then SIGKILL it. Idempotent."""
+        if self.alive():
+            _kill_group(self.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                _kill_group(self.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        # Grandchildren left in the group (e.g. a detached postgres) go too.
+        _kill_group(self.pid, signal.SIGKILL)
+        if self._log is not subprocess.DEVNULL:
+            self._log.close()
+        return self.proc.returncode
+
+    def _tail(self) -> str:
+        if not self.log_path or not self.log_path.exists():
+            return ""
+        text = self.log_path.read_text(errors="replace")[-2000:]
+        return f"\n--- {self.log_path} (tail) ---\n{text}"
+
+
+def _kill_group(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+def python_argv(*args: str) -> list[str]:
+    """argv that runs this interpreter with ``args`` (so children use the same environment)."""
+    return [sys.executable, *args]
