@@ -1,0 +1,2 @@
+"""LLM resilience: circuit breakers, retries, deadlines, hedging, the router chat model and
+degradation wrappers.  No web or database imports here."""
