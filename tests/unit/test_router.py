@@ -46,9 +46,21 @@ async def test_outage_fails_over_and_breaker_bounds_primary_calls() -> None:
         assert msg.content == FULL
         assert msg.response_metadata["lcha"]["provider"] == "b"
         assert degraded == {"primary_llm"}
-    assert a.calls == 5  # minimum_calls failures, then the breaker keeps it out
+    assert a.calls == 3  # never answered: cold_probes failures in a row open the breaker
     assert r.breakers["a"].state is BreakerState.OPEN
-    assert any(name == "on_breaker_transition" for name, *_ in events.events)
+    assert ("on_breaker_transition", "a", "closed", "open") in events.events
+
+
+async def test_outage_of_a_proven_provider_opens_on_the_failure_rate() -> None:
+    a, b = Scripted(label="a"), Scripted(label="b")
+    r = router(a, b, breaker=BreakerConfig(window_size=20, minimum_calls=5))
+    for _ in range(10):
+        await r.ainvoke("hi")
+    a.fail = ProviderError(503)
+    for _ in range(30):
+        assert (await r.ainvoke("hi")).content == FULL
+    assert a.calls == 10 + 10  # 10 failures next to 10 successes reach the 50 % threshold
+    assert r.breakers["a"].state is BreakerState.OPEN
 
 
 async def test_concurrent_outage_wave_is_bounded_by_cold_gate() -> None:

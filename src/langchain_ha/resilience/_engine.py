@@ -184,12 +184,13 @@ class _Request(Generic[T]):
         raise self._failure()
 
     def _eligible(self) -> list[Route]:
-        return [
-            r
-            for r in self.e.routes
-            if r.name not in self.skip
-            and (self.min_window is None or (r.context_window or 0) > self.min_window)
-        ]
+        return [r for r in self.e.routes if self._usable(r)]
+
+    def _usable(self, route: Route) -> bool:
+        """Not ruled out for this request (by a key error, or a too small context window)."""
+        return route.name not in self.skip and (
+            self.min_window is None or (route.context_window or 0) > self.min_window
+        )
 
     def _worth_retrying(self) -> bool:
         """Another round only if this one tried something and every failure is retryable."""
@@ -289,7 +290,7 @@ class _Request(Generic[T]):
         gated: list[Route] = []
         while pending:
             route = pending.pop(0)
-            if route.name in self.skip:
+            if not self._usable(route):
                 continue
             permit = route.breaker.try_acquire()
             if permit is not None:

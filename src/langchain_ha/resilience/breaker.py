@@ -1,0 +1,372 @@
+"""Circuit breaker: closed → open → half-open, shared across replicas through a store.
+
+CLOSED counts outcomes in a sliding window (by count or by time) and opens when, with at least
+``minimum_calls`` outcomes, the failure rate or the slow-call rate reaches its threshold.  OPEN
+rejects calls for ``open_duration_s``, multiplied on each repeated trip up to a cap.  HALF_OPEN
+admits a bounded number of probes: all succeed → CLOSED; any fails → OPEN again.
+
+A provider that has never answered is not trusted blindly: until its first success at most
+``cold_probes`` calls are in flight (a slow start), and if that many fail in a row it opens at
+once.  So a provider that is down from the start costs a handful of calls, not a wave.
+
+The hot path (``try_acquire`` and the permit's outcome) is synchronous and O(1); talking to a
+shared :class:`BreakerStore` happens in background tasks, never on the caller's path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Literal, Protocol
+
+from langchain_ha.resilience._clock import SYSTEM_CLOCK, Clock
+from langchain_ha.resilience._window import CountWindow, TimeWindow, Window
+
+log = logging.getLogger("langchain_ha.breaker")
+
+
+class BreakerState(str, Enum):
+    """The breaker's state."""
+
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+@dataclass(frozen=True)
+class BreakerConfig:
+    """Circuit-breaker settings (defaults suit LLM providers)."""
+
+    window: Literal["count", "time"] = "count"
+    window_size: int = 20
+    minimum_calls: int = 5
+    failure_rate_threshold: float = 0.5
+    slow_call_duration_s: float = 30.0
+    slow_call_rate_threshold: float = 0.8
+    open_duration_s: float = 5.0
+    open_duration_multiplier: float = 2.0
+    open_duration_max_s: float = 60.0
+    half_open_max_calls: int = 2
+    cold_probes: int = 3
+    sync_interval_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.window not in ("count", "time"):
+            raise ValueError("BreakerConfig.window must be 'count' or 'time'")
+        for name in ("window_size", "minimum_calls", "half_open_max_calls", "cold_probes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"BreakerConfig.{name} must be >= 1")
+        for name in ("failure_rate_threshold", "slow_call_rate_threshold"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise ValueError(f"BreakerConfig.{name} must be in (0, 1]")
+        for name in ("slow_call_duration_s", "open_duration_s", "open_duration_max_s",
+                     "sync_interval_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"BreakerConfig.{name} must be > 0")
+        if self.open_duration_multiplier < 1.0:
+            raise ValueError("BreakerConfig.open_duration_multiplier must be >= 1")
+        if self.open_duration_max_s < self.open_duration_s:
+            raise ValueError("BreakerConfig.open_duration_max_s must be >= open_duration_s")
+
+
+@dataclass(frozen=True)
+class SharedBreakerState:
+    """What replicas share about a breaker: its state and, if open, until when (epoch s)."""
+
+    state: BreakerState
+    open_until: float
+    trips: int
+    updated_at: float
+
+
+class BreakerStore(Protocol):
+    """Shared breaker state (in memory, or PostgreSQL so every replica sees a trip)."""
+
+    async def load(self, name: str) -> SharedBreakerState | None: ...
+
+    async def save(self, name: str, state: SharedBreakerState) -> None: ...
+
+
+class InMemoryBreakerStore:
+    """A store shared by the breakers of one process."""
+
+    def __init__(self) -> None:
+        self._states: dict[str, SharedBreakerState] = {}
+
+    async def load(self, name: str) -> SharedBreakerState | None:
+        return self._states.get(name)
+
+    async def save(self, name: str, state: SharedBreakerState) -> None:
+        current = self._states.get(name)
+        if current is None or state.updated_at >= current.updated_at:
+            self._states[name] = state
+
+
+TransitionHook = Callable[[str, BreakerState, BreakerState], None]
+
+
+class Permit:
+    """Leave to make one call; report its outcome exactly once (later reports are ignored)."""
+
+    __slots__ = ("_breaker", "_cold", "_done", "_generation", "_probe")
+
+    def __init__(self, breaker: CircuitBreaker, *, cold: bool, probe: bool, generation: int):
+        self._breaker = breaker
+        self._cold = cold
+        self._probe = probe
+        self._generation = generation
+        self._done = False
+
+    def success(self, duration_s: float) -> None:
+        """The call succeeded (slow if it took ``slow_call_duration_s`` or more)."""
+        self._finish("success", duration_s, None)
+
+    def failure(self, duration_s: float, *, retry_after: float | None = None) -> None:
+        """The call failed; with ``retry_after`` the provider asked for a pause: open now."""
+        self._finish("failure", duration_s, retry_after)
+
+    def slow(self, duration_s: float) -> None:
+        """The call was abandoned as too slow (lost a hedge, first-token timeout)."""
+        self._finish("slow", duration_s, None)
+
+    def release(self) -> None:
+        """The call was cancelled without evidence either way."""
+        self._finish("release", 0.0, None)
+
+    def _finish(self, outcome: str, duration_s: float, retry_after: float | None) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._breaker._record(self._cold, self._probe, self._generation, outcome, duration_s,
+                              retry_after)
+
+
+class CircuitBreaker:
+    """One provider's circuit breaker.  See the module docstring for the rules."""
+
+    def __init__(self, name: str, config: BreakerConfig | None = None, *,
+                 clock: Clock = SYSTEM_CLOCK, store: BreakerStore | None = None,
+                 on_transition: TransitionHook | None = None) -> None:
+        self.name = name
+        self.config = config or BreakerConfig()
+        self._clock = clock
+        self._store = store
+        self._hook = on_transition
+        self._window: Window = (CountWindow(self.config.window_size)
+                                if self.config.window == "count"
+                                else TimeWindow(self.config.window_size))
+        self._state = BreakerState.CLOSED
+        self._generation = 0
+        self._open_until = 0.0
+        self._trips = 0
+        self._proven = False
+        self._cold_in_flight = 0
+        self._cold_failures = 0
+        self._probes_issued = 0
+        self._probe_successes = 0
+        self._last_sync = float("-inf")
+        self._changed: asyncio.Event | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- state ---------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> BreakerState:
+        """The current state (an expired OPEN turns HALF_OPEN here)."""
+        if self._state is BreakerState.OPEN and self._clock.monotonic() >= self._open_until:
+            self._transition(BreakerState.HALF_OPEN)
+        return self._state
+
+    def retry_in(self) -> float | None:
+        """Seconds until an open breaker admits a probe; None unless open."""
+        if self.state is not BreakerState.OPEN:
+            return None
+        return max(0.0, self._open_until - self._clock.monotonic())
+
+    def snapshot(self) -> dict[str, object]:
+        """A view for health pages, admin endpoints and status commands."""
+        calls, failures, slow = self._window.stats(self._clock.monotonic())
+        return {
+            "name": self.name,
+            "state": self.state.value,
+            "calls_in_window": calls,
+            "failure_rate": round(failures / calls, 4) if calls else 0.0,
+            "slow_rate": round(slow / calls, 4) if calls else 0.0,
+            "trips": self._trips,
+            "open_for_s": round(self.retry_in() or 0.0, 3),
+            "in_flight_cold": self._cold_in_flight,
+            "proven": self._proven,
+        }
+
+    def reset(self) -> None:
+        """Back to CLOSED with an empty window (an operator's decision)."""
+        self._window.clear()
+        self._trips = 0
+        self._cold_failures = 0
+        self._transition(BreakerState.CLOSED)
+        self._notify()
+
+    def force_open(self, seconds: float) -> None:
+        """Open now for ``seconds`` (e.g. a provider's Retry-After)."""
+        self._trips += 1
+        self._open_until = max(self._open_until, self._clock.monotonic() + max(0.0, seconds))
+        self._transition(BreakerState.OPEN)
+
+    # -- admission -----------------------------------------------------------------------------
+
+    def try_acquire(self) -> Permit | None:
+        """A permit to call now, or None (open, probes used up, or the cold gate is full)."""
+        if self._store is not None:
+            self._maybe_sync()
+        state = self.state
+        if state is BreakerState.OPEN:
+            return None
+        if state is BreakerState.HALF_OPEN:
+            if self._probes_issued >= self.config.half_open_max_calls:
+                return None
+            self._probes_issued += 1
+            return Permit(self, cold=False, probe=True, generation=self._generation)
+        if not self._proven:
+            if self._cold_in_flight >= self.config.cold_probes:
+                return None
+            self._cold_in_flight += 1
+            return Permit(self, cold=True, probe=False, generation=self._generation)
+        return Permit(self, cold=False, probe=False, generation=self._generation)
+
+    async def acquire(self, wait_s: float) -> Permit | None:
+        """Like :meth:`try_acquire`, but wait up to ``wait_s`` at a full cold gate."""
+        end = self._clock.monotonic() + wait_s
+        while True:
+            permit = self.try_acquire()
+            if permit is not None or self._state is not BreakerState.CLOSED:
+                return permit
+            left = end - self._clock.monotonic()
+            if left <= 0:
+                return None
+            if self._changed is None:
+                self._changed = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), left)
+
+    # -- outcomes ------------------------------------------------------------------------------
+
+    def _record(self, cold: bool, probe: bool, generation: int, outcome: str, duration: float,
+                retry_after: float | None) -> None:
+        if cold:
+            self._cold_in_flight -= 1
+        try:
+            if outcome == "release" or generation != self._generation:
+                return  # no evidence, or evidence about a state that is already gone
+            failed = outcome != "success"
+            slow = outcome == "slow" or duration >= self.config.slow_call_duration_s
+            if failed and retry_after is not None:
+                self.force_open(retry_after)
+            elif self._state is BreakerState.HALF_OPEN and probe:
+                self._after_probe(failed)
+            elif self._state is BreakerState.CLOSED:
+                self._after_call(failed, slow)
+        finally:
+            self._notify()
+
+    def _after_probe(self, failed: bool) -> None:
+        if failed:
+            self._trip()
+            return
+        self._probe_successes += 1
+        if self._probe_successes >= self.config.half_open_max_calls:
+            self._trips = 0
+            self._window.clear()
+            self._proven = True
+            self._transition(BreakerState.CLOSED)
+
+    def _after_call(self, failed: bool, slow: bool) -> None:
+        if not failed:
+            self._proven = True
+            self._cold_failures = 0
+        elif not self._proven:
+            self._cold_failures += 1
+            if self._cold_failures >= self.config.cold_probes:
+                self._trip()
+                return
+        now = self._clock.monotonic()
+        self._window.add(failed, slow, now)
+        calls, failures, slows = self._window.stats(now)
+        cfg = self.config
+        if calls >= cfg.minimum_calls and (
+            failures / calls >= cfg.failure_rate_threshold
+            or slows / calls >= cfg.slow_call_rate_threshold
+        ):
+            self._trip()
+
+    def _trip(self) -> None:
+        self._trips += 1
+        cfg = self.config
+        duration = min(cfg.open_duration_max_s,
+                       cfg.open_duration_s * cfg.open_duration_multiplier ** (self._trips - 1))
+        self._open_until = self._clock.monotonic() + duration
+        self._transition(BreakerState.OPEN)
+
+    def _transition(self, new: BreakerState, *, publish: bool = True) -> None:
+        old = self._state
+        if old is new:
+            return
+        self._state = new
+        self._generation += 1
+        self._probes_issued = self._probe_successes = 0
+        self._cold_failures = 0
+        log.info("breaker %s: %s -> %s", self.name, old.value, new.value)
+        if self._hook is not None:
+            try:
+                self._hook(self.name, old, new)
+            except Exception:
+                log.exception("breaker transition hook failed")
+        if publish and self._store is not None:
+            wall_until = self._clock.time() + max(0.0, self._open_until - self._clock.monotonic())
+            shared = SharedBreakerState(new, wall_until if new is BreakerState.OPEN else 0.0,
+                                        self._trips, self._clock.time())
+            self._background(self._store.save(self.name, shared))
+
+    def _notify(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    # -- the shared store ----------------------------------------------------------------------
+
+    def _maybe_sync(self) -> None:
+        now = self._clock.monotonic()
+        if now - self._last_sync < self.config.sync_interval_s:
+            return
+        self._last_sync = now
+        self._background(self._pull())
+
+    async def _pull(self) -> None:
+        assert self._store is not None
+        shared = await self._store.load(self.name)
+        if shared is None or shared.state is not BreakerState.OPEN:
+            return  # a remote CLOSED never overrides a local OPEN: the probes decide
+        left = shared.open_until - self._clock.time()
+        if left > 0 and self._state is not BreakerState.OPEN:
+            self._trips = max(self._trips, shared.trips)
+            self._open_until = self._clock.monotonic() + left
+            self._transition(BreakerState.OPEN, publish=False)
+            self._notify()
+
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            coro.close()  # no loop (sync use without the router): the store is skipped
+            return
+        task = loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("breaker %s: shared store failed: %r", self.name, task.exception())
