@@ -31,7 +31,27 @@ _EXPORTS: dict[str, str] = {
     "record_degraded": "langchain_ha.resilience.degrade",
 }
 
-__all__ = ["__version__", *sorted(_EXPORTS)]
+__all__ = [
+    "CONTINUATION_INSTRUCTION",
+    "AllProvidersFailed",
+    "BreakerConfig",
+    "BreakerState",
+    "BreakerStore",
+    "CircuitBreaker",
+    "HedgePolicy",
+    "InMemoryBreakerStore",
+    "PrometheusEvents",
+    "Provider",
+    "ResilientChatModel",
+    "RetryPolicy",
+    "RouterEvents",
+    "StreamInterrupted",
+    "__version__",
+    "classify",
+    "deadline",
+    "degradation_scope",
+    "record_degraded",
+]
 
 
 def __getattr__(name: str) -> Any:

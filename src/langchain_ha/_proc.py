@@ -89,7 +89,9 @@ class Child:
             except httpx.HTTPError as exc:
                 last = exc
             time.sleep(0.05)
-        raise TimeoutError(f"{self.name} not answering {url} after {timeout}s ({last}){self._tail()}")
+        raise TimeoutError(
+            f"{self.name} not answering {url} after {timeout}s ({last}){self._tail()}"
+        )
 
     def signal(self, sig: int) -> None:
         """Send ``sig`` to the child itself (not its group): how drills inject faults."""
@@ -107,7 +109,7 @@ class Child:
                 self.proc.wait(5)
         # Grandchildren left in the group (e.g. a detached postgres) go too.
         _kill_group(self.pid, signal.SIGKILL)
-        if self._log is not subprocess.DEVNULL:
+        if not isinstance(self._log, int):
             self._log.close()
         return self.proc.returncode
 

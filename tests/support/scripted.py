@@ -77,8 +77,10 @@ class Scripted(BaseChatModel):
                   **kwargs: Any) -> ChatResult:
         raise AssertionError("the router must use the async path of its providers")
 
-    async def _astream(self, messages: list[BaseMessage], stop: Any = None,
-                       run_manager: Any = None, **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+    async def _astream(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
         await self._begin(messages)
         words = self._answer(messages).split(" ")
         for i, word in enumerate(words):

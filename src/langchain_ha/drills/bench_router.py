@@ -137,7 +137,7 @@ async def _workload(
             failed += 0 if ok else 1
 
     tasks = [asyncio.create_task(worker()) for _ in range(concurrency)]
-    done, pending = await asyncio.wait(tasks, timeout=RUN_BUDGET_S)
+    _done, pending = await asyncio.wait(tasks, timeout=RUN_BUDGET_S)
     for task in pending:
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)

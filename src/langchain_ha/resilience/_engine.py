@@ -297,7 +297,7 @@ class _Request(Generic[T]):
                 self._start(route, permit, active)
                 return True
             if route.breaker.state is BreakerState.CLOSED:
-                gated.append(route)  # closed but full: the cold gate of a provider with no success yet
+                gated.append(route)  # closed but full: the cold gate of an unproven provider
             else:
                 self._note_open(route)
         if not wait or not gated:

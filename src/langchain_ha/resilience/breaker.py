@@ -20,7 +20,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Literal, Protocol
 
 from langchain_ha.resilience._clock import SYSTEM_CLOCK, Clock
@@ -29,7 +29,7 @@ from langchain_ha.resilience._window import CountWindow, TimeWindow, Window
 log = logging.getLogger("langchain_ha.breaker")
 
 
-class BreakerState(str, Enum):
+class BreakerState(StrEnum):
     """The breaker's state."""
 
     CLOSED = "closed"

@@ -71,7 +71,7 @@ class ResilientChatModel(BaseChatModel):
         stream_idle_timeout_s: longest silence between two chunks of a stream.
         deadline_s: the whole request's budget; an enclosing ``deadline()`` may shorten it.
         stream_failover: ``"continue"`` on the next provider, or ``"raise"``.
-        events: hooks for metrics (e.g. :class:`~langchain_ha.resilience.prometheus.PrometheusEvents`).
+        events: hooks for metrics, e.g. ``langchain_ha.resilience.prometheus.PrometheusEvents``.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -218,7 +218,9 @@ class ResilientChatModel(BaseChatModel):
                 chunk: ChatGenerationChunk | None = first
                 while chunk is not None:
                     text += chunk.text
-                    tool_calls = tool_calls or bool(getattr(chunk.message, "tool_call_chunks", None))
+                    tool_calls = tool_calls or bool(
+                        getattr(chunk.message, "tool_call_chunks", None)
+                    )
                     yield chunk
                     chunk = await self._next_chunk(rest, deadline)
             except Exception as exc:
@@ -268,7 +270,9 @@ class ResilientChatModel(BaseChatModel):
         if isinstance(model, BaseChatModel):
             stream = model._astream(messages, stop=stop, **{**bound, **kwargs})
         else:
-            stream = _as_generation_chunks(model.astream(messages, stop=stop, **{**bound, **kwargs}))
+            stream = _as_generation_chunks(
+                model.astream(messages, stop=stop, **{**bound, **kwargs})
+            )
         try:
             first = await anext(stream)
         except StopAsyncIteration:
@@ -306,7 +310,7 @@ class ResilientChatModel(BaseChatModel):
         for p in self.providers:
             model, _ = _unwrap(p.model)
             try:
-                bound = model.bind_tools(tools, tool_choice=tool_choice, **kwargs)  # type: ignore[attr-defined]
+                bound = model.bind_tools(tools, tool_choice=tool_choice, **kwargs)
             except (NotImplementedError, AttributeError):
                 bound = p.model
             providers.append(p.model_copy(update={"model": bound}))
@@ -340,7 +344,11 @@ class ResilientChatModel(BaseChatModel):
 
 def continuation_messages(messages: Sequence[BaseMessage], partial_text: str) -> list[BaseMessage]:
     """The conversation a fallback provider gets to continue ``partial_text`` (a new list)."""
-    return [*messages, AIMessage(content=partial_text), HumanMessage(content=CONTINUATION_INSTRUCTION)]
+    return [
+        *messages,
+        AIMessage(content=partial_text),
+        HumanMessage(content=CONTINUATION_INSTRUCTION),
+    ]
 
 
 def _default_name(model: Any, index: int) -> str:

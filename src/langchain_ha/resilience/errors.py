@@ -11,11 +11,11 @@ import email.utils
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 
-class ErrorKind(str, Enum):
+class ErrorKind(StrEnum):
     """What the router may do after an error."""
 
     RETRYABLE = "retryable"
@@ -51,7 +51,9 @@ class DeadlineExceeded(TimeoutError):
 class StreamInterrupted(Exception):
     """A stream died after yielding ``partial_text``."""
 
-    def __init__(self, partial_text: str, provider: str, cause: BaseException | None = None) -> None:
+    def __init__(
+        self, partial_text: str, provider: str, cause: BaseException | None = None
+    ) -> None:
         super().__init__(
             f"stream from {provider!r} interrupted after {len(partial_text)} characters"
             + (f": {cause!r}" if cause is not None else "")
@@ -61,7 +63,7 @@ class StreamInterrupted(Exception):
         self.cause = cause
 
 
-class AllProvidersFailed(ExceptionGroup):  # type: ignore[type-arg]  # noqa: N818
+class AllProvidersFailed(ExceptionGroup):
     """Every attempt failed; holds every attempt's error, in order."""
 
     def __new__(cls, message: str, exceptions: Sequence[Exception]) -> AllProvidersFailed:

@@ -1,0 +1,78 @@
+"""Router events as Prometheus metrics (``lcha_`` names, bounded labels).
+
+Label values are provider names (from configuration), modes (``invoke``/``stream``) and the
+bounded reason set of :func:`~langchain_ha.resilience.errors.classify`, never free text.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Mapping
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+_STATE_VALUE = {"closed": 0, "half_open": 1, "open": 2}
+_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class PrometheusEvents:
+    """Implements :class:`~langchain_ha.resilience.events.RouterEvents` with metrics.
+
+    Pass a ``registry`` per app (tests and several routers in one process); the default is the
+    global registry, where a second instance reuses the first one's metrics.
+    """
+
+    _shared: weakref.WeakKeyDictionary[CollectorRegistry, PrometheusEvents] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __new__(cls, registry: CollectorRegistry | None = None) -> PrometheusEvents:
+        reg = registry if registry is not None else REGISTRY
+        existing = cls._shared.get(reg)
+        if existing is not None:
+            return existing
+        self = super().__new__(cls)
+        cls._shared[reg] = self
+        self._init(reg)
+        return self
+
+    def _init(self, reg: CollectorRegistry) -> None:
+        self.calls = Counter("lcha_llm_calls", "LLM calls by provider, mode and outcome",
+                             ["provider", "mode", "outcome"], registry=reg)
+        self.seconds = Histogram("lcha_llm_call_seconds", "LLM call latency",
+                                 ["provider", "mode"], buckets=_BUCKETS, registry=reg)
+        self.tokens = Counter("lcha_llm_tokens", "LLM tokens by provider and kind",
+                              ["provider", "kind"], registry=reg)
+        self.breaker = Gauge("lcha_breaker_state", "Breaker state (0 closed, 1 half-open, 2 open)",
+                             ["provider"], registry=reg)
+        self.transitions = Counter("lcha_breaker_transitions", "Breaker transitions",
+                                   ["provider", "to"], registry=reg)
+        self.fallbacks = Counter("lcha_llm_fallbacks", "Requests passed to a fallback provider",
+                                 ["from_provider", "to_provider", "reason"], registry=reg)
+        self.hedges = Counter("lcha_llm_hedges", "Hedged requests by the slow provider",
+                              ["provider"], registry=reg)
+
+    def on_attempt(self, provider: str, mode: str) -> None:
+        pass  # attempts are counted by their outcome
+
+    def on_success(self, provider: str, mode: str, latency_s: float,
+                   usage: Mapping[str, int] | None) -> None:
+        self.calls.labels(provider, mode, "success").inc()
+        self.seconds.labels(provider, mode).observe(latency_s)
+        if usage:
+            self.tokens.labels(provider, "input").inc(usage.get("input_tokens", 0))
+            self.tokens.labels(provider, "output").inc(usage.get("output_tokens", 0))
+
+    def on_failure(self, provider: str, mode: str, reason: str, latency_s: float) -> None:
+        self.calls.labels(provider, mode, reason).inc()
+        self.seconds.labels(provider, mode).observe(latency_s)
+
+    def on_breaker_transition(self, provider: str, old: str, new: str) -> None:
+        self.breaker.labels(provider).set(_STATE_VALUE.get(new, -1))
+        self.transitions.labels(provider, new).inc()
+
+    def on_fallback(self, from_provider: str, to_provider: str, reason: str) -> None:
+        self.fallbacks.labels(from_provider, to_provider, reason).inc()
+
+    def on_hedge(self, provider: str, hedged_to: str) -> None:
+        self.hedges.labels(provider).inc()
