@@ -7,7 +7,7 @@ with the real ChatOpenAI / ChatAnthropic clients instead.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -75,7 +75,23 @@ class Scripted(BaseChatModel):
 
     def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None,
                   **kwargs: Any) -> ChatResult:
-        raise AssertionError("the router must use the async path of its providers")
+        return asyncio.run(self._agenerate(messages))
+
+    def _stream(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None,
+                **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        async def collect() -> list[ChatGenerationChunk | BaseException]:
+            out: list[ChatGenerationChunk | BaseException] = []
+            try:
+                async for c in self._astream(messages):
+                    out.append(c)
+            except Exception as exc:
+                out.append(exc)
+            return out
+
+        for item in asyncio.run(collect()):
+            if isinstance(item, BaseException):
+                raise item
+            yield item
 
     async def _astream(
         self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None,

@@ -190,7 +190,7 @@ async def test_stream_cut_can_raise_with_the_partial_text() -> None:
     assert info.value.provider == "a"
 
 
-def test_sync_invoke_and_stream_use_the_same_core() -> None:
+def test_sync_invoke_and_stream_use_the_same_core_with_sync_clients() -> None:
     a = Scripted(label="a", fail=ProviderError(500))
     b = Scripted(label="b")
     r = router(a, b)

@@ -111,17 +111,51 @@ def _tool_answer(conversation: Sequence[Turn]) -> str:
     return f"Order {order}: the order system said: {' '.join(result.split())[:160]}"
 
 
-def tool_call_for(conversation: Sequence[Turn], tool_names: Iterable[str]) -> tuple[str, dict[str, Any]] | None:
-    """``(tool name, arguments)`` if the last user turn asks about an order and a tool fits."""
-    if not conversation or conversation[-1][0] != "user":
+ToolSpec = tuple[str, dict[str, Any]]  # (name, JSON schema of its parameters)
+
+
+def tool_call_for(
+    conversation: Sequence[Turn], tools: Sequence[ToolSpec], forced: str | bool = False
+) -> tuple[str, dict[str, Any]] | None:
+    """``(tool name, arguments)`` when the last user turn calls for a tool.
+
+    An order id in the question selects a tool whose name mentions "order".  When the caller
+    forces a tool (``forced`` is its name, or True for "any"), that tool is called with
+    arguments filled from the question (structured output works this way).
+    """
+    if not conversation or conversation[-1][0] != "user" or not tools:
         return None
-    match = ORDER_ID.search(conversation[-1][1])
+    question = conversation[-1][1]
+    match = ORDER_ID.search(question)
+    if forced:
+        name, schema = next((t for t in tools if t[0] == forced), tools[0])
+        return name, _fill(schema, question, match.group(1) if match else None)
     if match is None:
         return None
-    for name in tool_names:
+    for name, _schema in tools:
         if "order" in name.lower():
             return name, {"order_id": match.group(1)}
     return None
+
+
+def _fill(schema: dict[str, Any], question: str, order_id: str | None) -> dict[str, Any]:
+    props: dict[str, Any] = schema.get("properties") or {}
+    wanted = schema.get("required") or list(props)
+    topic = " ".join(keywords(question)[:8])
+    args: dict[str, Any] = {}
+    for prop in wanted:
+        kind = (props.get(prop) or {}).get("type", "string")
+        if kind in ("integer", "number"):
+            args[prop] = 0
+        elif kind == "boolean":
+            args[prop] = False
+        elif kind == "array":
+            args[prop] = []
+        elif "id" in prop.lower() and order_id:
+            args[prop] = order_id
+        else:
+            args[prop] = topic
+    return args
 
 
 def chunks(text: str) -> list[str]:

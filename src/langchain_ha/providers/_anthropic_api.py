@@ -57,8 +57,12 @@ async def messages(sim: Sim, request: Request) -> Response:
         sim.stats.finish("chat", 400)
         return json_response(errors(400, f"prompt is too long: more than "
                                          f"{sim.max_context_chars} characters"), 400)
-    tools = [str(t.get("name", "")) for t in body.get("tools") or [] if isinstance(t, dict)]
-    call = tool_call_for(conv, tools) if tools else None
+    tools = [(str(t.get("name", "")), t.get("input_schema") or {})
+             for t in body.get("tools") or [] if isinstance(t, dict)]
+    choice = body.get("tool_choice") or {}
+    forced: str | bool = choice.get("type") == "any" or (
+        choice.get("type") == "tool" and str(choice.get("name", "")))
+    call = tool_call_for(conv, tools, forced) if tools and choice.get("type") != "none" else None
     text = "" if call else answer_for(conv)
     model = str(body.get("model") or "sim-claude")
     in_tokens, out_tokens = usage_words(conv, text or "tool")

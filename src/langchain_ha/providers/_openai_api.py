@@ -52,9 +52,12 @@ async def chat(sim: Sim, request: Request) -> Response:
         resp["error"]["code"] = "context_length_exceeded"
         sim.stats.finish("chat", 400)
         return json_response(resp, 400)
-    tools = [t.get("function", {}).get("name", "") for t in body.get("tools") or []
-             if isinstance(t, dict)]
-    call = tool_call_for(conv, tools) if tools else None
+    tools = [(str(t["function"].get("name", "")), t["function"].get("parameters") or {})
+             for t in body.get("tools") or [] if isinstance(t, dict) and "function" in t]
+    choice = body.get("tool_choice")
+    forced: str | bool = choice == "required" or (
+        isinstance(choice, dict) and str((choice.get("function") or {}).get("name", "")))
+    call = tool_call_for(conv, tools, forced) if tools and choice != "none" else None
     text = "" if call else answer_for(conv)
     model = str(body.get("model") or "sim-chat")
     prompt_tokens, completion_tokens = usage_words(conv, text or "tool")

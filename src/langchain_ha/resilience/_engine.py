@@ -205,8 +205,11 @@ class _Request(Generic[T]):
     def _failure(self) -> AllProvidersFailed:
         errors = self.errors or [BreakerOpenError("*")]
         last = classify(errors[-1]).reason
+        states = ", ".join(f"{r.name}={r.breaker.state.value}" for r in self.e.routes)
         return AllProvidersFailed(
-            f"all providers failed after {self.attempts} attempt(s); last: {last}", errors
+            f"all providers failed after {self.attempts} attempt(s); last: {last}; "
+            f"breakers: {states}",
+            errors,
         )
 
     # -- one round: every eligible provider at most once ------------------------------------
@@ -323,14 +326,13 @@ class _Request(Generic[T]):
                 if permit is not None:
                     self._start(route, permit, active)
                     return True
-            if all(r.breaker.state is not BreakerState.CLOSED for r in gated):
-                return False
-            if e.clock.monotonic() - began >= e.hedge.max_delay_s:
+            waitable = [r for r in gated if r.breaker.state is BreakerState.CLOSED]
+            if not waitable or e.clock.monotonic() - began >= e.hedge.max_delay_s:
                 return False
             tick = _GATE_TICK_S if left is None else min(_GATE_TICK_S, left)
-            permit = await gated[0].breaker.acquire(tick)
+            permit = await waitable[0].breaker.acquire(tick)
             if permit is not None:
-                self._start(gated[0], permit, active)
+                self._start(waitable[0], permit, active)
                 return True
 
     def _start(self, route: Route, permit: Permit, active: dict[asyncio.Task[T], _Running]) -> None:

@@ -169,7 +169,7 @@ class CircuitBreaker:
         self._probes_issued = 0
         self._probe_successes = 0
         self._last_sync = float("-inf")
-        self._changed: asyncio.Event | None = None
+        self._waiters: dict[asyncio.AbstractEventLoop, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- state ---------------------------------------------------------------------------------
@@ -247,10 +247,12 @@ class CircuitBreaker:
             left = end - self._clock.monotonic()
             if left <= 0:
                 return None
-            if self._changed is None:
-                self._changed = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            changed = self._waiters.get(loop)
+            if changed is None:
+                changed = self._waiters[loop] = asyncio.Event()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), left)
+                await asyncio.wait_for(changed.wait(), left)
 
     # -- outcomes ------------------------------------------------------------------------------
 
@@ -331,9 +333,19 @@ class CircuitBreaker:
             self._background(self._store.save(self.name, shared))
 
     def _notify(self) -> None:
-        if self._changed is not None:
-            self._changed.set()
-            self._changed = None
+        """Wake the waiters at the cold gate, on whichever event loop they wait."""
+        if not self._waiters:
+            return
+        waiters, self._waiters = self._waiters, {}
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        for loop, event in waiters.items():
+            if loop is running:
+                event.set()
+            elif not loop.is_closed():
+                loop.call_soon_threadsafe(event.set)
 
     # -- the shared store ----------------------------------------------------------------------
 

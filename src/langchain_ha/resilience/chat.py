@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from functools import partial
 from typing import Any, Literal
@@ -44,6 +45,12 @@ CONTINUATION_INSTRUCTION = (
 """The request a fallback provider gets after a stream died mid-way (after the partial text)."""
 
 _Stream = tuple[ChatGenerationChunk, AsyncIterator[ChatGenerationChunk]]
+
+# Set by the sync entry points: the shared async core then calls the providers' sync clients
+# (in worker threads), because their async clients may be bound to another event loop.
+_SYNC_CLIENTS: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "lcha_sync_clients", default=False
+)
 
 
 class Provider(BaseModel):
@@ -174,16 +181,26 @@ class ResilientChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        return run_sync(self._agenerate(messages, stop, None, **kwargs))
+        token = _SYNC_CLIENTS.set(True)
+        try:
+            return run_sync(self._agenerate(messages, stop, None, **kwargs))
+        finally:
+            _SYNC_CLIENTS.reset(token)
 
     async def _invoke_one(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: Mapping[str, Any],
         route: Route,
     ) -> ChatResult:
         model, bound = _unwrap(self.providers[route.index].model)
+        args = {**bound, **kwargs}
         if isinstance(model, BaseChatModel):
-            return await model._agenerate(messages, stop=stop, **{**bound, **kwargs})
-        message = await model.ainvoke(messages, stop=stop, **{**bound, **kwargs})
+            if _SYNC_CLIENTS.get():
+                return await asyncio.to_thread(model._generate, messages, stop, None, **args)
+            return await model._agenerate(messages, stop=stop, **args)
+        if _SYNC_CLIENTS.get():
+            message = await asyncio.to_thread(model.invoke, messages, stop=stop, **args)
+            return ChatResult(generations=[ChatGeneration(message=message)])
+        message = await model.ainvoke(messages, stop=stop, **args)
         return ChatResult(generations=[ChatGeneration(message=message)])
 
     # -- stream ---------------------------------------------------------------------------------
@@ -260,14 +277,20 @@ class ResilientChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        yield from iterate_sync(self._astream(messages, stop, None, **kwargs))
+        token = _SYNC_CLIENTS.set(True)
+        try:
+            yield from iterate_sync(self._astream(messages, stop, None, **kwargs))
+        finally:
+            _SYNC_CLIENTS.reset(token)
 
     async def _open_stream(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: Mapping[str, Any],
         route: Route,
     ) -> _Stream:
         model, bound = _unwrap(self.providers[route.index].model)
-        if isinstance(model, BaseChatModel):
+        if _SYNC_CLIENTS.get() and isinstance(model, BaseChatModel):
+            stream = _threaded(model._stream(messages, stop, None, **{**bound, **kwargs}))
+        elif isinstance(model, BaseChatModel):
             stream = model._astream(messages, stop=stop, **{**bound, **kwargs})
         else:
             stream = _as_generation_chunks(
@@ -364,7 +387,8 @@ def _unwrap(model: Any) -> tuple[Any, dict[str, Any]]:
     while isinstance(model, RunnableBinding):
         kwargs = {**model.kwargs, **kwargs}
         model = model.bound
-    return model, kwargs
+    # Tracing hints that BaseChatModel.invoke would strip; we call the model's _agenerate.
+    return model, {k: v for k, v in kwargs.items() if not k.startswith("ls_")}
 
 
 def _result_usage(result: ChatResult) -> Mapping[str, int] | None:
@@ -386,6 +410,21 @@ async def _aclose(stream: AsyncIterator[Any]) -> None:
 async def _close_stream(value: _Stream) -> None:
     with contextlib.suppress(Exception):
         await _aclose(value[1])
+
+
+async def _threaded(items: Iterator[ChatGenerationChunk]) -> AsyncIterator[ChatGenerationChunk]:
+    """A sync client's stream, pulled item by item in worker threads."""
+    end = object()
+    try:
+        while True:
+            item = await asyncio.to_thread(next, items, end)
+            if item is end:
+                return
+            yield item  # type: ignore[misc]
+    finally:
+        close = getattr(items, "close", None)
+        if close is not None:
+            await asyncio.to_thread(close)
 
 
 async def _as_generation_chunks(
