@@ -94,7 +94,7 @@ async def test_sync_stream_and_invoke_work_with_real_clients(sim_pair) -> None:
 
 
 async def test_bad_key_on_primary_falls_back(sim_pair) -> None:
-    primary, secondary = sim_pair
+    primary, _secondary = sim_pair
     model = ResilientChatModel(providers=[
         Provider(name="key1", model=ChatOpenAI(base_url=primary.url + "/v1",
                  api_key="invalid-1", model="sim-chat", max_retries=0)),  # type: ignore[arg-type]

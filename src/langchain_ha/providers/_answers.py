@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 CONTINUATION_INSTRUCTION = (
@@ -18,11 +18,13 @@ CONTINUATION_INSTRUCTION = (
 ORDER_ID = re.compile(r"\b([A-Z]{2}-?\d{3,8})\b")
 _DOC = re.compile(r"\[doc:([A-Za-z0-9_.-]+)\]\s*(.*?)(?=\[doc:|\Z)", re.S)
 _WORD = re.compile(r"[a-z0-9]+")
-_STOP = frozenset(
-    "a an the is are was were be to of and or in on at for with by from how what when where "
-    "why who which do does did can could should would i you my your me we our it its this that "
-    "there their they them please tell about".split()
-)
+_STOP = frozenset({
+    "a", "about", "an", "and", "are", "at", "be", "by", "can", "could", "did", "do", "does",
+    "for", "from", "how", "i", "in", "is", "it", "its", "me", "my", "of", "on", "or", "our",
+    "please", "should", "tell", "that", "the", "their", "them", "there", "they", "this", "to",
+    "was", "we", "were", "what", "when", "where", "which", "who", "why", "with", "would",
+    "you", "your",
+})
 
 Turn = tuple[str, str]
 

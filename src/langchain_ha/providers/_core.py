@@ -23,7 +23,9 @@ class StreamCut(Exception):
     """Raised inside a streaming body to drop the connection mid-stream."""
 
 
-def json_response(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+def json_response(
+    body: object, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json",
                     headers=headers)
 
@@ -102,7 +104,8 @@ class Sim:
                 yield event
 
         return StreamingResponse(body(), media_type="text/event-stream",
-                                 headers={"x-lcha-provider": self.name, "cache-control": "no-cache"})
+                                 headers={"x-lcha-provider": self.name,
+                                          "cache-control": "no-cache"})
 
 
 async def _hang(request: Request) -> None:

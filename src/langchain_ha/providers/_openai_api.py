@@ -75,7 +75,8 @@ async def chat(sim: Sim, request: Request) -> Response:
                 "model": model, "system_fingerprint": sim.name}
 
         def chunk(delta: dict[str, Any], reason: str | None = None) -> bytes:
-            return _sse({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": reason}]})
+            choice = {"index": 0, "delta": delta, "finish_reason": reason}
+            return _sse({**base, "choices": [choice]})
 
         events = [chunk({"role": "assistant", "content": ""})]
         if tool_calls:
