@@ -52,14 +52,20 @@ def _langchain_fallbacks(ends: Endpoints, streaming: bool) -> Call:
     return _langchain_call(primary.with_fallbacks([secondary]), streaming)
 
 
-def _langchain_ha(ends: Endpoints, streaming: bool) -> Call:
+def _langchain_ha(ends: Endpoints, streaming: bool, **settings: Any) -> Call:
     from langchain_ha.resilience.chat import Provider, ResilientChatModel
 
     model = ResilientChatModel(providers=[
         Provider(name="primary", model=_openai(ends.primary, max_retries=0)),
         Provider(name="secondary", model=_openai(ends.secondary, max_retries=0)),
-    ])
+    ], **settings)
     return _langchain_call(model, streaming)
+
+
+def _langchain_ha_nohedge(ends: Endpoints, streaming: bool) -> Call:
+    from langchain_ha.resilience.hedging import HedgePolicy
+
+    return _langchain_ha(ends, streaming, hedge=HedgePolicy(enabled=False))
 
 
 def _litellm_router(ends: Endpoints, streaming: bool) -> Call | None:
@@ -99,6 +105,7 @@ CONTENDERS: dict[str, Callable[[Endpoints, bool], Call | None]] = {
     "langchain_fallbacks": _langchain_fallbacks,
     "litellm_router": _litellm_router,
     "langchain_ha": _langchain_ha,
+    "langchain_ha_nohedge": _langchain_ha_nohedge,
 }
 
 

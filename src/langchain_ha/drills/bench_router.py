@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 
 from langchain_ha._proc import Child, free_port, python_argv
+from langchain_ha._usage import UsageError
 from langchain_ha.drills._contenders import CONTENDERS, Endpoints, build_contender
 from langchain_ha.providers._answers import expected_answer
 
@@ -196,8 +197,6 @@ def _format_row(row: Row, rows: list[Row]) -> str:
 def main(*, json_path: str | None, requests: int, concurrency: int, scenarios: list[str],
          contenders: list[str], latency_ms: float = 60.0, jitter_ms: float = 40.0) -> int:
     """Run the benchmark; print a table (ratios against ``raw``); optionally write JSON."""
-    from langchain_ha.cli import UsageError
-
     unknown = [s for s in scenarios if s not in SCENARIOS]
     if unknown:
         raise UsageError(f"--scenarios: unknown {unknown}; choose from {sorted(SCENARIOS)}")

@@ -1,0 +1,7 @@
+"""The one error type for mistakes a user can fix from the command line."""
+
+from __future__ import annotations
+
+
+class UsageError(Exception):
+    """A mistake the user can fix; the CLI prints it as one line, without a traceback."""
