@@ -6,6 +6,7 @@ simulators over HTTP with real clients; only the resilience layer differs.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -69,8 +70,8 @@ def _langchain_ha_nohedge(ends: Endpoints, streaming: bool) -> Call:
 
 
 def _litellm_router(ends: Endpoints, streaming: bool) -> Call | None:
-    try:
-        import litellm
+    try:  # a comparison only, never a dependency: typed loosely on purpose
+        litellm: Any = importlib.import_module("litellm")
     except ImportError:
         return None
     litellm.suppress_debug_info = True

@@ -65,7 +65,7 @@ async def chat(sim: Sim, request: Request) -> Response:
              "total_tokens": prompt_tokens + completion_tokens}
     ident = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     created = int(time.time())
-    tool_calls = None
+    tool_calls: list[dict[str, Any]] | None = None
     if call:
         tool_calls = [{"id": f"call_{uuid.uuid4().hex[:20]}", "type": "function",
                        "function": {"name": call[0], "arguments": orjson.dumps(call[1]).decode()}}]
@@ -81,11 +81,12 @@ async def chat(sim: Sim, request: Request) -> Response:
         events = [chunk({"role": "assistant", "content": ""})]
         if tool_calls:
             tc = tool_calls[0]
+            assert call is not None
             events.append(chunk({"tool_calls": [{"index": 0, "id": tc["id"], "type": "function",
-                                                 "function": {"name": tc["function"]["name"],
+                                                 "function": {"name": call[0],
                                                               "arguments": ""}}]}))
             events.append(chunk({"tool_calls": [{"index": 0, "function": {
-                "arguments": tc["function"]["arguments"]}}]}))
+                "arguments": orjson.dumps(call[1]).decode()}}]}))
         else:
             events.extend(chunk({"content": piece}) for piece in chunks(text))
         events.append(chunk({}, finish))
