@@ -11,11 +11,11 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from langchain_ha._usage import UsageError
+
+__all__ = ["UsageError", "build_parser", "main"]
+
 Handler = Callable[[argparse.Namespace], int]
-
-
-class UsageError(Exception):
-    """A mistake the user can fix; printed without a traceback."""
 
 
 def _add_sim(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -79,11 +79,130 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     r.set_defaults(handler=run)
 
 
+def _add_ingest(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``lcha ingest PATH`` enqueues ingestion tasks; ``lcha worker`` runs them."""
+    p = sub.add_parser("ingest", help="enqueue ingestion of text/markdown/jsonl files")
+    p.add_argument("path", help="a file or a directory (searched recursively)")
+    p.add_argument("--db", required=True, help="writer conninfo (libpq, multi-host allowed)")
+    p.add_argument("--collection", default="default")
+    p.add_argument("--chunk-size", type=int, default=1000)
+    p.add_argument("--chunk-overlap", type=int, default=150)
+
+    def ingest(args: argparse.Namespace) -> int:
+        import asyncio
+        from pathlib import Path
+
+        from langchain_ha.store.runner import run_ingest
+
+        try:
+            ids = asyncio.run(
+                run_ingest(
+                    args.db, Path(args.path), collection=args.collection,
+                    chunk_size=args.chunk_size, overlap=args.chunk_overlap,
+                )
+            )
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        except Exception as exc:
+            return _db_error("ingest", exc)
+        print(f"enqueued {len(ids)} ingestion task(s): {ids}")
+        return 0
+
+    p.set_defaults(handler=ingest)
+
+    w = sub.add_parser("worker", help="run durable task workers (SIGTERM finishes current tasks)")
+    w.add_argument("--db", required=True, help="writer conninfo (libpq, multi-host allowed)")
+    w.add_argument("--reader", help="reader conninfo (default: derived from --db)")
+    w.add_argument("--concurrency", type=int, default=2)
+    w.add_argument("--lease-s", type=float, default=10.0)
+    w.add_argument("--heartbeat-s", type=float, default=2.0)
+    w.add_argument("--poll-s", type=float, default=0.2)
+    w.add_argument("--backoff-base-s", type=float, default=1.0)
+    w.add_argument(
+        "--embeddings-url", help="OpenAI-compatible base URL (key: $LCHA_EMBEDDINGS_API_KEY)"
+    )
+    w.add_argument("--embeddings-model", default="text-embedding-3-small")
+    w.add_argument("--dimensions", type=int, default=256)
+    w.add_argument(
+        "--handlers", action="append", default=[], metavar="MODULE:ATTR",
+        help="extra task handlers: a dict {kind: async fn(payload, ctx)} (repeatable)",
+    )
+
+    def work(args: argparse.Namespace) -> int:
+        import asyncio
+        import logging
+
+        from langchain_ha.store.runner import EmbeddingSettings, WorkerSettings, run_worker
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        settings = WorkerSettings(
+            db=args.db, reader=args.reader, concurrency=args.concurrency, lease_s=args.lease_s,
+            heartbeat_s=args.heartbeat_s, poll_s=args.poll_s, backoff_base_s=args.backoff_base_s,
+            embeddings=EmbeddingSettings(
+                url=args.embeddings_url, model=args.embeddings_model, dimensions=args.dimensions
+            ),
+            handler_specs=tuple(args.handlers),
+        )
+        try:
+            return asyncio.run(run_worker(settings))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        except Exception as exc:
+            return _db_error("worker", exc)
+
+    w.set_defaults(handler=work)
+
+
+def _db_error(command: str, exc: Exception) -> int:
+    """Print a database failure as one line (psycopg messages carry no password); else raise."""
+    import psycopg
+    import psycopg_pool
+
+    if not isinstance(exc, psycopg.Error | psycopg_pool.PoolTimeout | OSError):
+        raise exc
+    print(f"lcha {command}: database error: {type(exc).__name__}: {exc}", file=sys.stderr)
+    return 1
+
+
+def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("serve", help="serve a LangChain Runnable as an HA replica")
+    p.add_argument("app", help="module:attr of a Runnable (or of a factory returning one)")
+    p.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None)
+    p.add_argument("--zone", default=None)
+    p.add_argument("--replica-id", default=None)
+    p.add_argument("--max-inflight", type=int, default=None)
+
+    def run(args: argparse.Namespace) -> int:
+        from pydantic import ValidationError
+        from pydantic_settings import SettingsError
+
+        from langchain_ha.serve.server import serve
+        from langchain_ha.serve.settings import ServeSettings
+
+        overrides = {k: v for k, v in {
+            "host": args.host, "port": args.port, "zone": args.zone,
+            "replica_id": args.replica_id, "max_inflight": args.max_inflight,
+        }.items() if v is not None}
+        try:
+            settings = ServeSettings(**overrides)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise UsageError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        except SettingsError as exc:
+            raise UsageError(f"environment: {exc}") from None
+        return serve(args.app, settings)
+
+    p.set_defaults(handler=run)
+
+
 # Further subcommands (serve, db, up, drill, render) register here, one _add_* each.
 _COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_sim,
     _add_demo,
     _add_bench,
+    _add_ingest,
+    _add_serve,
 ]
 
 

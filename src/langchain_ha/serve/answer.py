@@ -1,0 +1,147 @@
+"""Running the served Runnable for one request: deadline, degradation scope, request key,
+idempotent replays, error mapping and the answer envelope."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.messages import BaseMessage
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import Response
+
+from langchain_ha._context import request_key_scope
+from langchain_ha.resilience.deadline import deadline
+from langchain_ha.resilience.degrade import degradation_scope
+from langchain_ha.resilience.errors import AllProvidersFailed, DeadlineExceeded
+from langchain_ha.serve.idempotency import IdempotencyStore, wait_for_answer
+from langchain_ha.serve.metrics import ServerMetrics
+from langchain_ha.serve.settings import ServeSettings
+
+log = logging.getLogger("langchain_ha.serve")
+_KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.:")
+
+
+@dataclass
+class Served:
+    """What the routes share: settings, metrics and the idempotency store."""
+
+    settings: ServeSettings
+    metrics: ServerMetrics
+    idempotency: IdempotencyStore
+
+    def envelope(self, request: Request, degraded: list[str]) -> dict[str, Any]:
+        return {"degraded": degraded, "replica": self.settings.replica_id,
+                "zone": self.settings.zone, "request_id": request.scope["state"]["request_id"]}
+
+    def note_degraded(self, request: Request, degraded: list[str]) -> None:
+        request.scope["state"]["degraded"] = degraded
+        for component in degraded:
+            self.metrics.degraded.labels(component).inc()
+
+
+def jsonable(value: Any) -> Any:
+    """A JSON-friendly form of a Runnable's output."""
+    if isinstance(value, BaseMessage):
+        out: dict[str, Any] = {"type": value.type, "content": value.content}
+        tool_calls = getattr(value, "tool_calls", None)
+        if tool_calls:
+            out["tool_calls"] = tool_calls
+        if value.response_metadata:
+            out["response_metadata"] = jsonable(value.response_metadata)
+        return out
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def error_response(status: int, kind: str, message: str, **extra: Any) -> Response:
+    headers = {"retry-after": "1"} if status == 503 else None
+    body = json.dumps({"error": {"type": kind, "message": message, **extra}})
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+def idempotency_key(request: Request) -> str | None:
+    """The request's Idempotency-Key, validated (raises ValueError with the reason)."""
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 200 or not set(key) <= _KEY_CHARS:
+        raise ValueError("Idempotency-Key must be 1-200 characters of A-Z a-z 0-9 - _ . :")
+    return key
+
+
+async def run_keyed(served: Served, request: Request,
+                    produce: Callable[[], Awaitable[Response]]) -> Response:
+    """Answer once per Idempotency-Key: replays get the stored answer, byte for byte."""
+    try:
+        key = idempotency_key(request)
+    except ValueError as exc:
+        return error_response(400, "invalid_header", str(exc), field="Idempotency-Key")
+    if key is None:
+        return await produce()
+    store = served.idempotency
+    ttl = served.settings.idempotency_ttl_s
+    stored = await store.get(key)
+    if stored is None and not await store.claim(key, served.settings.request_timeout_s + 5):
+        stored = await wait_for_answer(store, key, served.settings.request_timeout_s)
+        if stored is None:
+            return error_response(409, "conflict", "a request with this Idempotency-Key is "
+                                  "still running; retry later")
+    if stored is not None:
+        return Response(stored.body, status_code=stored.status, media_type="application/json",
+                        headers={**stored.headers, "idempotent-replayed": "true"})
+    response = await produce()
+    if response.status_code < 500:
+        headers = {k: v for k, v in response.headers.items()
+                   if k.startswith("x-lcha-degraded")}
+        await store.put(key, response.status_code, bytes(response.body), headers, ttl)
+    else:
+        release = getattr(store, "release", None)
+        if release is not None:
+            await release(key)
+    return response
+
+
+async def call_runnable(served: Served, request: Request,
+                        call: Callable[[], Awaitable[Any]]) -> tuple[Any, list[str]] | Response:
+    """Run ``call`` under the request's deadline, key and degradation scope."""
+    key = request.headers.get("idempotency-key") or request.scope["state"]["request_id"]
+    with degradation_scope() as degraded, request_key_scope(key), \
+            deadline(served.settings.request_timeout_s):
+        try:
+            output = await call()
+        except AllProvidersFailed as exc:
+            return _failed(request, 503, "unavailable", "no provider could answer", exc)
+        except (DeadlineExceeded, TimeoutError) as exc:
+            return _failed(request, 504, "timeout", "the request deadline passed", exc)
+        except Exception as exc:
+            return _failed(request, 502, "runnable_error", "the application failed", exc)
+    found = sorted(degraded)
+    served.note_degraded(request, found)
+    return output, found
+
+
+def _failed(request: Request, status: int, kind: str, message: str, exc: Exception) -> Response:
+    error_id = uuid.uuid4().hex[:12]
+    log.error("request %s failed (error id %s): %r", request.scope["state"]["request_id"],
+              error_id, exc, exc_info=status == 502)
+    return error_response(status, kind, message, error_id=error_id)
+
+
+def answer_response(served: Served, request: Request, body: dict[str, Any],
+                    degraded: list[str]) -> Response:
+    payload = json.dumps({**body, **served.envelope(request, degraded)})
+    return Response(payload, media_type="application/json",
+                    headers={"x-lcha-degraded": ",".join(degraded)})

@@ -1,0 +1,83 @@
+"""``create_app``: any LangChain Runnable as a replica that a load balancer can trust."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from langchain_core.runnables import Runnable
+from prometheus_client import CollectorRegistry
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse, Response
+
+from langchain_ha.serve.answer import Served
+from langchain_ha.serve.drain import DrainState
+from langchain_ha.serve.gate import Gate
+from langchain_ha.serve.health import HealthCheck, breaker_check, build_health
+from langchain_ha.serve.idempotency import IdempotencyStore, InMemoryIdempotencyStore
+from langchain_ha.serve.metrics import ServerMetrics
+from langchain_ha.serve.routes import build_router
+from langchain_ha.serve.settings import ServeSettings
+
+
+class ReplicaApp:
+    """The ASGI app plus the handles the server and tests need (drain state, metrics)."""
+
+    def __init__(self, fastapi: FastAPI, gate: Gate, drain: DrainState) -> None:
+        self.fastapi = fastapi
+        self.gate = gate
+        self.drain = drain
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.gate(scope, receive, send)
+
+
+def create_app(
+    runnable: Runnable[Any, Any],
+    settings: ServeSettings | None = None,
+    *,
+    registry: CollectorRegistry | None = None,
+    checks: Mapping[str, HealthCheck] | None = None,
+    breakers: Mapping[str, Any] | None = None,
+    idempotency: IdempotencyStore | None = None,
+) -> ReplicaApp:
+    """Serve ``runnable`` with probes, metrics, auth, limits, idempotency and draining.
+
+    ``breakers`` defaults to the runnable's own ``breakers`` attribute (a
+    :class:`~langchain_ha.resilience.chat.ResilientChatModel` has one); they feed ``/health``
+    and ``/admin/breakers``.
+    """
+    settings = settings or ServeSettings()
+    registry = registry if registry is not None else CollectorRegistry()
+    metrics = ServerMetrics(registry)
+    drain = DrainState()
+    served = Served(settings, metrics, idempotency or InMemoryIdempotencyStore())
+    found = breakers if breakers is not None else getattr(runnable, "breakers", None)
+    breaker_map: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
+    all_checks = dict(checks or {})
+    if breaker_map and "llm" not in all_checks:
+        all_checks["llm"] = breaker_check(breaker_map)
+
+    app = FastAPI(title="langchain-ha replica", docs_url=None, redoc_url=None,
+                  openapi_url="/openapi.json")
+    app.include_router(build_router(runnable, served))
+    app.include_router(build_health(served, drain, all_checks, breaker_map))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        fields = [{"field": ".".join(str(p) for p in e["loc"] if p != "body") or "body",
+                   "message": e["msg"]} for e in exc.errors()]
+        first = fields[0] if fields else {"field": "body", "message": "invalid"}
+        return JSONResponse({"error": {"type": "invalid_request", "message":
+                                       f"{first['field']}: {first['message']}",
+                                       "fields": fields[:10]}}, status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        return JSONResponse({"error": {"type": "http_error", "message": str(exc.detail)}},
+                            status_code=exc.status_code, headers=exc.headers)
+
+    drain.started = True
+    return ReplicaApp(app, Gate(app, settings, drain, metrics), drain)

@@ -1,0 +1,54 @@
+"""Tiny Runnables served in the replica-server tests (user code, not our components)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from langchain_core.runnables import RunnableGenerator, RunnableLambda
+
+from langchain_ha._context import current_request_key
+from langchain_ha.resilience.degrade import record_degraded
+
+_CALLS = Path(os.environ.get("LCHA_TEST_CALLS", "/tmp/lcha-test-calls"))
+
+
+def _count() -> None:
+    with _CALLS.open("a") as f:
+        f.write(f"{current_request_key()}\n")
+
+
+async def _echo(value: Any) -> Any:
+    _count()
+    return {"echo": value}
+
+
+async def _slow(value: Any) -> Any:
+    await asyncio.sleep(float(os.environ.get("LCHA_TEST_SLOW_S", "1.0")))
+    return {"done": value}
+
+
+async def _degraded(value: Any) -> Any:
+    record_degraded("retrieval")
+    return {"answer": "no context found, answering from the model alone"}
+
+
+async def _failing(value: Any) -> Any:
+    raise RuntimeError("boom with a secret inside")
+
+
+async def _chunks(values: AsyncIterator[Any]) -> AsyncIterator[str]:
+    async for _ in values:
+        for word in ("one ", "two ", "three"):
+            await asyncio.sleep(float(os.environ.get("LCHA_TEST_CHUNK_S", "0.01")))
+            yield word
+
+
+echo = RunnableLambda(_echo)
+slow = RunnableLambda(_slow)
+degraded = RunnableLambda(_degraded)
+failing = RunnableLambda(_failing)
+streaming = RunnableGenerator(_chunks)
