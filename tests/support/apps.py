@@ -52,3 +52,10 @@ slow = RunnableLambda(_slow)
 degraded = RunnableLambda(_degraded)
 failing = RunnableLambda(_failing)
 streaming = RunnableGenerator(_chunks)
+
+
+async def _trivial(value: Any) -> Any:
+    return value
+
+
+trivial = RunnableLambda(_trivial)
