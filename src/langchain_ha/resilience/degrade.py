@@ -1,4 +1,4 @@
-"""Degraded answers: recording which component fell back, per request.
+"""Degraded answers: recording which component fell back, and wrappers that degrade.
 
 A request runs inside a :func:`degradation_scope`; anything on its path (the router when a
 fallback provider answered, a retriever wrapper that returned nothing, a tool wrapper, a cache
@@ -11,9 +11,28 @@ threads copy the context, so they all add to the same set.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
+import logging
+import time
 from collections.abc import Iterator
+from typing import Any
+
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForRetrieverRun,
+    CallbackManagerForRetrieverRun,
+)
+from langchain_core.documents import Document
+from langchain_core.retrievers import BaseRetriever
+from langchain_core.tools import BaseTool, StructuredTool
+from pydantic import ConfigDict, Field
+
+from langchain_ha.resilience._sync import run_sync
+from langchain_ha.resilience.breaker import CircuitBreaker
+from langchain_ha.resilience.errors import classify
+
+log = logging.getLogger("langchain_ha.degrade")
 
 _SCOPE: contextvars.ContextVar[set[str] | None] = contextvars.ContextVar(
     "lcha_degraded", default=None
@@ -42,3 +61,88 @@ def current_degraded() -> list[str]:
     """The components recorded so far in the current scope, sorted."""
     entries = _SCOPE.get()
     return sorted(entries) if entries else []
+
+
+class ResilientRetriever(BaseRetriever):
+    """Wraps any retriever: a timeout and a circuit breaker; on failure, no documents.
+
+    A failed, slow or breaker-rejected retrieval returns ``[]`` and records the ``retrieval``
+    degradation (or ``component``), so the answer goes on without context and says so.
+    """
+
+    retriever: BaseRetriever
+    timeout_s: float = 2.0
+    component: str = "retrieval"
+    breaker: CircuitBreaker = Field(default_factory=lambda: CircuitBreaker("retrieval"))
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    async def _aget_relevant_documents(
+        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun
+    ) -> list[Document]:
+        permit = self.breaker.try_acquire()
+        if permit is None:
+            return self._without("breaker open")
+        began = time.monotonic()
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                docs = await self.retriever.ainvoke(query)
+        except Exception as exc:
+            permit.failure(time.monotonic() - began)
+            return self._without(classify(exc).reason)
+        except BaseException:
+            permit.release()
+            raise
+        permit.success(time.monotonic() - began)
+        return docs
+
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+    ) -> list[Document]:
+        return run_sync(self._aget_relevant_documents(query, run_manager=None))  # type: ignore[arg-type]
+
+    def _without(self, reason: str) -> list[Document]:
+        log.warning("retrieval degraded (%s): answering without documents", reason)
+        record_degraded(self.component)
+        return []
+
+
+def resilient_tool(
+    tool: BaseTool, *, timeout_s: float = 5.0, breaker: CircuitBreaker | None = None
+) -> BaseTool:
+    """Wrap ``tool`` so a failure becomes a clear observation instead of an exception.
+
+    The agent is told the tool is unavailable (and why, in one word) and the answer records
+    ``tool:<name>``; name, description and argument schema are kept, so ``bind_tools`` works.
+    """
+    guard = breaker or CircuitBreaker(f"tool:{tool.name}")
+
+    def unavailable(reason: str) -> str:
+        record_degraded(f"tool:{tool.name}")
+        log.warning("tool %s unavailable (%s)", tool.name, reason)
+        return (f"Tool {tool.name} is unavailable right now (reason: {reason}). "
+                "Answer without it and tell the user this information could not be checked.")
+
+    async def call(**kwargs: Any) -> Any:
+        permit = guard.try_acquire()
+        if permit is None:
+            return unavailable("breaker_open")
+        began = time.monotonic()
+        try:
+            async with asyncio.timeout(timeout_s):
+                result = await tool.ainvoke(kwargs)
+        except Exception as exc:
+            permit.failure(time.monotonic() - began)
+            return unavailable(classify(exc).reason)
+        except BaseException:
+            permit.release()
+            raise
+        permit.success(time.monotonic() - began)
+        return result
+
+    def call_sync(**kwargs: Any) -> Any:
+        return run_sync(call(**kwargs))
+
+    return StructuredTool(name=tool.name, description=tool.description,
+                          args_schema=tool.args_schema or tool.get_input_schema(),
+                          coroutine=call, func=call_sync)
