@@ -73,9 +73,11 @@ async def messages(sim: Sim, request: Request) -> Response:
                       "name": call[0], "input": call[1]}
     stop_reason = "tool_use" if call else "end_turn"
     if body.get("stream"):
-        start: dict[str, Any] = {"id": ident, "type": "message", "role": "assistant", "model": model,
-                 "content": [], "stop_reason": None, "stop_sequence": None,
-                 "usage": {"input_tokens": in_tokens, "output_tokens": 1}}
+        start: dict[str, Any] = {
+            "id": ident, "type": "message", "role": "assistant", "model": model, "content": [],
+            "stop_reason": None, "stop_sequence": None,
+            "usage": {"input_tokens": in_tokens, "output_tokens": 1},
+        }
         events = [_event("message_start", {"message": start})]
         if tool_block and call:
             events.append(_event("content_block_start", {

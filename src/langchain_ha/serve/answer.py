@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from langchain_ha._context import request_key_scope
+from langchain_ha._usage import InvalidInput
 from langchain_ha.resilience.deadline import deadline
 from langchain_ha.resilience.degrade import degradation_scope
 from langchain_ha.resilience.errors import AllProvidersFailed, DeadlineExceeded
@@ -122,6 +123,8 @@ async def call_runnable(served: Served, request: Request,
             deadline(served.settings.request_timeout_s):
         try:
             output = await call()
+        except InvalidInput as exc:
+            return error_response(422, "invalid_input", str(exc), field="input")
         except AllProvidersFailed as exc:
             return _failed(request, 503, "unavailable", "no provider could answer", exc)
         except (DeadlineExceeded, TimeoutError) as exc:
