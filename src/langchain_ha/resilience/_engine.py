@@ -18,11 +18,12 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from langchain_ha.resilience._clock import SYSTEM_CLOCK, Clock
-from langchain_ha.resilience.breaker import BreakerState, CircuitBreaker, Permit
+from langchain_ha.resilience._route import Attempt, Route
+from langchain_ha.resilience.breaker import BreakerState, Permit
 from langchain_ha.resilience.deadline import Deadline
 from langchain_ha.resilience.errors import (
     AllProvidersFailed,
@@ -32,43 +33,13 @@ from langchain_ha.resilience.errors import (
     classify,
 )
 from langchain_ha.resilience.events import NullEvents, RouterEvents
-from langchain_ha.resilience.hedging import HedgePolicy, LatencyTracker
+from langchain_ha.resilience.hedging import HedgePolicy
 from langchain_ha.resilience.retry import RetryPolicy
 
 T = TypeVar("T")
 log = logging.getLogger("langchain_ha.router")
 
 _GATE_TICK_S = 0.02
-
-
-@dataclass
-class Route:
-    """One provider's runtime state, shared by every request (and every bound copy)."""
-
-    name: str
-    index: int
-    breaker: CircuitBreaker
-    timeout_s: float | None
-    context_window: int | None
-    latency: dict[str, LatencyTracker] = field(default_factory=dict)
-
-    def tracker(self, mode: str) -> LatencyTracker:
-        tracker = self.latency.get(mode)
-        if tracker is None:
-            tracker = self.latency[mode] = LatencyTracker()
-        return tracker
-
-
-@dataclass
-class Attempt(Generic[T]):
-    """The winning attempt of a request."""
-
-    route: Route
-    permit: Permit
-    value: T
-    started: float
-    attempts: int
-    hedged: bool
 
 
 StartFn = Callable[[Route], Awaitable[T]]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from functools import partial
 from typing import Any, Literal
 
@@ -25,11 +25,22 @@ from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackMana
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable, RunnableBinding
+from langchain_core.runnables import Runnable
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
+from langchain_ha.resilience._calls import (
+    Stream,
+    aclose,
+    as_generation_chunks,
+    close_stream,
+    default_name,
+    result_usage,
+    threaded,
+    unwrap,
+)
 from langchain_ha.resilience._clock import SYSTEM_CLOCK, Clock
-from langchain_ha.resilience._engine import Attempt, Engine, Route
+from langchain_ha.resilience._engine import Engine
+from langchain_ha.resilience._route import Attempt, Route
 from langchain_ha.resilience._sync import iterate_sync, run_sync
 from langchain_ha.resilience.breaker import BreakerConfig, BreakerState, CircuitBreaker
 from langchain_ha.resilience.deadline import Deadline, current_deadline
@@ -44,7 +55,6 @@ CONTINUATION_INSTRUCTION = (
 )
 """The request a fallback provider gets after a stream died mid-way (after the partial text)."""
 
-_Stream = tuple[ChatGenerationChunk, AsyncIterator[ChatGenerationChunk]]
 
 # Set by the sync entry points: the shared async core then calls the providers' sync clients
 # (in worker threads), because their async clients may be bound to another event loop.
@@ -107,7 +117,7 @@ class ResilientChatModel(BaseChatModel):
         seen: set[str] = set()
         for i, item in enumerate(value):
             provider = item if isinstance(item, Provider) else Provider(
-                name=_default_name(item, i), model=item
+                name=default_name(item, i), model=item
             )
             if provider.name in seen:
                 raise ValueError(f"providers[{i}]: duplicate provider name {provider.name!r}")
@@ -166,7 +176,7 @@ class ResilientChatModel(BaseChatModel):
     ) -> ChatResult:
         call = partial(self._invoke_one, messages, stop, kwargs)
         attempt = await self._engine.run(
-            "invoke", call, usage=_result_usage, deadline=self._deadline()
+            "invoke", call, usage=result_usage, deadline=self._deadline()
         )
         result = attempt.value
         for gen in result.generations:
@@ -191,7 +201,7 @@ class ResilientChatModel(BaseChatModel):
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: Mapping[str, Any],
         route: Route,
     ) -> ChatResult:
-        model, bound = _unwrap(self.providers[route.index].model)
+        model, bound = unwrap(self.providers[route.index].model)
         args = {**bound, **kwargs}
         if isinstance(model, BaseChatModel):
             if _SYNC_CLIENTS.get():
@@ -220,7 +230,7 @@ class ResilientChatModel(BaseChatModel):
         while True:
             opener = partial(self._open_stream, conversation, stop, kwargs)
             attempt = await self._engine.run(
-                "stream", opener, exclude=excluded, discard=_close_stream, settle=False,
+                "stream", opener, exclude=excluded, discard=close_stream, settle=False,
                 deadline=deadline,
             )
             if switches:
@@ -241,7 +251,7 @@ class ResilientChatModel(BaseChatModel):
                     yield chunk
                     chunk = await self._next_chunk(rest, deadline)
             except Exception as exc:
-                await _close_stream((first, rest))
+                await close_stream((first, rest))
                 elapsed = self._engine.clock.monotonic() - attempt.started
                 attempt.permit.failure(elapsed)
                 self._engine.events.on_failure(
@@ -256,7 +266,7 @@ class ResilientChatModel(BaseChatModel):
                 continue
             except BaseException:
                 attempt.permit.release()
-                await _close_stream((first, rest))
+                await close_stream((first, rest))
                 raise
             attempt.permit.success(self._engine.clock.monotonic() - attempt.started)
             meta = self._provenance(attempt)
@@ -286,14 +296,14 @@ class ResilientChatModel(BaseChatModel):
     async def _open_stream(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: Mapping[str, Any],
         route: Route,
-    ) -> _Stream:
-        model, bound = _unwrap(self.providers[route.index].model)
+    ) -> Stream:
+        model, bound = unwrap(self.providers[route.index].model)
         if _SYNC_CLIENTS.get() and isinstance(model, BaseChatModel):
-            stream = _threaded(model._stream(messages, stop, None, **{**bound, **kwargs}))
+            stream = threaded(model._stream(messages, stop, None, **{**bound, **kwargs}))
         elif isinstance(model, BaseChatModel):
             stream = model._astream(messages, stop=stop, **{**bound, **kwargs})
         else:
-            stream = _as_generation_chunks(
+            stream = as_generation_chunks(
                 model.astream(messages, stop=stop, **{**bound, **kwargs})
             )
         try:
@@ -302,7 +312,7 @@ class ResilientChatModel(BaseChatModel):
             raise StreamInterrupted("", route.name) from None
         except BaseException:
             with contextlib.suppress(Exception):
-                await _aclose(stream)
+                await aclose(stream)
             raise
         return first, stream
 
@@ -331,7 +341,7 @@ class ResilientChatModel(BaseChatModel):
         """Bind ``tools`` on every provider; a provider without tool support answers plainly."""
         providers = []
         for p in self.providers:
-            model, _ = _unwrap(p.model)
+            model, _ = unwrap(p.model)
             try:
                 bound = model.bind_tools(tools, tool_choice=tool_choice, **kwargs)
             except (NotImplementedError, AttributeError):
@@ -373,65 +383,3 @@ def continuation_messages(messages: Sequence[BaseMessage], partial_text: str) ->
         HumanMessage(content=CONTINUATION_INSTRUCTION),
     ]
 
-
-def _default_name(model: Any, index: int) -> str:
-    inner, _ = _unwrap(model)
-    label = getattr(inner, "model_name", None) or getattr(inner, "model", None)
-    kind = getattr(inner, "_llm_type", type(inner).__name__)
-    return f"{index}:{kind}:{label}" if isinstance(label, str) else f"{index}:{kind}"
-
-
-def _unwrap(model: Any) -> tuple[Any, dict[str, Any]]:
-    """The chat model under any RunnableBindings, and the kwargs they bound (outer wins)."""
-    kwargs: dict[str, Any] = {}
-    while isinstance(model, RunnableBinding):
-        kwargs = {**model.kwargs, **kwargs}
-        model = model.bound
-    # Tracing hints that BaseChatModel.invoke would strip; we call the model's _agenerate.
-    return model, {k: v for k, v in kwargs.items() if not k.startswith("ls_")}
-
-
-def _result_usage(result: ChatResult) -> Mapping[str, int] | None:
-    if not result.generations:
-        return None
-    usage = getattr(result.generations[0].message, "usage_metadata", None)
-    if not usage:
-        return None
-    return {"input_tokens": int(usage.get("input_tokens", 0)),
-            "output_tokens": int(usage.get("output_tokens", 0))}
-
-
-async def _aclose(stream: AsyncIterator[Any]) -> None:
-    aclose: Callable[[], Any] | None = getattr(stream, "aclose", None)
-    if aclose is not None:
-        await aclose()
-
-
-async def _close_stream(value: _Stream) -> None:
-    with contextlib.suppress(Exception):
-        await _aclose(value[1])
-
-
-async def _threaded(items: Iterator[ChatGenerationChunk]) -> AsyncIterator[ChatGenerationChunk]:
-    """A sync client's stream, pulled item by item in worker threads."""
-    end = object()
-    try:
-        while True:
-            item = await asyncio.to_thread(next, items, end)
-            if item is end:
-                return
-            yield item  # type: ignore[misc]
-    finally:
-        close = getattr(items, "close", None)
-        if close is not None:
-            await asyncio.to_thread(close)
-
-
-async def _as_generation_chunks(
-    stream: AsyncIterator[BaseMessage],
-) -> AsyncIterator[ChatGenerationChunk]:
-    async for message in stream:
-        chunk = message if isinstance(message, AIMessageChunk) else AIMessageChunk(
-            content=message.content
-        )
-        yield ChatGenerationChunk(message=chunk)

@@ -1,0 +1,77 @@
+"""Calling the wrapped chat models: unwrapping bindings, sync clients in threads, chunks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from typing import Any
+
+from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.runnables import RunnableBinding
+
+Stream = tuple[ChatGenerationChunk, AsyncIterator[ChatGenerationChunk]]
+
+
+def default_name(model: Any, index: int) -> str:
+    inner, _ = unwrap(model)
+    label = getattr(inner, "model_name", None) or getattr(inner, "model", None)
+    kind = getattr(inner, "_llm_type", type(inner).__name__)
+    return f"{index}:{kind}:{label}" if isinstance(label, str) else f"{index}:{kind}"
+
+
+def unwrap(model: Any) -> tuple[Any, dict[str, Any]]:
+    """The chat model under any RunnableBindings, and the kwargs they bound (outer wins)."""
+    kwargs: dict[str, Any] = {}
+    while isinstance(model, RunnableBinding):
+        kwargs = {**model.kwargs, **kwargs}
+        model = model.bound
+    # Tracing hints that BaseChatModel.invoke would strip; we call the model's _agenerate.
+    return model, {k: v for k, v in kwargs.items() if not k.startswith("ls_")}
+
+
+def result_usage(result: ChatResult) -> Mapping[str, int] | None:
+    if not result.generations:
+        return None
+    usage = getattr(result.generations[0].message, "usage_metadata", None)
+    if not usage:
+        return None
+    return {"input_tokens": int(usage.get("input_tokens", 0)),
+            "output_tokens": int(usage.get("output_tokens", 0))}
+
+
+async def aclose(stream: AsyncIterator[Any]) -> None:
+    aclose: Callable[[], Any] | None = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+async def close_stream(value: Stream) -> None:
+    with contextlib.suppress(Exception):
+        await aclose(value[1])
+
+
+async def threaded(items: Iterator[ChatGenerationChunk]) -> AsyncIterator[ChatGenerationChunk]:
+    """A sync client's stream, pulled item by item in worker threads."""
+    end = object()
+    try:
+        while True:
+            item = await asyncio.to_thread(next, items, end)
+            if item is end:
+                return
+            yield item  # type: ignore[misc]
+    finally:
+        close = getattr(items, "close", None)
+        if close is not None:
+            await asyncio.to_thread(close)
+
+
+async def as_generation_chunks(
+    stream: AsyncIterator[BaseMessage],
+) -> AsyncIterator[ChatGenerationChunk]:
+    async for message in stream:
+        chunk = message if isinstance(message, AIMessageChunk) else AIMessageChunk(
+            content=message.content
+        )
+        yield ChatGenerationChunk(message=chunk)
