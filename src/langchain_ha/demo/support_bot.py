@@ -44,6 +44,7 @@ from langchain_ha.demo.local_model import LocalExtractiveModel
 from langchain_ha.resilience._sync import run_sync
 from langchain_ha.resilience.chat import Provider, ResilientChatModel
 from langchain_ha.resilience.degrade import ResilientRetriever, record_degraded, resilient_tool
+from langchain_ha.resilience.prometheus import PrometheusEvents
 
 log = logging.getLogger("langchain_ha.demo")
 ORDER_ID = re.compile(r"\b([A-Z]{2}-?\d{3,8})\b")
@@ -223,7 +224,7 @@ def build_support_bot(settings: BotSettings, history: HistoryFactory | None = No
             base_url=settings.secondary_url, api_key=settings.secondary_key,  # type: ignore[arg-type]
             model="sim-claude", max_retries=0)),
         Provider(name="local", model=LocalExtractiveModel()),
-    ])
+    ], events=PrometheusEvents())
     embeddings = OpenAIEmbeddings(
         base_url=settings.embeddings_url + "/v1", api_key=settings.embeddings_key,  # type: ignore[arg-type]
         model="sim-embed", check_embedding_ctx_length=False, dimensions=256, max_retries=0)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from fastapi import APIRouter
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from starlette.responses import JSONResponse, Response
 
 from langchain_ha.serve.answer import Served
@@ -88,7 +88,10 @@ def build_health(served: Served, drain: DrainState, checks: Mapping[str, HealthC
     @api.get("/metrics", summary="Prometheus metrics")
     async def metrics() -> Response:
         served.metrics.draining.set(1 if drain.draining else 0)
-        return Response(generate_latest(served.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        body = generate_latest(served.metrics.registry)
+        if served.metrics.registry is not REGISTRY:  # the router's metrics and process stats
+            body += generate_latest(REGISTRY)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     @api.post("/admin/drain", summary="Leave the balancer (readyz 503); keep serving")
     async def admin_drain() -> dict[str, Any]:
