@@ -8,17 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 from typing import Protocol
 
+from langchain_ha.store.idempotency import StoredResponse
 
-@dataclass(frozen=True)
-class StoredResponse:
-    """An answer kept for replays."""
-
-    status: int
-    body: bytes
-    headers: dict[str, str]
+__all__ = ["IdempotencyStore", "InMemoryIdempotencyStore", "StoredResponse", "wait_for_answer"]
 
 
 class IdempotencyStore(Protocol):

@@ -87,7 +87,8 @@ class Database:
     def __init__(self, settings: DBSettings, reader: DBSettings | None = None) -> None:
         self.settings = settings
         self.reader_settings = reader or settings
-        self._writer = self._pool(writer_conninfo(settings), settings, "lcha-writer")
+        self._writer = self._pool(writer_conninfo(settings), settings, "lcha-writer",
+                                  writable=True)
         self._reader = self._pool(reader_conninfo(self.reader_settings), self.reader_settings,
                                   "lcha-reader")
 
@@ -99,10 +100,12 @@ class Database:
         return cls(w, r)
 
     @staticmethod
-    def _pool(conninfo: str, s: DBSettings, name: str) -> AsyncConnectionPool[AsyncConn]:
+    def _pool(conninfo: str, s: DBSettings, name: str, *, writable: bool = False,
+              ) -> AsyncConnectionPool[AsyncConn]:
         return AsyncConnectionPool(
             conninfo, min_size=s.min_size, max_size=s.max_size, timeout=s.pool_timeout_s,
-            open=False, name=name, check=AsyncConnectionPool.check_connection,
+            open=False, name=name,
+            check=_check_writable if writable else AsyncConnectionPool.check_connection,
             kwargs={"autocommit": True}, reconnect_timeout=0,
         )
 
@@ -124,15 +127,9 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def writer(self) -> AsyncIterator[AsyncConn]:
-        """A connection to the primary; a stale one (demoted or broken) is replaced once."""
-        for attempt in (1, 2):
-            async with self._writer.connection() as conn:
-                if attempt == 1 and not await _is_writable(conn):
-                    await _discard(conn)
-                    continue
-                yield conn
-                return
-        raise psycopg.OperationalError("no writable primary reachable")
+        """A connection to the primary (the pool's checkout check drops stale ones)."""
+        async with self._writer.connection() as conn:
+            yield conn
 
     @contextlib.asynccontextmanager
     async def reader(self) -> AsyncIterator[AsyncConn]:
@@ -157,18 +154,13 @@ class Database:
         return {"writer": await _probe(self.writer), "reader": await _probe(self.reader)}
 
 
-async def _is_writable(conn: AsyncConn) -> bool:
-    try:
-        cur = await conn.execute("SELECT pg_is_in_recovery()")
-        row = await cur.fetchone()
-        return row is not None and not row[0]
-    except psycopg.Error:
-        return False
-
-
-async def _discard(conn: AsyncConn) -> None:
-    with contextlib.suppress(Exception):
-        await conn.close()  # a closed connection is not returned to the pool
+async def _check_writable(conn: AsyncConn) -> None:
+    """Checkout check of the writer pool: one round trip that also catches a demoted primary
+    (the pool then discards the connection and makes a new one, which finds the new primary)."""
+    cur = await conn.execute("SELECT pg_is_in_recovery()")
+    row = await cur.fetchone()
+    if row is None or row[0]:
+        raise psycopg.OperationalError("pooled connection is to a standby now (failover)")
 
 
 async def _probe(source: Any) -> dict[str, object]:
