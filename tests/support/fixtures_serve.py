@@ -23,7 +23,9 @@ class Replica:
             python_argv("-m", "langchain_ha.cli", "serve", target, "--port", str(self.port),
                         "--zone", "az-test", "--replica-id", f"r{self.port}", *args),
             name=f"serve-{target}", cwd=ROOT, log_path=logdir / f"serve-{self.port}.log",
-            env={"LCHA_TEST_CALLS": str(self.calls_file), "PYTHONPATH": str(ROOT), **env},
+            # Short drain by default so teardown is quick; the drain test sets its own.
+            env={"LCHA_TEST_CALLS": str(self.calls_file), "PYTHONPATH": str(ROOT),
+                 "LCHA_DRAIN_GRACE_S": "0.1", **env},
         )
         self.child.wait_http(self.url + "/readyz", timeout=60)
 
