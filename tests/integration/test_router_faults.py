@@ -133,5 +133,5 @@ async def test_bind_tools_and_structured_output_survive_failover(sim_pair) -> No
     msg = await model.bind_tools([order_status]).ainvoke("Where is order AB-1234?")
     assert msg.tool_calls[0]["args"] == {"order_id": "AB-1234"}
     assert msg.response_metadata["lcha"]["provider"] == "anthropic"
-    ticket = await model.with_structured_output(Ticket).ainvoke("Open a ticket for order CD-987")
-    assert ticket == Ticket(order_id="CD-987")
+    ticket = await model.with_structured_output(Ticket).ainvoke("Open a ticket for order CD-9876")
+    assert ticket == Ticket(order_id="CD-9876")

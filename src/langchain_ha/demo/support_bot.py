@@ -41,16 +41,16 @@ from langchain_ha._context import current_request_key
 from langchain_ha._usage import InvalidInput
 from langchain_ha.demo.corpus import KeywordRetriever, load_corpus
 from langchain_ha.demo.local_model import LocalExtractiveModel
+from langchain_ha.providers._answers import ORDER_ID
 from langchain_ha.resilience._sync import run_sync
 from langchain_ha.resilience.chat import Provider, ResilientChatModel
 from langchain_ha.resilience.degrade import ResilientRetriever, record_degraded, resilient_tool
 from langchain_ha.resilience.prometheus import PrometheusEvents
 
 log = logging.getLogger("langchain_ha.demo")
-ORDER_ID = re.compile(r"\b([A-Z]{2}-?\d{3,8})\b")
 _CITED = re.compile(r"\[doc:([A-Za-z0-9_.-]+)\]")
 SYSTEM = ("You are the support assistant of Northwind Cloud Storage. Answer from the documents "
-          "below and cite the one you used as [doc:ID].\n")
+          "below and cite the one you used by its doc marker.\n")
 
 
 @dataclass(frozen=True)

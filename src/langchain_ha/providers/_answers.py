@@ -15,10 +15,10 @@ from typing import Any
 CONTINUATION_INSTRUCTION = (
     "Continue your previous answer exactly where it stopped. Do not repeat any of it."
 )
-ORDER_ID = re.compile(r"\b([A-Z]{2}-?\d{3,8})\b")
+ORDER_ID = re.compile(r"\b([A-Z]{2}-?\d{4,8})\b")
 _DOC = re.compile(r"\[doc:([A-Za-z0-9_.-]+)\]\s*(.*?)(?=\[doc:|\Z)", re.S)
 _WORD = re.compile(r"[a-z0-9]+")
-_STOP = frozenset({
+STOP_WORDS = frozenset({
     "a", "about", "an", "and", "are", "at", "be", "by", "can", "could", "did", "do", "does",
     "for", "from", "how", "i", "in", "is", "it", "its", "me", "my", "of", "on", "or", "our",
     "please", "should", "tell", "that", "the", "their", "them", "there", "they", "this", "to",
@@ -38,7 +38,7 @@ def keywords(text: str) -> list[str]:
     """The words of ``text`` that carry meaning (no stop words), in order, without repeats."""
     seen: dict[str, None] = {}
     for w in words(text):
-        if w not in _STOP and w not in seen:
+        if w not in STOP_WORDS and w not in seen:
             seen[w] = None
     return list(seen)
 

@@ -1,4 +1,4 @@
-"""Deterministic embeddings: hashed words and character trigrams, L2-normalised.
+"""Deterministic embeddings: hashed content words and character trigrams, L2-normalised.
 
 Similar texts share words and trigrams, so their vectors are close; the same text always gets
 the same vector, in every process (crc32, not Python's salted ``hash``).
@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import zlib
 
-from langchain_ha.providers._answers import words
+from langchain_ha.providers._answers import STOP_WORDS, words
 
 
 def _slot(token: str, dim: int) -> tuple[int, float]:
@@ -21,6 +21,8 @@ def embed(text: str, dim: int = 256) -> list[float]:
     """The vector of ``text`` (length ``dim``, unit norm; a zero-free fallback for empty text)."""
     vec = [0.0] * dim
     for w in words(text):
+        if w in STOP_WORDS:  # function words carry no meaning (real models learn this)
+            continue
         i, sign = _slot("w:" + w, dim)
         vec[i] += sign
         padded = f"#{w}#"
