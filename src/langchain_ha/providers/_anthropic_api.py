@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from langchain_ha.providers._answers import answer_for, chunks, tool_call_for
-from langchain_ha.providers._core import Sim, json_response, read_json, text_of, usage_words
+from langchain_ha.providers._core import Sim, json_response, text_of, usage_words
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
           404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
@@ -46,14 +46,11 @@ def _event(kind: str, data: dict[str, Any]) -> bytes:
 
 
 async def messages(sim: Sim, request: Request) -> Response:
-    body = await read_json(request)
-    early = await sim.gate(request, "chat", errors)
-    if early is not None:
-        return early
-    if body is None or not isinstance(body.get("messages"), list) or not body["messages"]:
-        return sim.fail("chat", 400, "messages: must be a non-empty list", errors)
+    body = await sim.chat_request(request, errors)
+    if isinstance(body, Response):
+        return body
     conv = _conversation(body)
-    if sum(len(t) for _, t in conv) > sim.max_context_chars:
+    if sim.too_long(conv):
         sim.stats.finish("chat", 400)
         return json_response(errors(400, f"prompt is too long: more than "
                                          f"{sim.max_context_chars} characters"), 400)

@@ -81,6 +81,22 @@ class Sim:
             return self.fail(route, status, f"simulated failure ({status})", errors, headers)
         return None
 
+    async def chat_request(
+        self, request: Request, errors: ErrorFormat
+    ) -> dict[str, Any] | Response:
+        """A chat request's JSON body after the gate; an error response if it has no messages."""
+        body = await read_json(request)
+        early = await self.gate(request, "chat", errors)
+        if early is not None:
+            return early
+        if body is None or not isinstance(body.get("messages"), list) or not body["messages"]:
+            return self.fail("chat", 400, "messages: must be a non-empty list", errors)
+        return body
+
+    def too_long(self, conversation: list[tuple[str, str]]) -> bool:
+        """True if the prompt exceeds the simulated context window."""
+        return sum(len(t) for _, t in conversation) > self.max_context_chars
+
     def fail(self, route: str, status: int, message: str, errors: ErrorFormat,
              headers: dict[str, str] | None = None) -> Response:
         self.stats.finish(route, status)

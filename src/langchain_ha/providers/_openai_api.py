@@ -38,14 +38,11 @@ def _sse(obj: object) -> bytes:
 
 
 async def chat(sim: Sim, request: Request) -> Response:
-    body = await read_json(request)
-    early = await sim.gate(request, "chat", errors)
-    if early is not None:
-        return early
-    if body is None or not isinstance(body.get("messages"), list) or not body["messages"]:
-        return sim.fail("chat", 400, "'messages' must be a non-empty list", errors)
+    body = await sim.chat_request(request, errors)
+    if isinstance(body, Response):
+        return body
     conv = _conversation(body["messages"])
-    if sum(len(t) for _, t in conv) > sim.max_context_chars:
+    if sim.too_long(conv):
         msg = (f"This model's maximum context length is {sim.max_context_chars} characters; "
                "your messages are longer (context_length_exceeded).")
         resp = errors(400, msg)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -62,20 +62,26 @@ def build_router(runnable: Runnable[Any, Any], served: Served) -> APIRouter:
     settings = served.settings
     chat_model = _is_chat_model(runnable)
 
+    async def answered(request: Request, call: Callable[[], Awaitable[Any]],
+                       shape: Callable[[Any], dict[str, Any]]) -> Response:
+        """Run ``call`` once per Idempotency-Key and wrap its output in the envelope."""
+
+        async def produce() -> Response:
+            result = await call_runnable(served, request, call)
+            if isinstance(result, Response):
+                return result
+            output, degraded = result
+            return answer_response(served, request, shape(output), degraded)
+
+        return await run_keyed(served, request, produce)
+
     @api.post("/v1/invoke", summary="Run the application once")
     async def invoke(body: InvokeRequest, request: Request) -> Response:
         problem = check_input(body.input, settings, "input")
         if problem:
             return error_response(422, "limit_exceeded", problem)
-
-        async def produce() -> Response:
-            result = await call_runnable(served, request, lambda: runnable.ainvoke(body.input))
-            if isinstance(result, Response):
-                return result
-            output, degraded = result
-            return answer_response(served, request, {"output": jsonable(output)}, degraded)
-
-        return await run_keyed(served, request, produce)
+        return await answered(request, lambda: runnable.ainvoke(body.input),
+                              lambda out: {"output": jsonable(out)})
 
     @api.post("/v1/batch", summary="Run the application on several inputs")
     async def batch(body: BatchRequest, request: Request) -> Response:
@@ -86,15 +92,8 @@ def build_router(runnable: Runnable[Any, Any], served: Served) -> APIRouter:
             problem = check_input(item, settings, f"inputs[{i}]")
             if problem:
                 return error_response(422, "limit_exceeded", problem)
-
-        async def produce() -> Response:
-            result = await call_runnable(served, request, lambda: runnable.abatch(body.inputs))
-            if isinstance(result, Response):
-                return result
-            outputs, degraded = result
-            return answer_response(served, request, {"outputs": jsonable(outputs)}, degraded)
-
-        return await run_keyed(served, request, produce)
+        return await answered(request, lambda: runnable.abatch(body.inputs),
+                              lambda out: {"outputs": jsonable(out)})
 
     async def _events(request: Request, value: Any, render: Any) -> AsyncIterator[bytes]:
         key = request.headers.get("idempotency-key") or request.scope["state"]["request_id"]
@@ -145,20 +144,11 @@ def build_router(runnable: Runnable[Any, Any], served: Served) -> APIRouter:
         if body.stream:
             return StreamingResponse(_chat_events(request, value, body.model, ident, created),
                                      media_type="text/event-stream")
-
-        async def produce() -> Response:
-            result = await call_runnable(served, request, lambda: runnable.ainvoke(value))
-            if isinstance(result, Response):
-                return result
-            output, degraded = result
-            return answer_response(served, request, {
-                "id": ident, "object": "chat.completion", "created": created,
-                "model": body.model,
-                "choices": [{"index": 0, "finish_reason": "stop", "message": {
-                    "role": "assistant", "content": answer_text(output)}}],
-            }, degraded)
-
-        return await run_keyed(served, request, produce)
+        return await answered(request, lambda: runnable.ainvoke(value), lambda out: {
+            "id": ident, "object": "chat.completion", "created": created, "model": body.model,
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                "role": "assistant", "content": answer_text(out)}}],
+        })
 
     async def _chat_events(request: Request, value: Any, model: str, ident: str,
                            created: int) -> AsyncIterator[bytes]:
