@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -64,7 +65,7 @@ class Child:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            user=user,
+            **as_user(user),
         )
 
     @property
@@ -118,6 +119,17 @@ class Child:
             return ""
         text = self.log_path.read_text(errors="replace")[-2000:]
         return f"\n--- {self.log_path} (tail) ---\n{text}"
+
+
+def as_user(user: str | None) -> dict[str, Any]:
+    """Popen arguments that drop to ``user`` with its own group and no supplementary groups
+    (root's group would otherwise decide access to root-owned directories)."""
+    if user is None:
+        return {}
+    import pwd
+
+    entry = pwd.getpwnam(user)
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
 
 def _kill_group(pid: int, sig: int) -> None:

