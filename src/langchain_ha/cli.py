@@ -196,6 +196,37 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.set_defaults(handler=run)
 
 
+def _add_db(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("db", help="the HA PostgreSQL + pgvector cluster (Patroni) alone")
+    p.add_argument("--state-dir", default=".lcha/db", help="where members keep data and state")
+    dsub = p.add_subparsers(dest="db_command", required=True)
+    up = dsub.add_parser("up", help="start the members (one per zone) and wait for a leader")
+    up.add_argument("--replication", choices=["async", "sync", "strict"], default="sync")
+    up.add_argument("--show-secrets", action="store_true")
+    dsub.add_parser("down", help="stop every member; nothing left running")
+    st = dsub.add_parser("status", help="members, roles, lag, timeline, conninfo")
+    st.add_argument("--json", action="store_true")
+    st.add_argument("--show-secrets", action="store_true")
+    sw = dsub.add_parser("switchover", help="planned switchover (to the sync standby)")
+    sw.add_argument("--to", default=None, help="candidate member name")
+
+    def run(args: argparse.Namespace) -> int:
+        from pathlib import Path
+
+        from langchain_ha.cluster import dbcli
+
+        state_dir = Path(args.state_dir).resolve()
+        if args.db_command == "up":
+            return dbcli.up(state_dir, args.replication, args.show_secrets)
+        if args.db_command == "down":
+            return dbcli.down(state_dir)
+        if args.db_command == "status":
+            return dbcli.status(state_dir, args.json, args.show_secrets)
+        return dbcli.switchover(state_dir, args.to)
+
+    p.set_defaults(handler=run)
+
+
 # Further subcommands (serve, db, up, drill, render) register here, one _add_* each.
 _COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_sim,
@@ -203,6 +234,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], 
     _add_bench,
     _add_ingest,
     _add_serve,
+    _add_db,
 ]
 
 

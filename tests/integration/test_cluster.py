@@ -163,3 +163,29 @@ async def test_node_loss_fails_over_within_ttl(healthy_cluster: PostgresCluster)
     assert load.read_errors == 0
     healthy_cluster.start_member(zone)  # the node comes back and rejoins
     healthy_cluster.wait_healthy(120)
+
+
+def test_db_cli_rejects_a_missing_state_dir(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "langchain_ha.cli", "db", "--state-dir",
+                             str(tmp_path / "none"), "status"], capture_output=True, text=True,
+                            check=False)
+    assert result.returncode == 2 and "no cluster state" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_db_status_json_reports_members_and_conninfo(healthy_cluster: PostgresCluster) -> None:
+    import json
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "langchain_ha.cli", "db", "--state-dir",
+                             str(healthy_cluster.base), "status", "--json"],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert sorted(m["role"] for m in data["members"]) == ["leader", "replica", "sync_standby"]
+    assert "password=****" in data["writer"] and "target_session_attrs=read-write" in data["writer"]
+    assert all("timeline" in m and "lag" in m for m in data["members"])

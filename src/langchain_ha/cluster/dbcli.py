@@ -1,0 +1,92 @@
+"""``lcha db up|down|status|switchover``: the data tier alone, from a state directory."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from langchain_ha._usage import UsageError
+from langchain_ha.cluster.patroni_config import ClusterSpec, Replication
+from langchain_ha.cluster.postgres import PostgresCluster
+
+
+def _cluster(state_dir: Path, replication: Replication = "sync") -> PostgresCluster:
+    state = state_dir / "state.json"
+    spec = ClusterSpec(base_dir=state_dir, replication=replication)
+    if state.exists():
+        spec = replace(spec, zones=tuple(json.loads(state.read_text())["ports"]))
+    return PostgresCluster(spec)
+
+
+def _mask(conninfo: str, show: bool) -> str:
+    return conninfo if show else re.sub(r"password=\S+", "password=****", conninfo)
+
+
+def up(state_dir: Path, replication: Replication, show_secrets: bool) -> int:
+    if (state_dir / "state.json").exists() and _running(state_dir):
+        raise UsageError(f"--state-dir {state_dir}: a cluster is already running there "
+                         "(lcha db status, or lcha db down first)")
+    cluster = _cluster(state_dir, replication)
+    print(f"starting {len(cluster.spec.zones)} PostgreSQL members in {state_dir} ...", flush=True)
+    cluster.start()
+    print(_table(cluster.members()))
+    print(f"writer: {_mask(cluster.writer_conninfo, show_secrets)}")
+    print(f"reader: {_mask(cluster.reader_conninfo, show_secrets)}")
+    return 0
+
+
+def down(state_dir: Path) -> int:
+    if not (state_dir / "state.json").exists():
+        raise UsageError(f"--state-dir {state_dir}: no cluster state here")
+    _cluster(state_dir).stop()
+    print("all members stopped")
+    return 0
+
+
+def status(state_dir: Path, as_json: bool, show_secrets: bool) -> int:
+    if not (state_dir / "state.json").exists():
+        raise UsageError(f"--state-dir {state_dir}: no cluster state here (lcha db up first)")
+    cluster = _cluster(state_dir)
+    try:
+        members = cluster.members()
+    except Exception as exc:
+        raise UsageError(f"no member answers ({type(exc).__name__}); is the cluster up?") from None
+    if as_json:
+        print(json.dumps({"members": members,
+                          "writer": _mask(cluster.writer_conninfo, show_secrets),
+                          "reader": _mask(cluster.reader_conninfo, show_secrets)}, indent=2))
+    else:
+        print(_table(members))
+        print(f"writer: {_mask(cluster.writer_conninfo, show_secrets)}")
+        print(f"reader: {_mask(cluster.reader_conninfo, show_secrets)}")
+    return 0
+
+
+def switchover(state_dir: Path, candidate: str | None) -> int:
+    cluster = _cluster(state_dir)
+    try:
+        cluster.switchover(candidate)
+    except RuntimeError as exc:
+        raise UsageError(str(exc)) from None
+    cluster.wait_healthy(60)
+    print(_table(cluster.members()))
+    return 0
+
+
+def _running(state_dir: Path) -> bool:
+    try:
+        _cluster(state_dir).members()
+        return True
+    except Exception:
+        return False
+
+
+def _table(members: list[dict[str, Any]]) -> str:
+    rows = [("member", "zone", "role", "state", "lag", "timeline", "port")]
+    rows += [(m["name"], str(m.get("zone")), m["role"], m["state"], str(m.get("lag", 0)),
+              str(m.get("timeline", "")), str(m.get("port", ""))) for m in members]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
