@@ -62,6 +62,7 @@ def test_all_remote_providers_down_still_answers_grounded(served_bot) -> None:
         assert f"[doc:{doc_id}]" in resp.json()["output"]["answer"]
         metrics = httpx.get(replica.url + "/metrics").text
         assert "lcha_llm_calls_total" in metrics and "lcha_breaker_state" in metrics
+        assert 'lcha_retrieval_seconds_count{outcome="success"}' in metrics
         health = httpx.get(replica.url + "/health").json()
         assert health["can_answer"] is True
     finally:

@@ -216,6 +216,7 @@ def _parse(value: Any) -> tuple[str, str | None]:
 
 def build_support_bot(settings: BotSettings, history: HistoryFactory | None = None) -> SupportBot:
     """The support bot over the given providers (the simulators in the demo)."""
+    events = PrometheusEvents()
     model = ResilientChatModel(providers=[
         Provider(name="primary", model=ChatOpenAI(
             base_url=settings.primary_url + "/v1", api_key=settings.primary_key,  # type: ignore[arg-type]
@@ -224,12 +225,13 @@ def build_support_bot(settings: BotSettings, history: HistoryFactory | None = No
             base_url=settings.secondary_url, api_key=settings.secondary_key,  # type: ignore[arg-type]
             model="sim-claude", max_retries=0)),
         Provider(name="local", model=LocalExtractiveModel()),
-    ], events=PrometheusEvents())
+    ], events=events)
     embeddings = OpenAIEmbeddings(
         base_url=settings.embeddings_url + "/v1", api_key=settings.embeddings_key,  # type: ignore[arg-type]
         model="sim-embed", check_embedding_ctx_length=False, dimensions=256, max_retries=0)
     retriever = ResilientRetriever(retriever=CorpusRetriever(
-        embeddings=embeddings, docs=load_corpus(), k=settings.top_k))
+        embeddings=embeddings, docs=load_corpus(), k=settings.top_k),
+        observe=events.on_retrieval)
     tool = resilient_tool(order_status_tool(settings.tools_url))
     return SupportBot(model, retriever, tool, history)
 

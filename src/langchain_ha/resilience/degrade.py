@@ -16,7 +16,7 @@ import contextlib
 import contextvars
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from langchain_core.callbacks import (
@@ -74,6 +74,8 @@ class ResilientRetriever(BaseRetriever):
     timeout_s: float = 2.0
     component: str = "retrieval"
     breaker: CircuitBreaker = Field(default_factory=lambda: CircuitBreaker("retrieval"))
+    observe: Callable[[str, float], None] | None = None
+    """Called with (outcome, seconds) after each retrieval, e.g. for a latency histogram."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -82,19 +84,32 @@ class ResilientRetriever(BaseRetriever):
     ) -> list[Document]:
         permit = self.breaker.try_acquire()
         if permit is None:
+            self._observe("breaker_open", 0.0)
             return self._without("breaker open")
         began = time.monotonic()
         try:
             async with asyncio.timeout(self.timeout_s):
                 docs = await self.retriever.ainvoke(query)
         except Exception as exc:
-            permit.failure(time.monotonic() - began)
-            return self._without(classify(exc).reason)
+            elapsed = time.monotonic() - began
+            permit.failure(elapsed)
+            reason = classify(exc).reason
+            self._observe(reason, elapsed)
+            return self._without(reason)
         except BaseException:
             permit.release()
             raise
-        permit.success(time.monotonic() - began)
+        elapsed = time.monotonic() - began
+        permit.success(elapsed)
+        self._observe("success", elapsed)
         return docs
+
+    def _observe(self, outcome: str, seconds: float) -> None:
+        if self.observe is not None:
+            try:
+                self.observe(outcome, seconds)
+            except Exception:
+                log.exception("retrieval observer failed")
 
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun

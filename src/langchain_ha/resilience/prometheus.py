@@ -51,6 +51,8 @@ class PrometheusEvents:
                                  ["from_provider", "to_provider", "reason"], registry=reg)
         self.hedges = Counter("lcha_llm_hedges", "Hedged requests by the slow provider",
                               ["provider"], registry=reg)
+        self.retrieval = Histogram("lcha_retrieval_seconds", "Retrieval latency by outcome",
+                                   ["outcome"], buckets=_BUCKETS, registry=reg)
 
     def on_attempt(self, provider: str, mode: str) -> None:
         pass  # attempts are counted by their outcome
@@ -76,3 +78,7 @@ class PrometheusEvents:
 
     def on_hedge(self, provider: str, hedged_to: str) -> None:
         self.hedges.labels(provider).inc()
+
+    def on_retrieval(self, outcome: str, seconds: float) -> None:
+        """For ``ResilientRetriever(observe=...)``: retrieval latency by outcome."""
+        self.retrieval.labels(outcome).observe(seconds)

@@ -3,6 +3,7 @@ idempotent replays, error mapping and the answer envelope."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import uuid
@@ -25,6 +26,13 @@ from langchain_ha.serve.metrics import ServerMetrics
 from langchain_ha.serve.settings import ServeSettings
 
 log = logging.getLogger("langchain_ha.serve")
+
+try:  # optional tracing: spans are no-ops unless the application configures an OTel SDK
+    from opentelemetry import trace as _otel
+
+    _tracer: Any = _otel.get_tracer("langchain_ha.serve")
+except ImportError:  # pragma: no cover - opentelemetry-api comes with fastapi
+    _tracer = None
 _KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.:")
 
 
@@ -119,7 +127,11 @@ async def call_runnable(served: Served, request: Request,
                         call: Callable[[], Awaitable[Any]]) -> tuple[Any, list[str]] | Response:
     """Run ``call`` under the request's deadline, key and degradation scope."""
     key = request.headers.get("idempotency-key") or request.scope["state"]["request_id"]
-    with degradation_scope() as degraded, request_key_scope(key), \
+    span_cm = (_tracer.start_as_current_span("lcha.answer", attributes={
+        "lcha.route": request.url.path, "lcha.replica": served.settings.replica_id,
+        "lcha.zone": served.settings.zone, "lcha.request_id": request.scope["state"]["request_id"],
+    }) if _tracer is not None else contextlib.nullcontext())
+    with span_cm as span, degradation_scope() as degraded, request_key_scope(key), \
             deadline(served.settings.request_timeout_s):
         try:
             output = await call()
@@ -131,7 +143,9 @@ async def call_runnable(served: Served, request: Request,
             return _failed(request, 504, "timeout", "the request deadline passed", exc)
         except Exception as exc:
             return _failed(request, 502, "runnable_error", "the application failed", exc)
-    found = sorted(degraded)
+        found = sorted(degraded)
+        if span is not None:
+            span.set_attribute("lcha.degraded", ",".join(found))
     served.note_degraded(request, found)
     return output, found
 
