@@ -136,7 +136,7 @@ class PostgresCluster:
                 out = []
                 for m in data.get("members", []):
                     out.append({**m, "zone": m.get("tags", {}).get("zone"),
-                                "lag": m.get("lag", 0)})
+                                "lag": m.get("lag", 0), "timeline": m.get("timeline")})
                 return out
             except (httpx.HTTPError, ValueError) as exc:
                 last = exc
