@@ -121,38 +121,24 @@ async def test_switchover_loses_nothing(healthy_cluster: PostgresCluster) -> Non
     assert load.read_errors == 0
 
 
-async def test_patroni_death_never_gives_two_primaries(healthy_cluster: PostgresCluster) -> None:
+@pytest.mark.parametrize("process", ["patroni", "postgres"])
+async def test_one_process_death_never_gives_two_primaries(
+    healthy_cluster: PostgresCluster, process: str
+) -> None:
     leader = healthy_cluster.leader()
     assert leader is not None
     zone = healthy_cluster.zone_of(leader["name"])
+    kill = {"patroni": healthy_cluster.kill_patroni, "postgres": healthy_cluster.kill_postgres}
     stop, seen = threading.Event(), []
     watcher = threading.Thread(target=_watch_writable, args=(healthy_cluster, stop, seen))
     watcher.start()
     try:
-        load = await _load_during(healthy_cluster, lambda: healthy_cluster.kill_patroni(zone),
-                                  "t_patroni", 40)
+        load = await _load_during(healthy_cluster, lambda: kill[process](zone),
+                                  f"t_{process}", 40)
     finally:
         stop.set()
         watcher.join()
-    print(f"\npatroni SIGKILL: write gap {load.longest_gap_s:.2f}s, max writable {max(seen)}")
-    assert max(seen) <= 1
-    healthy_cluster.wait_healthy(120)
-
-
-async def test_postgres_death_recovers_without_loss(healthy_cluster: PostgresCluster) -> None:
-    leader = healthy_cluster.leader()
-    assert leader is not None
-    zone = healthy_cluster.zone_of(leader["name"])
-    stop, seen = threading.Event(), []
-    watcher = threading.Thread(target=_watch_writable, args=(healthy_cluster, stop, seen))
-    watcher.start()
-    try:
-        load = await _load_during(healthy_cluster, lambda: healthy_cluster.kill_postgres(zone),
-                                  "t_postgres", 40)
-    finally:
-        stop.set()
-        watcher.join()
-    print(f"\npostgres SIGKILL: write gap {load.longest_gap_s:.2f}s, max writable {max(seen)}")
+    print(f"\n{process} SIGKILL: write gap {load.longest_gap_s:.2f}s, max writable {max(seen)}")
     assert max(seen) <= 1
     healthy_cluster.wait_healthy(120)
 

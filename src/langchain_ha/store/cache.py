@@ -74,7 +74,26 @@ class StaleCapable(Protocol):
     async def alookup_stale(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None: ...
 
 
-class PgCache(BaseCache):
+class _SyncCache(BaseCache):
+    """The sync side of a LangChain cache: thin wrappers over the async methods."""
+
+    async def alookup_stale(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
+        raise NotImplementedError
+
+    def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
+        return run_sync(self.alookup(prompt, llm_string))
+
+    def lookup_stale(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
+        return run_sync(self.alookup_stale(prompt, llm_string))
+
+    def update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
+        run_sync(self.aupdate(prompt, llm_string, return_val))
+
+    def clear(self, **kwargs: Any) -> None:
+        run_sync(self.aclear(**kwargs))
+
+
+class PgCache(_SyncCache):
     """Exact-match LLM cache (``lcha_llm_cache``)."""
 
     def __init__(self, db: ConnectionSource, *, ttl_s: float | None = 3600.0) -> None:
@@ -141,20 +160,9 @@ class PgCache(BaseCache):
 
         return await on_writer(self.db, delete)
 
-    def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
-        return run_sync(self.alookup(prompt, llm_string))
-
-    def lookup_stale(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
-        return run_sync(self.alookup_stale(prompt, llm_string))
-
-    def update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
-        run_sync(self.aupdate(prompt, llm_string, return_val))
-
-    def clear(self, **kwargs: Any) -> None:
-        run_sync(self.aclear(**kwargs))
 
 
-class SemanticCache(BaseCache):
+class SemanticCache(_SyncCache):
     """Cache hit for a *similar* prompt: best entry with cosine similarity >= ``threshold``."""
 
     def __init__(
@@ -259,17 +267,6 @@ class SemanticCache(BaseCache):
 
         await on_writer(self.db, delete)
 
-    def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
-        return run_sync(self.alookup(prompt, llm_string))
-
-    def lookup_stale(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
-        return run_sync(self.alookup_stale(prompt, llm_string))
-
-    def update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
-        run_sync(self.aupdate(prompt, llm_string, return_val))
-
-    def clear(self, **kwargs: Any) -> None:
-        run_sync(self.aclear(**kwargs))
 
 
 async def aserve_stale(
