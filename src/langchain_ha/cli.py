@@ -209,6 +209,12 @@ def _add_db(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     st.add_argument("--show-secrets", action="store_true")
     sw = dsub.add_parser("switchover", help="planned switchover (to the sync standby)")
     sw.add_argument("--to", default=None, help="candidate member name")
+    bk = dsub.add_parser("backup", help="base backup of the leader (pg_basebackup + WAL)")
+    bk.add_argument("--to", required=True, help="a new directory for the backup")
+    rs = dsub.add_parser("restore", help="serve a backup from a fresh server (foreground)")
+    rs.add_argument("--from", dest="source", required=True, help="a backup directory")
+    rs.add_argument("--to", required=True, help="a new directory for the restored data")
+    rs.add_argument("--port", type=int, default=None)
 
     def run(args: argparse.Namespace) -> int:
         from pathlib import Path
@@ -222,6 +228,11 @@ def _add_db(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             return dbcli.down(state_dir)
         if args.db_command == "status":
             return dbcli.status(state_dir, args.json, args.show_secrets)
+        if args.db_command == "backup":
+            return dbcli.backup_cmd(state_dir, Path(args.to).resolve())
+        if args.db_command == "restore":
+            return dbcli.restore_cmd(state_dir, Path(args.source).resolve(),
+                                     Path(args.to).resolve(), args.port)
         return dbcli.switchover(state_dir, args.to)
 
     p.set_defaults(handler=run)

@@ -21,6 +21,18 @@ def _cluster(state_dir: Path, replication: Replication = "sync") -> PostgresClus
     return PostgresCluster(spec)
 
 
+def _running_cluster(state_dir: Path) -> tuple[PostgresCluster, list[dict[str, Any]]]:
+    """The cluster in ``state_dir`` and its members, or a UsageError saying what is wrong."""
+    if not (state_dir / "state.json").exists():
+        raise UsageError(f"--state-dir {state_dir}: no cluster state here (lcha db up first)")
+    cluster = _cluster(state_dir)
+    try:
+        return cluster, cluster.members()
+    except Exception as exc:
+        raise UsageError(f"--state-dir {state_dir}: no member answers ({type(exc).__name__}); "
+                         "is the cluster up?") from None
+
+
 def _mask(conninfo: str, show: bool) -> str:
     return conninfo if show else re.sub(r"password=\S+", "password=****", conninfo)
 
@@ -47,13 +59,7 @@ def down(state_dir: Path) -> int:
 
 
 def status(state_dir: Path, as_json: bool, show_secrets: bool) -> int:
-    if not (state_dir / "state.json").exists():
-        raise UsageError(f"--state-dir {state_dir}: no cluster state here (lcha db up first)")
-    cluster = _cluster(state_dir)
-    try:
-        members = cluster.members()
-    except Exception as exc:
-        raise UsageError(f"no member answers ({type(exc).__name__}); is the cluster up?") from None
+    cluster, members = _running_cluster(state_dir)
     if as_json:
         print(json.dumps({"members": members,
                           "writer": _mask(cluster.writer_conninfo, show_secrets),
@@ -66,7 +72,7 @@ def status(state_dir: Path, as_json: bool, show_secrets: bool) -> int:
 
 
 def switchover(state_dir: Path, candidate: str | None) -> int:
-    cluster = _cluster(state_dir)
+    cluster, _ = _running_cluster(state_dir)
     try:
         cluster.switchover(candidate)
     except RuntimeError as exc:
@@ -90,3 +96,44 @@ def _table(members: list[dict[str, Any]]) -> str:
               str(m.get("timeline", "")), str(m.get("port", ""))) for m in members]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
+
+
+def backup_cmd(state_dir: Path, dest: Path) -> int:
+    from langchain_ha.cluster.backup import backup
+
+    cluster, _ = _running_cluster(state_dir)
+    try:
+        meta = backup(cluster, dest)
+    except (RuntimeError, ValueError) as exc:
+        raise UsageError(f"--to {dest}: {exc}") from None
+    print(f"base backup of {meta['member']} (timeline {meta['timeline']}) in {dest}, "
+          f"{meta['seconds']}s")
+    return 0
+
+
+def restore_cmd(state_dir: Path, source: Path, target: Path, port: int | None) -> int:
+    """Serve the backup from a fresh server in the foreground until SIGINT/SIGTERM."""
+    import signal
+    import threading
+
+    from langchain_ha.cluster.backup import restore
+
+    secrets = state_dir / "secrets.json"
+    if not secrets.exists():
+        raise UsageError(f"--state-dir {state_dir}: the cluster's secrets.json is needed")
+    if target.exists() and any(target.iterdir()):
+        raise UsageError(f"--to {target}: must be a new or empty directory")
+    try:
+        server = restore(source, target, json.loads(secrets.read_text())["superuser"], port)
+    except ValueError as exc:
+        raise UsageError(f"--from {source}: {exc}") from None
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    print(f"restored server: {_mask(server.conninfo, False)} (pid {server.pid}); "
+          "Ctrl-C stops it", flush=True)
+    try:
+        done.wait()
+    finally:
+        server.stop()
+    return 0

@@ -104,10 +104,12 @@ def prepare_dir(path: Path) -> Path:
     return path
 
 
-def run_tool(name: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_tool(name: str, *args: str, timeout: float = 120,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run a PostgreSQL client tool (initdb, pg_basebackup...) as the postgres OS user."""
     return subprocess.run([str(bin_dir() / name), *args], capture_output=True, text=True,
-                          timeout=timeout, check=False, **as_user(run_as_user()))
+                          timeout=timeout, check=False, env={**os.environ, **(env or {})},
+                          **as_user(run_as_user()))
 
 
 class LocalPostgres:
