@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.documents import Document
 from langchain_core.embeddings import DeterministicFakeEmbedding
+from langchain_core.messages import ToolMessage
 from langchain_core.retrievers import BaseRetriever
-from langchain_core.tools import tool
+from langchain_core.tools import Tool, tool
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_core.vectorstores import InMemoryVectorStore
 
 from langchain_ha.resilience.breaker import BreakerConfig, BreakerState, CircuitBreaker
@@ -100,3 +103,79 @@ def test_working_tool_is_unchanged_sync_and_async() -> None:
         assert wrapped.invoke({"country": "NL"}) == "3 days to NL"
         assert asyncio.run(wrapped.ainvoke({"country": "DE"})) == "3 days to DE"
     assert degraded == set()
+
+
+def test_tool_call_gets_an_error_tool_message() -> None:
+    wrapped = resilient_tool(order_status)
+    call = {"type": "tool_call", "name": "order_status", "args": {"order_id": "AB-1"}, "id": "c1"}
+    with degradation_scope() as degraded:
+        message = wrapped.invoke(call)
+    assert isinstance(message, ToolMessage) and message.status == "error"
+    assert message.tool_call_id == "c1" and "unavailable right now" in message.text
+    assert degraded == {"tool:order_status"}
+
+
+def test_wrapped_tool_binds_with_the_same_schema() -> None:
+    assert convert_to_openai_tool(resilient_tool(order_status)) == convert_to_openai_tool(
+        order_status)
+
+
+async def test_open_tool_breaker_stops_calling_the_tool() -> None:
+    calls = []
+
+    @tool
+    async def flaky(x: int) -> str:
+        """Always down."""
+        calls.append(x)
+        raise TimeoutError
+
+    wrapped = resilient_tool(flaky, breaker=CircuitBreaker("t", BreakerConfig(cold_probes=1)))
+    reasons = [await wrapped.ainvoke({"x": i}) for i in range(3)]
+    assert len(calls) == 1
+    assert "reason: timeout" in reasons[0] and "reason: breaker_open" in reasons[2]
+
+
+async def test_slow_tool_times_out() -> None:
+    @tool
+    async def slow(x: int) -> str:
+        """Hangs."""
+        await asyncio.sleep(30)
+        return "late"
+
+    with degradation_scope() as degraded:
+        out = await resilient_tool(slow, timeout_s=0.05).ainvoke({"x": 1})
+    assert "reason: timeout" in out and degraded == {"tool:slow"}
+
+
+def test_single_input_and_artifact_tools_keep_their_shape() -> None:
+    echo = Tool(name="echo", func=lambda s: s.upper(), description="Echo upper-cased.")
+    assert resilient_tool(echo).invoke("hi") == "HI"
+
+    @tool(response_format="content_and_artifact")
+    def lookup(key: str) -> tuple[str, dict[str, str]]:
+        """Look up a key."""
+        return f"found {key}", {"key": key}
+
+    call = {"type": "tool_call", "name": "lookup", "args": {"key": "k"}, "id": "c2"}
+    message = resilient_tool(lookup).invoke(call)
+    assert message.text == "found k" and message.artifact == {"key": "k"}
+
+
+class _Recorder(BaseCallbackHandler):
+    def __init__(self) -> None:
+        self.parents: dict[str, str | None] = {}
+
+    def on_retriever_start(self, serialized, query, *, run_id, parent_run_id=None, **kw):
+        self.parents[str(run_id)] = str(parent_run_id) if parent_run_id else None
+
+    def on_tool_start(self, serialized, input_str, *, run_id, parent_run_id=None, **kw):
+        self.parents[str(run_id)] = str(parent_run_id) if parent_run_id else None
+
+
+async def test_inner_runs_are_children_of_the_wrapper_run() -> None:
+    recorder = _Recorder()
+    await ResilientRetriever(retriever=_store().as_retriever()).ainvoke(
+        "refunds", {"callbacks": [recorder]})
+    await resilient_tool(shipping_time).ainvoke({"country": "NL"}, {"callbacks": [recorder]})
+    roots = [r for r, p in recorder.parents.items() if p is None]
+    assert len(recorder.parents) == 4 and len(roots) == 2

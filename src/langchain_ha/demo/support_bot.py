@@ -3,8 +3,12 @@
 Retrieval over the shipped FAQ corpus (vector search through the embeddings provider; word
 overlap when that provider is down, recorded as ``embeddings``; nothing at all, recorded as
 ``retrieval``, when retrieval itself fails), an order-status tool (``tool:order_status`` when
-its API fails), chat memory per ``session_id`` (appends once per request key), and a
-:class:`ResilientChatModel` over two providers and a local extractive model.
+its API fails), chat memory per ``session_id`` (appends once per request key; ``history`` when
+the history store cannot be read or written), and a :class:`ResilientChatModel` over two
+providers and a local extractive model (``primary_llm`` when a fallback answered).
+
+With ``LCHA_DB_WRITER`` set, vectors and chat history live in the HA PostgreSQL cluster
+(:mod:`langchain_ha.demo.pg_backend`); otherwise in memory.
 
 Served with ``lcha serve langchain_ha.demo.support_bot:bot``; settings from ``LCHA_*``
 variables (simulators by default, so no API keys are needed).
@@ -15,47 +19,49 @@ from __future__ import annotations
 import logging
 import os
 import re
-import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from langchain_anthropic import ChatAnthropic
-from langchain_core.callbacks import (
-    AsyncCallbackManagerForRetrieverRun,
-    CallbackManagerForRetrieverRun,
-)
 from langchain_core.chat_history import BaseChatMessageHistory, InMemoryChatMessageHistory
-from langchain_core.documents import Document
-from langchain_core.embeddings import Embeddings
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tools import BaseTool, StructuredTool
 from langchain_core.vectorstores import InMemoryVectorStore
 from langchain_openai import ChatOpenAI, OpenAIEmbeddings
-from pydantic import PrivateAttr
 
 from langchain_ha._context import current_request_key
 from langchain_ha._usage import InvalidInput
-from langchain_ha.demo.corpus import KeywordRetriever, load_corpus
+from langchain_ha.demo.corpus import CorpusRetriever, load_corpus
 from langchain_ha.demo.local_model import LocalExtractiveModel
 from langchain_ha.providers._answers import ORDER_ID
 from langchain_ha.resilience._sync import run_sync
+from langchain_ha.resilience.breaker import BreakerConfig, CircuitBreaker
 from langchain_ha.resilience.chat import Provider, ResilientChatModel
-from langchain_ha.resilience.degrade import ResilientRetriever, record_degraded, resilient_tool
+from langchain_ha.resilience.degrade import (
+    ResilientRetriever,
+    Unavailable,
+    guarded,
+    record_degraded,
+    resilient_tool,
+)
 from langchain_ha.resilience.prometheus import PrometheusEvents
 
 log = logging.getLogger("langchain_ha.demo")
 _CITED = re.compile(r"\[doc:([A-Za-z0-9_.-]+)\]")
 SYSTEM = ("You are the support assistant of Northwind Cloud Storage. Answer from the documents "
           "below and cite the one you used by its doc marker.\n")
+EMBED_DIMENSIONS = 256
+_SEEN_MAX = 10_000
 
 
 @dataclass(frozen=True)
 class BotSettings:
-    """Where the bot's providers and tools are (simulators in the demo)."""
+    """Where the bot's providers, tools and (optionally) database are."""
 
     primary_url: str
     secondary_url: str
@@ -65,10 +71,15 @@ class BotSettings:
     secondary_key: str = "sim-key"
     embeddings_key: str = "sim-key"
     top_k: int = 3
+    db_writer: str | None = None
+    """libpq conninfo of the cluster's writer side; None keeps everything in memory."""
+    db_reader: str | None = None
+    collection: str = "support_faq"
 
     @classmethod
     def from_env(cls) -> BotSettings:
-        """Read ``LCHA_PRIMARY_URL`` etc.; keys from ``LCHA_*_API_KEY`` (default: sim key)."""
+        """Read ``LCHA_PRIMARY_URL`` etc.; keys from ``LCHA_*_API_KEY`` (default: sim key);
+        the database from ``LCHA_DB_WRITER`` / ``LCHA_DB_READER`` (optional)."""
         env = os.environ
         missing = [n for n in ("LCHA_PRIMARY_URL", "LCHA_SECONDARY_URL") if not env.get(n)]
         if missing:
@@ -81,47 +92,9 @@ class BotSettings:
             primary_key=env.get("LCHA_PRIMARY_API_KEY", "sim-key"),
             secondary_key=env.get("LCHA_SECONDARY_API_KEY", "sim-key"),
             embeddings_key=env.get("LCHA_EMBEDDINGS_API_KEY", "sim-key"),
+            db_writer=env.get("LCHA_DB_WRITER") or None,
+            db_reader=env.get("LCHA_DB_READER") or None,
         )
-
-
-class CorpusRetriever(BaseRetriever):
-    """Vector search over the corpus; word overlap (``embeddings`` degraded) if it fails."""
-
-    embeddings: Embeddings
-    docs: tuple[Document, ...]
-    k: int = 3
-    _store: InMemoryVectorStore | None = PrivateAttr(default=None)
-    _retry_at: float = PrivateAttr(default=0.0)
-
-    async def _index(self) -> InMemoryVectorStore | None:
-        if self._store is None and time.monotonic() >= self._retry_at:
-            store = InMemoryVectorStore(self.embeddings)
-            try:
-                await store.aadd_documents(list(self.docs))
-            except Exception as exc:
-                self._retry_at = time.monotonic() + 10.0
-                log.warning("cannot index the corpus yet (%s); keyword search meanwhile",
-                            type(exc).__name__)
-                return None
-            self._store = store
-        return self._store
-
-    async def _aget_relevant_documents(
-        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun
-    ) -> list[Document]:
-        store = await self._index()
-        if store is not None:
-            try:
-                return await store.asimilarity_search(query, k=self.k)
-            except Exception as exc:
-                log.warning("vector search failed (%s): keyword search", type(exc).__name__)
-        record_degraded("embeddings")
-        return KeywordRetriever(docs=self.docs, k=self.k).invoke(query)
-
-    def _get_relevant_documents(
-        self, query: str, *, run_manager: CallbackManagerForRetrieverRun
-    ) -> list[Document]:
-        return run_sync(self._aget_relevant_documents(query, run_manager=None))  # type: ignore[arg-type]
 
 
 def order_status_tool(tools_url: str) -> BaseTool:
@@ -141,16 +114,35 @@ HistoryFactory = Callable[[str], BaseChatMessageHistory]
 
 
 class SupportBot(Runnable[Any, dict[str, Any]]):
-    """``{"question", "session_id"}`` (or a plain question) → ``{"answer", "sources", ...}``."""
+    """``{"question", "session_id"}`` (or a plain question) → ``{"answer", "sources", ...}``.
 
-    def __init__(self, model: ResilientChatModel, retriever: ResilientRetriever,
-                 tool: BaseTool, history: HistoryFactory | None = None) -> None:
+    ``history`` makes the chat history of a session (default: in memory); ``prepare`` runs
+    before each answer (e.g. opening database pools on the serving loop; it must be cheap once
+    done).  History reads and writes run under their own breaker and timeout: when the store
+    cannot serve them the bot answers without memory and records ``history`` (so a client knows
+    the turn was not saved).
+    """
+
+    def __init__(self, model: ResilientChatModel, retriever: BaseRetriever,
+                 tool: BaseTool, history: HistoryFactory | None = None, *,
+                 prepare: Callable[[], Awaitable[None]] | None = None,
+                 close: Callable[[], Awaitable[None]] | None = None,
+                 history_timeout_s: float = 2.0) -> None:
         self.model = model
         self.retriever = retriever
         self.tool = tool
+        self.prepare = prepare
+        self._close = close
+        self.history_timeout_s = history_timeout_s
+        self.history_breaker = CircuitBreaker("history", BreakerConfig(cold_probes=3))
         self._memory: dict[str, InMemoryChatMessageHistory] = {}
-        self._seen: set[tuple[str, str]] = set()
+        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
         self.history: HistoryFactory = history or self._in_memory
+
+    async def aclose(self) -> None:
+        """Release what ``prepare`` opened (database pools)."""
+        if self._close is not None:
+            await self._close()
 
     def _in_memory(self, session_id: str) -> BaseChatMessageHistory:
         return self._memory.setdefault(session_id, InMemoryChatMessageHistory())
@@ -167,13 +159,15 @@ class SupportBot(Runnable[Any, dict[str, Any]]):
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None,
                       **kwargs: Any) -> dict[str, Any]:
         question, session_id = _parse(input)
+        if self.prepare is not None:
+            await self.prepare()
         history = self.history(session_id) if session_id else None
-        past = (await history.aget_messages())[-6:] if history is not None else []
-        docs = await self.retriever.ainvoke(question)
+        past = await self._recall(history) if history is not None else []
+        docs = await self.retriever.ainvoke(question, config)
         context = "\n".join(f"[doc:{d.id}] {d.page_content}" for d in docs)
         messages: list[BaseMessage] = [SystemMessage(content=SYSTEM + context), *past,
                                        HumanMessage(content=question)]
-        reply = await self._answer(messages, question)
+        reply = await self._answer(messages, question, config)
         answer = reply.text
         if history is not None:
             await self._remember(history, session_id or "", question, answer)
@@ -182,27 +176,44 @@ class SupportBot(Runnable[Any, dict[str, Any]]):
                 "provider": reply.response_metadata.get("lcha", {}).get("provider"),
                 "session_id": session_id}
 
-    async def _answer(self, messages: list[BaseMessage], question: str) -> AIMessage:
+    async def _answer(self, messages: list[BaseMessage], question: str,
+                      config: RunnableConfig | None) -> AIMessage:
         if not ORDER_ID.search(question):
-            return await self.model.ainvoke(messages)
+            return await self.model.ainvoke(messages, config)
         with_tools = self.model.bind_tools([self.tool])
-        first = await with_tools.ainvoke(messages)
+        first = await with_tools.ainvoke(messages, config)
         if not first.tool_calls:
             return first
-        observation = await self.tool.ainvoke(first.tool_calls[0])
-        return await with_tools.ainvoke([*messages, first, observation])
+        observation = await self.tool.ainvoke(first.tool_calls[0], config)
+        return await with_tools.ainvoke([*messages, first, observation], config)
+
+    async def _recall(self, history: BaseChatMessageHistory) -> list[BaseMessage]:
+        try:
+            past = await guarded(self.history_breaker, self.history_timeout_s,
+                                 history.aget_messages)
+        except Unavailable as exc:
+            log.warning("chat history unreadable (%s): answering without it", exc.reason)
+            record_degraded("history")
+            return []
+        return past[-6:]
 
     async def _remember(self, history: BaseChatMessageHistory, session_id: str,
                         question: str, answer: str) -> None:
         key = current_request_key()
-        if key is not None and hasattr(history, "aadd_messages_once"):
-            await history.aadd_messages_once(key, [HumanMessage(question), AIMessage(answer)])
-            return
         if key is not None:
             if (session_id, key) in self._seen:
                 return  # a retried request: its turn is already in the history
-            self._seen.add((session_id, key))
-        await history.aadd_messages([HumanMessage(content=question), AIMessage(content=answer)])
+            self._seen[(session_id, key)] = None
+            if len(self._seen) > _SEEN_MAX:
+                self._seen.popitem(last=False)
+        turn = [HumanMessage(content=question), AIMessage(content=answer)]
+        try:
+            await guarded(self.history_breaker, self.history_timeout_s,
+                          lambda: history.aadd_messages(turn))
+        except Unavailable as exc:
+            self._seen.pop((session_id, key or ""), None)  # a retry may still save it
+            log.warning("chat history not saved (%s)", exc.reason)
+            record_degraded("history")
 
 
 def _parse(value: Any) -> tuple[str, str | None]:
@@ -214,8 +225,14 @@ def _parse(value: Any) -> tuple[str, str | None]:
     raise InvalidInput("input must be a question string or {'question': str, 'session_id': str}")
 
 
-def build_support_bot(settings: BotSettings, history: HistoryFactory | None = None) -> SupportBot:
-    """The support bot over the given providers (the simulators in the demo)."""
+def build_support_bot(settings: BotSettings, history: HistoryFactory | None = None,
+                      retriever: BaseRetriever | None = None) -> SupportBot:
+    """The support bot over the given providers (the simulators in the demo).
+
+    ``history`` and ``retriever`` replace the defaults: chat history in memory (or in the
+    database with ``settings.db_writer``) and vector search over the shipped corpus, which the
+    bot wraps in a :class:`ResilientRetriever` either way.
+    """
     events = PrometheusEvents()
     model = ResilientChatModel(providers=[
         Provider(name="primary", model=ChatOpenAI(
@@ -228,12 +245,23 @@ def build_support_bot(settings: BotSettings, history: HistoryFactory | None = No
     ], events=events)
     embeddings = OpenAIEmbeddings(
         base_url=settings.embeddings_url + "/v1", api_key=settings.embeddings_key,  # type: ignore[arg-type]
-        model="sim-embed", check_embedding_ctx_length=False, dimensions=256, max_retries=0)
-    retriever = ResilientRetriever(retriever=CorpusRetriever(
-        embeddings=embeddings, docs=load_corpus(), k=settings.top_k),
-        observe=events.on_retrieval)
+        model="sim-embed", check_embedding_ctx_length=False, dimensions=EMBED_DIMENSIONS,
+        max_retries=0)
+    prepare = close = None
+    if settings.db_writer:
+        from langchain_ha.demo.pg_backend import PgBackend
+
+        backend = PgBackend(settings.db_writer, settings.db_reader, embeddings,
+                            dimensions=EMBED_DIMENSIONS, collection=settings.collection)
+        prepare, close = backend.open, backend.close
+        history = history or backend.history
+        inner = retriever or backend.retriever(load_corpus(), k=settings.top_k)
+    else:
+        inner = retriever or CorpusRetriever(
+            store=InMemoryVectorStore(embeddings), docs=load_corpus(), k=settings.top_k)
+    wrapped = ResilientRetriever(retriever=inner, observe=events.on_retrieval)
     tool = resilient_tool(order_status_tool(settings.tools_url))
-    return SupportBot(model, retriever, tool, history)
+    return SupportBot(model, wrapped, tool, history, prepare=prepare, close=close)
 
 
 def bot() -> SupportBot:
