@@ -121,6 +121,53 @@ class Child:
         return f"\n--- {self.log_path} (tail) ---\n{text}"
 
 
+class Adopted:
+    """A process this one did not start (found by PID in a state file), stopped the same way.
+
+    ``marker`` must appear in its command line, so a recycled PID is never mistaken for it.
+    """
+
+    def __init__(self, pid: int, *, name: str, marker: str) -> None:
+        self.name = name
+        self._pid = pid
+        self.marker = marker
+
+    @property
+    def pid(self) -> int:
+        return self._pid
+
+    def alive(self) -> bool:
+        return pid_matches(self._pid, self.marker)
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(self._pid, sig)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM its process group, wait up to ``timeout``, then SIGKILL the group."""
+        if self.alive():
+            _kill_group(self._pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while self.alive() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        if self.alive():
+            _kill_group(self._pid, signal.SIGKILL)
+        return None
+
+
+def pid_matches(pid: int, marker: str) -> bool:
+    """True when ``pid`` runs (not a zombie) with ``marker`` in its command line."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+    except (OSError, IndexError):
+        return False
+    return state not in (b"Z", b"X") and marker in cmdline
+
+
 def as_user(user: str | None) -> dict[str, Any]:
     """Popen arguments that drop to ``user`` with its own group and no supplementary groups
     (root's group would otherwise decide access to root-owned directories)."""

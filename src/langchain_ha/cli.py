@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 from langchain_ha._usage import UsageError
 
@@ -90,7 +92,6 @@ def _add_ingest(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
     def ingest(args: argparse.Namespace) -> int:
         import asyncio
-        from pathlib import Path
 
         from langchain_ha.store.runner import run_ingest
 
@@ -196,6 +197,73 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.set_defaults(handler=run)
 
 
+def _add_up(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``lcha up`` and the commands that operate the running deployment."""
+    sd_help = "the deployment's state directory (default .lcha, or state_dir in lcha.yaml)"
+    p = sub.add_parser("up", help="start the HA deployment: replicas in zones behind Caddy, "
+                       "the PostgreSQL cluster, simulated providers, a supervisor")
+    p.add_argument("-f", "--file", type=Path, help="topology file (default ./lcha.yaml)")
+    p.add_argument("--demo", action="store_true",
+                   help="the demo topology: 3 zones x 1 replica, 3 DB members, 2 simulators")
+    p.add_argument("--port", type=int, help="the load balancer's port (0: a free one)")
+    p.add_argument("--per-zone", type=int, help="replicas per zone")
+    p.add_argument("--state-dir", type=Path, help=sd_help)
+
+    def run_up(args: argparse.Namespace) -> int:
+        from langchain_ha.cluster.topology import load_topology
+        from langchain_ha.cluster.upcli import up
+
+        path = args.file
+        if path is None and not args.demo:
+            if not Path("lcha.yaml").exists():
+                raise UsageError("no lcha.yaml here: pass -f FILE, or --demo for the demo")
+            path = Path("lcha.yaml")
+        topo = load_topology(path, balancer__port=args.port, replicas__per_zone=args.per_zone,
+                             state_dir=args.state_dir)
+        return up(topo)
+
+    p.set_defaults(handler=run_up)
+
+    v = sub.add_parser("validate", help="check a topology file; every error, with its field")
+    v.add_argument("file", type=Path)
+    v.set_defaults(handler=lambda a: _upcli().validate(a.file))
+
+    d = sub.add_parser("down", help="stop the deployment; nothing left running or listening")
+    d.add_argument("--state-dir", type=Path, default=Path(".lcha"), help=sd_help)
+    d.set_defaults(handler=lambda a: _upcli().down(a.state_dir))
+
+    st = sub.add_parser("status", help="zones, replicas, balancer, database, breakers, faults")
+    st.add_argument("--state-dir", type=Path, default=Path(".lcha"), help=sd_help)
+    st.add_argument("--json", action="store_true", help="machine-readable (pids, ports, conninfo)")
+    st.set_defaults(handler=lambda a: _upcli().status(a.state_dir, a.json))
+
+    sc = sub.add_parser("scale", help="set the replicas per zone (within min/max)")
+    sc.add_argument("n", type=int, metavar="N")
+    sc.add_argument("--state-dir", type=Path, default=Path(".lcha"), help=sd_help)
+    sc.set_defaults(handler=lambda a: _upcli().scale(a.state_dir, a.n))
+
+    ro = sub.add_parser("rollout", help="replace every replica, zone by zone, with draining")
+    ro.add_argument("--canary", type=float, metavar="PERCENT",
+                    help="first send PERCENT of traffic to one new replica, judge it, go on")
+    ro.add_argument("--hold", type=float, default=30.0, help="seconds the canary is watched")
+    ro.add_argument("--app", help="serve another module:attr from now on")
+    ro.add_argument("--state-dir", type=Path, default=Path(".lcha"), help=sd_help)
+    ro.set_defaults(handler=lambda a: _upcli().rollout(a.state_dir, a.canary, a.hold, a.app))
+
+    lg = sub.add_parser("logs", help="the tail of a process's log (default: the supervisor)")
+    lg.add_argument("name", nargs="?", default="supervisor",
+                    help="supervisor, caddy/caddy, replica-az1-r1, sim-primary, ...")
+    lg.add_argument("-n", "--lines", type=int, default=40)
+    lg.add_argument("--state-dir", type=Path, default=Path(".lcha"), help=sd_help)
+    lg.set_defaults(handler=lambda a: _upcli().logs(a.state_dir, a.name, a.lines))
+
+
+def _upcli() -> Any:
+    from langchain_ha.cluster import upcli
+
+    return upcli
+
+
 def _add_db(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("db", help="the HA PostgreSQL + pgvector cluster (Patroni) alone")
     p.add_argument("--state-dir", default=".lcha/db", help="where members keep data and state")
@@ -246,6 +314,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], 
     _add_ingest,
     _add_serve,
     _add_db,
+    _add_up,
 ]
 
 

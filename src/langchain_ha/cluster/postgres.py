@@ -24,7 +24,7 @@ import httpx
 import psycopg
 import yaml
 
-from langchain_ha._proc import Child, free_port, python_argv
+from langchain_ha._proc import Child, free_port, pid_matches, python_argv
 from langchain_ha.cluster.guardian import kill_postgres, postmaster_pid
 from langchain_ha.cluster.patroni_config import (
     ClusterSpec,
@@ -33,6 +33,8 @@ from langchain_ha.cluster.patroni_config import (
     patroni_config,
 )
 from langchain_ha.cluster.pgbin import bin_dir, make_python_usable, prepare_dir, run_as_user
+
+GUARDIAN_MODULE = "langchain_ha.cluster.guardian"
 
 
 class PostgresCluster:
@@ -79,7 +81,7 @@ class PostgresCluster:
             os.chown(config, entry.pw_uid, entry.pw_gid)
         os.chmod(config, 0o600)
         self.guardians[zone] = Child(
-            python_argv("-m", "langchain_ha.cluster.guardian", str(config),
+            python_argv("-m", GUARDIAN_MODULE, str(config),
                         str(member_dir / "data")),
             name=f"guardian-{zone}", log_path=self.base / f"{member_name(zone)}.log",
             user=user, env={"HOME": str(member_dir)},
@@ -90,6 +92,7 @@ class PostgresCluster:
         """Stop every member (guardian → Patroni → postgres) by PID; nothing stays running."""
         state = self._read_state()
         pids = {z: state.get("guardians", {}).get(z) for z in self.spec.zones}
+        pids = {z: p for z, p in pids.items() if p and pid_matches(int(p), GUARDIAN_MODULE)}
         for zone, child in self.guardians.items():
             pids[zone] = child.pid
         for pid in pids.values():
@@ -97,7 +100,8 @@ class PostgresCluster:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 40
-        while time.monotonic() < deadline and any(_alive(p) for p in pids.values() if p):
+        while time.monotonic() < deadline and any(
+                pid_matches(int(p), GUARDIAN_MODULE) for p in pids.values() if p):
             time.sleep(0.2)
         for zone in self.spec.zones:
             self.kill_member(zone)
@@ -201,8 +205,24 @@ class PostgresCluster:
         guardian = self.guardians.get(zone)
         if guardian is not None:
             guardian.signal(signal.SIGKILL)
+        else:
+            pid = self.guardian_pid(zone)
+            if pid:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
         self.kill_patroni(zone)
         kill_postgres(member_dir / "data")
+
+    def guardian_pid(self, zone: str) -> int | None:
+        """PID of ``zone``'s guardian if it runs (started here or by another process)."""
+        child = self.guardians.get(zone)
+        if child is not None:
+            return child.pid if child.alive() else None
+        pid = self._read_state().get("guardians", {}).get(zone)
+        return int(pid) if pid and pid_matches(int(pid), GUARDIAN_MODULE) else None
+
+    def patroni_pid(self, zone: str) -> int | None:
+        return _read_pid(self.base / member_name(zone) / "patroni.pid")
 
     def kill_patroni(self, zone: str) -> None:
         pid = _read_pid(self.base / member_name(zone) / "patroni.pid")
@@ -218,17 +238,28 @@ class PostgresCluster:
 
     # -- state --------------------------------------------------------------------------------
 
-    def _ensure_extension(self) -> None:
-        with psycopg.connect(self.writer_conninfo, autocommit=True) as conn:
-            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    def _ensure_extension(self, timeout: float = 60.0) -> None:
+        # After a whole-cluster restart Patroni may still show the old leader from the DCS
+        # while its postgres is starting: wait until some member takes writes.
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with psycopg.connect(self.writer_conninfo, autocommit=True) as conn:
+                    conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+                    return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
 
     def _read_state(self) -> dict[str, Any]:
         path = self.base / "state.json"
         return json.loads(path.read_text()) if path.exists() else {}
 
     def _write_state(self) -> None:
-        state = {"ports": {z: vars(p) for z, p in self.ports.items()},
-                 "guardians": {z: c.pid for z, c in self.guardians.items()}}
+        guardians = {**self._read_state().get("guardians", {}),
+                     **{z: c.pid for z, c in self.guardians.items()}}
+        state = {"ports": {z: vars(p) for z, p in self.ports.items()}, "guardians": guardians}
         (self.base / "state.json").write_text(json.dumps(state, indent=2))
 
 
@@ -237,13 +268,3 @@ def _read_pid(path: Path) -> int | None:
         return int(path.read_text().strip())
     except (OSError, ValueError):
         return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

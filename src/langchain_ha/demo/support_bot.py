@@ -16,6 +16,7 @@ variables (simulators by default, so no API keys are needed).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -45,6 +46,7 @@ from langchain_ha.resilience.chat import Provider, ResilientChatModel
 from langchain_ha.resilience.degrade import (
     ResilientRetriever,
     Unavailable,
+    degradation_scope,
     guarded,
     record_degraded,
     resilient_tool,
@@ -57,6 +59,8 @@ SYSTEM = ("You are the support assistant of Northwind Cloud Storage. Answer from
           "below and cite the one you used by its doc marker.\n")
 EMBED_DIMENSIONS = 256
 _SEEN_MAX = 10_000
+WARM_QUESTIONS = ("How do I reset my password?", "Where is my order AB-1234?",
+                  "How many family members can share the Family plan?")
 
 
 @dataclass(frozen=True)
@@ -100,12 +104,18 @@ class BotSettings:
 def order_status_tool(tools_url: str) -> BaseTool:
     """The order-status tool, calling the order API (the simulator's tool API in the demo)."""
 
+    clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
+
     async def order_status(order_id: str) -> str:
         """Look up the shipping status of an order by its id (e.g. AB-1234)."""
-        async with httpx.AsyncClient(timeout=3.0) as client:
-            resp = await client.get(f"{tools_url}/tools/order_status/{order_id}")
-            resp.raise_for_status()
-            return resp.text
+        # One client per loop: a new client per call builds an SSL context (~10 ms of CPU).
+        loop = asyncio.get_running_loop()
+        client = clients.get(loop)
+        if client is None:
+            client = clients[loop] = httpx.AsyncClient(timeout=3.0)
+        resp = await client.get(f"{tools_url}/tools/order_status/{order_id}")
+        resp.raise_for_status()
+        return resp.text
 
     return StructuredTool.from_function(coroutine=order_status, name="order_status")
 
@@ -138,6 +148,15 @@ class SupportBot(Runnable[Any, dict[str, Any]]):
         self._memory: dict[str, InMemoryChatMessageHistory] = {}
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
         self.history: HistoryFactory = history or self._in_memory
+
+    async def awarm(self) -> None:
+        """Open the pools and answer a few questions end to end (``lcha serve`` runs this
+        before the replica reports ready); failures are fine, the replica serves anyway."""
+        if self.prepare is not None:
+            await self.prepare()
+        with degradation_scope():
+            for question in WARM_QUESTIONS:
+                await self.ainvoke({"question": question})
 
     async def aclose(self) -> None:
         """Release what ``prepare`` opened (database pools)."""

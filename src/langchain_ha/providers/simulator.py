@@ -32,6 +32,13 @@ _STATUSES = ("processing", "packed", "shipped", "in transit", "out for delivery"
 _CARRIERS = ("UPS", "DHL", "FedEx", "PostNL")
 
 
+def order_status(order_id: str) -> dict[str, object]:
+    """The simulated order API's (deterministic) answer for ``order_id``: drills' oracle."""
+    h = zlib.crc32(order_id.encode())
+    return {"order_id": order_id, "status": _STATUSES[h % len(_STATUSES)],
+            "eta_days": h % 7, "carrier": _CARRIERS[(h >> 8) % len(_CARRIERS)]}
+
+
 def _tool_error(status: int, message: str) -> dict[str, object]:
     return {"error": {"message": message, "status": status}}
 
@@ -46,9 +53,7 @@ async def _order_status(sim: Sim, request: Request) -> Response:
                         _tool_error)
     if order_id.startswith("MISSING"):
         return sim.fail("tools", 404, f"no order {order_id}", _tool_error)
-    h = zlib.crc32(order_id.encode())
-    return sim.ok("tools", {"order_id": order_id, "status": _STATUSES[h % len(_STATUSES)],
-                            "eta_days": h % 7, "carrier": _CARRIERS[(h >> 8) % len(_CARRIERS)]})
+    return sim.ok("tools", order_status(order_id))
 
 
 async def _set_faults(sim: Sim, request: Request) -> Response:

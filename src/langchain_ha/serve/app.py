@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -29,6 +29,8 @@ class ReplicaApp:
         self.fastapi = fastapi
         self.gate = gate
         self.drain = drain
+        self.warm: Callable[[], Awaitable[Any]] | None = None
+        """The runnable's ``awarm()``: run by ``lcha serve`` before /readyz says ready."""
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await self.gate(scope, receive, send)
@@ -80,4 +82,6 @@ def create_app(
                             status_code=exc.status_code, headers=exc.headers)
 
     drain.started = True
-    return ReplicaApp(app, Gate(app, settings, drain, metrics), drain)
+    replica = ReplicaApp(app, Gate(app, settings, drain, metrics), drain)
+    replica.warm = getattr(runnable, "awarm", None)
+    return replica

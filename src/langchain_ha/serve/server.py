@@ -16,6 +16,8 @@ import ipaddress
 import json
 import logging
 import sys
+import time
+from collections.abc import Awaitable, Callable
 from types import FrameType
 from typing import Any
 
@@ -26,6 +28,7 @@ from langchain_ha._usage import UsageError
 from langchain_ha.serve.app import ReplicaApp, create_app
 from langchain_ha.serve.settings import ServeSettings
 
+WARM_TIMEOUT_S = 30.0
 log = logging.getLogger("langchain_ha.serve")
 
 
@@ -50,11 +53,27 @@ class DrainingServer(uvicorn.Server):
         self.replica = app
         self.settings = settings
         self._drain_task: asyncio.Task[None] | None = None
+        self._warm_task: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def serve(self, sockets: Any = None) -> None:
         self._loop = asyncio.get_running_loop()
+        warm = self.replica.warm
+        if warm is not None:
+            # Open pools and fill caches before the balancer sends traffic: a cold replica
+            # answering its first requests under load would time out and trip its breakers.
+            self.replica.drain.started = False
+            self._warm_task = asyncio.ensure_future(self._warm(warm))
         await super().serve(sockets)
+
+    async def _warm(self, warm: Callable[[], Awaitable[Any]]) -> None:
+        started = time.monotonic()
+        try:
+            await asyncio.wait_for(warm(), WARM_TIMEOUT_S)
+            log.info("warmed up in %.1fs", time.monotonic() - started)
+        except Exception as exc:  # warm-up is best effort; serving is not
+            log.warning("warm-up failed (%s: %s); serving anyway", type(exc).__name__, exc)
+        self.replica.drain.started = True
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._drain_task is not None or self._loop is None:
@@ -111,6 +130,8 @@ def serve(target: str, settings: ServeSettings) -> int:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_JsonFormatter(settings))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    for chatty in ("httpx", "httpx2", "httpcore", "openai", "anthropic"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)  # a line per provider call
     if not settings.key_hashes():
         log.warning("no API key configured: serving without authentication on loopback only")
     app = create_app(load_runnable(target), settings)

@@ -1,0 +1,114 @@
+"""The database tier as the supervisor runs it: start or adopt the Patroni members, heal them.
+
+A member whose guardian is gone (its node lost) is restarted only after ``HEAL_AFTER_S``: long
+enough for Patroni to fail over first (leader TTL 20 s), so the old primary comes back as a
+replica (pg_rewind) instead of racing for its old role.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from langchain_ha.cluster.patroni_config import ClusterSpec, member_name
+from langchain_ha.cluster.postgres import PostgresCluster
+from langchain_ha.cluster.topology import Topology
+
+HEAL_AFTER_S = 30.0
+MEMBERS_TTL_S = 3.0
+
+
+class DbTier:
+    """One PostgreSQL member per zone under Patroni, in ``base_dir``."""
+
+    def __init__(self, topology: Topology, base_dir: Path) -> None:
+        self.enabled = topology.database.enabled
+        self.cluster = PostgresCluster(ClusterSpec(
+            base_dir=base_dir, name=topology.name, zones=tuple(topology.zones),
+            replication=topology.database.replication))
+        self._gone_since: dict[str, float] = {}
+        self._members: list[dict[str, Any]] = []
+        self._members_at = 0.0
+
+    def describe(self) -> str:
+        spec = self.cluster.spec
+        return (f"{len(spec.zones)} PostgreSQL members under Patroni (raft DCS), "
+                f"{spec.replication} replication")
+
+    def ensure_running(self) -> str:
+        """Adopt running members (restarting any that are gone) or start the cluster."""
+        running = [z for z in self.cluster.spec.zones if self.cluster.guardian_pid(z)]
+        if running:
+            for zone in self.cluster.spec.zones:
+                if zone not in running:
+                    self.cluster.start_member(zone)
+            self.cluster.wait_healthy(timeout=120)
+        else:
+            self.cluster.start()
+        leader = self.cluster.leader()
+        return (f"leader {leader['name'] if leader else '?'}, "
+                f"{len(self.cluster.members())} members running")
+
+    @property
+    def writer(self) -> str:
+        return self.cluster.writer_conninfo
+
+    @property
+    def reader(self) -> str:
+        return self.cluster.reader_conninfo
+
+    def heal(self) -> str | None:
+        """Restart one member gone for longer than HEAL_AFTER_S; a sentence if it did."""
+        if not self.enabled:
+            return None
+        now = time.monotonic()
+        for zone in self.cluster.spec.zones:
+            if self.cluster.guardian_pid(zone):
+                self._gone_since.pop(zone, None)
+                continue
+            since = self._gone_since.setdefault(zone, now)
+            if now - since >= HEAL_AFTER_S:
+                self._gone_since.pop(zone)
+                self.cluster.start_member(zone)
+                return (f"database member {member_name(zone)} was gone for "
+                        f"{now - since:.0f}s: restarted it (it rejoins as a replica)")
+        return None
+
+    def members(self) -> list[dict[str, Any]]:
+        """Patroni's view of the members (cached for a few seconds)."""
+        if not self.enabled:
+            return []
+        if time.monotonic() - self._members_at > MEMBERS_TTL_S:
+            self._members_at = time.monotonic()
+            try:
+                self._members = self.cluster.members()
+            except httpx.HTTPError:
+                self._members = []
+        return self._members
+
+    def to_json(self) -> dict[str, Any]:
+        if not self.enabled:
+            return {"enabled": False}
+        return {
+            "enabled": True, "dir": str(self.cluster.base),
+            "writer": self.writer, "reader": self.reader,
+            "members": [{"name": m.get("name"), "role": m.get("role"), "state": m.get("state"),
+                         "zone": m.get("zone"), "lag": m.get("lag"),
+                         "timeline": m.get("timeline"), "port": m.get("port"),
+                         **self._pids(str(m.get("zone")))}
+                        for m in self.members()],
+        }
+
+    def _pids(self, zone: str) -> dict[str, int | None]:
+        if zone not in self.cluster.spec.zones:
+            return {}
+        return {"guardian_pid": self.cluster.guardian_pid(zone),
+                "patroni_pid": self.cluster.patroni_pid(zone),
+                "postgres_pid": self.cluster.postgres_pid(zone)}
+
+    def stop(self) -> None:
+        if self.enabled:
+            self.cluster.stop()

@@ -1,0 +1,174 @@
+"""Replica and simulator processes as the supervisor manages them.
+
+A replica is ``lcha serve APP`` on a free loopback port, in one zone, of one generation (a
+rollout starts a new generation).  The supervisor probes each replica's ``/readyz`` every cycle:
+an answer (200 ready, 503 draining or full) means alive; no answer within the timeout is a
+missed check, and enough of them in a row mean the replica is hung and gets replaced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+
+from langchain_ha._proc import Adopted, Child, free_port, python_argv
+from langchain_ha.cluster.topology import ProviderSpec, Topology
+
+STARTUP_NICE = 10
+ReplicaState = Literal["starting", "ready", "draining"]
+Proc = Child | Adopted
+
+
+@dataclass
+class Replica:
+    """One replica process and what the supervisor last saw of it."""
+
+    id: str
+    zone: str
+    port: int
+    generation: int
+    proc: Proc
+    state: ReplicaState = "starting"
+    started_at: float = field(default_factory=time.time)
+    misses: int = 0
+    inflight: int = 0
+    ready: bool = False
+    weight: int = 1
+    drain_started: float | None = None
+    app: str = ""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "zone": self.zone, "port": self.port, "pid": self.proc.pid,
+                "generation": self.generation, "state": self.state, "ready": self.ready,
+                "inflight": self.inflight, "misses": self.misses, "weight": self.weight,
+                "started_at": self.started_at, "app": self.app, "role": "replica"}
+
+
+def replica_marker(replica_id: str) -> str:
+    return f"--replica-id {replica_id} "  # cmdline ends with NUL → space: az1-r1 ≠ az1-r10
+
+
+def start_replica(topology: Topology, *, replica_id: str, zone: str, generation: int,
+                  app: str, env: dict[str, str], logs: Path) -> Replica:
+    """Start ``lcha serve APP`` for one replica; readiness is probed by the supervisor."""
+    port = free_port()
+    spec = topology.replicas
+    child = Child(
+        python_argv("-m", "langchain_ha.cli", "serve", app, "--port", str(port),
+                    "--zone", zone, "--replica-id", replica_id),
+        name=f"replica-{replica_id}",
+        env={**env, "LCHA_MAX_INFLIGHT": str(spec.max_inflight),
+             "LCHA_DRAIN_TIMEOUT_S": str(spec.drain_timeout_s),
+             "LCHA_REQUEST_TIMEOUT_S": str(spec.request_timeout_s),
+             # The balancer stops sending before SIGTERM, so a short grace is enough.
+             "LCHA_DRAIN_GRACE_S": "1.0"},
+        log_path=logs / f"replica-{replica_id}.log",
+    )
+    # Start-up (imports, warm-up) runs at low priority so it does not take CPU from the
+    # replicas serving traffic; the supervisor restores priority 0 once this one is ready.
+    set_priority(child.pid, STARTUP_NICE)
+    return Replica(id=replica_id, zone=zone, port=port, generation=generation, proc=child,
+                   app=app)
+
+
+def set_priority(pid: int, nice: int) -> None:
+    """Set the nice value of every thread of ``pid`` (Linux nice values are per thread)."""
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        tids = [pid]
+    for tid in tids:
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, tid, nice)
+
+
+def adopt_replica(entry: dict[str, Any]) -> Replica | None:
+    """A replica recorded by an earlier supervisor, if its process still runs."""
+    proc = Adopted(int(entry["pid"]), name=f"replica-{entry['id']}",
+                   marker=replica_marker(str(entry["id"])))
+    if not proc.alive():
+        return None
+    state = entry.get("state", "starting")
+    return Replica(id=str(entry["id"]), zone=str(entry["zone"]), port=int(entry["port"]),
+                   generation=int(entry["generation"]), proc=proc,
+                   state=state if state in ("starting", "ready", "draining") else "starting",
+                   started_at=float(entry.get("started_at", time.time())),
+                   app=str(entry.get("app", "")))
+
+
+async def probe(client: httpx.AsyncClient, replica: Replica, timeout: float) -> None:
+    """Update ``replica`` from its ``/readyz`` (ready flag, in-flight count, missed checks)."""
+    try:
+        resp = await client.get(f"{replica.url}/readyz", timeout=timeout)
+        body = resp.json()
+    except (httpx.HTTPError, ValueError):
+        replica.misses += 1
+        replica.ready = False
+        return
+    replica.misses = 0
+    replica.ready = resp.status_code == 200
+    replica.inflight = int(body.get("inflight", 0)) if isinstance(body, dict) else 0
+
+
+@dataclass
+class Simulator:
+    """A provider simulator process (the stand-in for an LLM SaaS)."""
+
+    spec: ProviderSpec
+    port: int
+    proc: Proc
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.spec.name, "port": self.port, "pid": self.proc.pid,
+                "url": self.url, "role": "simulator"}
+
+
+def sim_marker(name: str, port: int) -> str:
+    return f"--name {name} --port {port}"
+
+
+def start_simulator(spec: ProviderSpec, logs: Path, port: int | None = None) -> Simulator:
+    """Start ``lcha sim`` for ``spec`` and wait until it answers."""
+    port = port or free_port()
+    child = Child(
+        python_argv("-m", "langchain_ha.cli", "sim", "--name", spec.name, "--port", str(port),
+                    "--latency-ms", str(spec.latency_ms), "--jitter-ms", str(spec.jitter_ms)),
+        name=f"sim-{spec.name}", log_path=logs / f"sim-{spec.name}.log")
+    child.wait_http(f"http://127.0.0.1:{port}/v1/models", timeout=30)
+    return Simulator(spec=spec, port=port, proc=child)
+
+
+def adopt_simulator(spec: ProviderSpec, entry: dict[str, Any]) -> Simulator | None:
+    port = int(entry["port"])
+    proc = Adopted(int(entry["pid"]), name=f"sim-{spec.name}", marker=sim_marker(spec.name, port))
+    return Simulator(spec=spec, port=port, proc=proc) if proc.alive() else None
+
+
+def provider_env(topology: Topology, sims: dict[str, Simulator]) -> dict[str, str]:
+    """``LCHA_PRIMARY_URL`` etc. for the support bot: providers in order, sims or real URLs."""
+    env: dict[str, str] = {}
+    for slot, spec in zip(("PRIMARY", "SECONDARY"), topology.providers, strict=False):
+        if spec.simulated:
+            env[f"LCHA_{slot}_URL"] = sims[spec.name].url
+        else:
+            env[f"LCHA_{slot}_URL"] = str(spec.base_url).rstrip("/")
+            env[f"LCHA_{slot}_API_KEY"] = os.environ.get(str(spec.api_key_env), "")
+    first_sim = next((s for s in sims.values()), None)
+    if first_sim is not None:
+        env.setdefault("LCHA_TOOLS_URL", first_sim.url)
+        env.setdefault("LCHA_EMBEDDINGS_URL", first_sim.url)
+    return env

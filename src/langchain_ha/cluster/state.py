@@ -1,0 +1,109 @@
+"""The state directory of a deployment: what runs where, its secrets and operator requests.
+
+``lcha up`` and the supervisor share one directory (default ``.lcha``):
+
+- ``topology.json``: the validated topology the supervisor runs;
+- ``state.json``: written by the supervisor every cycle (PIDs, ports, roles, phase, decisions);
+- ``secrets.json`` (0600): the API key clients use and the replicas' admin token;
+- ``control.json``: operator requests (scale, rollout) that the supervisor applies in order;
+- ``db/``: the PostgreSQL cluster; ``logs/``: every process's log.
+
+Files are replaced atomically (write + rename) so a reader never sees half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from langchain_ha._proc import pid_matches
+
+SUPERVISOR_MARKER = "langchain_ha.cluster.supervisor"
+
+
+def write_json(path: Path, data: Any, mode: int = 0o644) -> None:
+    """Replace ``path`` atomically with ``data`` as JSON."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``, or {} when it does not exist (yet)."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except json.JSONDecodeError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+class StateDir:
+    """Paths and helpers of one deployment's state directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).absolute()
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def topology_file(self) -> Path:
+        return self.root / "topology.json"
+
+    @property
+    def control_file(self) -> Path:
+        return self.root / "control.json"
+
+    @property
+    def logs(self) -> Path:
+        path = self.root / "logs"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def db_dir(self) -> Path:
+        return self.root / "db"
+
+    def state(self) -> dict[str, Any]:
+        return read_json(self.state_file)
+
+    def secrets(self) -> dict[str, str]:
+        """The API key and admin token, created (0600) on first use."""
+        path = self.root / "secrets.json"
+        stored = read_json(path)
+        if not stored:
+            self.root.mkdir(parents=True, exist_ok=True)
+            stored = {"api_key": "lcha-" + secrets.token_urlsafe(24),
+                      "admin_token": secrets.token_urlsafe(24)}
+            write_json(path, stored, mode=0o600)
+        return {k: str(v) for k, v in stored.items()}
+
+    def supervisor_pid(self) -> int | None:
+        """PID of the running supervisor of this directory, if one runs."""
+        pid = self.state().get("supervisor", {}).get("pid")
+        if isinstance(pid, int) and pid_matches(pid, SUPERVISOR_MARKER):
+            return pid
+        return None
+
+    def request(self, kind: str, **fields: Any) -> int:
+        """Queue an operator request (``scale``, ``rollout``); returns its sequence number."""
+        control = read_json(self.control_file)
+        seq = int(control.get("seq", 0)) + 1
+        queued = [r for r in control.get("requests", []) if isinstance(r, dict)][-19:]
+        queued.append({"seq": seq, "kind": kind, "at": time.time(), **fields})
+        write_json(self.control_file, {"seq": seq, "requests": queued})
+        return seq
+
+    def requests_after(self, seq: int) -> list[dict[str, Any]]:
+        """Queued requests newer than ``seq``, oldest first."""
+        queued = read_json(self.control_file).get("requests", [])
+        return sorted((r for r in queued if isinstance(r, dict) and int(r.get("seq", 0)) > seq),
+                      key=lambda r: int(r["seq"]))

@@ -1,0 +1,335 @@
+"""``lcha up|down|status|scale|rollout|logs|validate``: the deployment from the command line.
+
+``up`` starts the supervisor as a detached process (it outlives the command) and follows its
+progress until the first answer comes through the load balancer; every other command talks to
+it through the state directory (see :mod:`langchain_ha.cluster.state`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from langchain_ha._proc import Adopted, Child, pid_matches, port_is_listening, python_argv
+from langchain_ha._usage import UsageError
+from langchain_ha.cluster.state import SUPERVISOR_MARKER, StateDir
+from langchain_ha.cluster.topology import Topology, load_topology
+
+UP_TIMEOUT_S = 300.0
+QUESTION = '{"input": {"question": "How do I reset my password?", "session_id": "me"}}'
+
+
+def validate(path: Path) -> int:
+    topo = load_topology(path)
+    print(f"{path}: valid: {_shape(topo)}")
+    return 0
+
+
+def up(topo: Topology) -> int:
+    """Start (or reconnect to) the deployment and wait until it answers."""
+    sd = StateDir(topo.state_dir)
+    running = sd.supervisor_pid()
+    if running:
+        print(f"already running (supervisor pid {running}) in {sd.root}")
+        _banner(sd)
+        return 0
+    for spec in topo.providers:
+        if not spec.simulated and not os.environ.get(str(spec.api_key_env)):
+            raise UsageError(f"providers.{spec.name}.api_key_env: set ${spec.api_key_env} "
+                             "(the provider's API key) before lcha up")
+    sd.root.mkdir(parents=True, exist_ok=True)
+    sd.topology_file.write_text(topo.model_dump_json(indent=2))
+    sd.secrets()
+    adopting = bool(sd.state().get("replicas"))
+    print(f"lcha up: {_shape(topo)}; state in {sd.root}"
+          + (" (adopting what is still running)" if adopting else ""), flush=True)
+    child = Child(python_argv("-m", SUPERVISOR_MARKER, str(sd.root)), name="supervisor",
+                  log_path=sd.logs / "supervisor.log")
+    shown = 0
+    deadline = time.monotonic() + UP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        state = sd.state()
+        mine = state.get("supervisor", {}).get("pid") == child.pid
+        progress = state.get("progress", []) if mine else []
+        for line in progress[shown:]:
+            print(f"  {line}", flush=True)
+        shown = max(shown, len(progress))
+        if mine and state.get("phase") == "ready":
+            _banner(sd)
+            return 0
+        if not child.alive() or (mine and state.get("phase") in ("failed", "stopped")):
+            child.proc.wait(60)
+            raise UsageError(f"the deployment did not come up; see {sd.logs}/supervisor.log"
+                             f"{_tail(sd.logs / 'supervisor.log')}")
+        time.sleep(0.3)
+    child.stop(timeout=90)
+    raise UsageError(f"not ready after {UP_TIMEOUT_S:.0f}s; stopped. See {sd.logs}")
+
+
+def down(state_dir: Path) -> int:
+    """Stop the supervisor (which stops everything), then sweep anything left by PID."""
+    sd = StateDir(state_dir)
+    pid = sd.supervisor_pid()
+    if pid:
+        print(f"stopping the deployment (supervisor pid {pid}) …", flush=True)
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 120
+        while pid_matches(pid, SUPERVISOR_MARKER) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if pid_matches(pid, SUPERVISOR_MARKER):
+            os.killpg(pid, signal.SIGKILL)
+    left = _sweep(sd)
+    ports = [p for p in _ports(sd.state()) if port_is_listening(p)]
+    if ports:
+        raise UsageError(f"ports still listening after down: {ports}")
+    print(f"stopped: nothing left running{f' (swept {left} stray processes)' if left else ''}")
+    return 0
+
+
+def _sweep(sd: StateDir) -> int:
+    """Stop, by PID and command line, every process the state file still names."""
+    state = sd.state()
+    found = 0
+    for proc in processes(state):
+        marker = proc.get("marker")
+        if marker and pid_matches(int(proc["pid"]), marker):
+            Adopted(int(proc["pid"]), name=str(proc["name"]), marker=marker).stop(timeout=5)
+            found += 1
+    if (sd.db_dir / "state.json").exists():
+        from langchain_ha.cluster.dbcli import _cluster
+
+        cluster = _cluster(sd.db_dir)
+        if any(cluster.guardian_pid(z) or cluster.postgres_pid(z) for z in cluster.spec.zones):
+            cluster.stop()
+            found += 1
+    return found
+
+
+def processes(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every process of the deployment: pid, role, zone, port, name (and a command marker)."""
+    out: list[dict[str, Any]] = []
+    sup = state.get("supervisor", {}).get("pid")
+    if sup:
+        out.append({"name": "supervisor", "role": "supervisor", "zone": None, "port": None,
+                    "pid": sup, "marker": SUPERVISOR_MARKER})
+    lb = state.get("balancer") or {}
+    if lb.get("pid"):
+        out.append({"name": "caddy", "role": "balancer", "zone": None, "port": lb.get("port"),
+                    "pid": lb["pid"], "marker": "/caddy/initial.json"})
+    for name, sim in (state.get("simulators") or {}).items():
+        out.append({"name": f"sim-{name}", "role": "simulator", "zone": None,
+                    "port": sim["port"], "pid": sim["pid"],
+                    "marker": f"--name {name} --port {sim['port']}"})
+    for r in state.get("replicas") or []:
+        out.append({"name": f"replica-{r['id']}", "role": "replica", "zone": r["zone"],
+                    "port": r["port"], "pid": r["pid"], "marker": f"--replica-id {r['id']} "})
+    for m in (state.get("database") or {}).get("members", []):
+        for role in ("guardian", "patroni", "postgres"):
+            pid = m.get(f"{role}_pid")
+            if pid:
+                out.append({"name": f"{m['name']}-{role}", "role": f"db-{role}",
+                            "zone": m.get("zone"), "port": m.get("port") if role == "postgres"
+                            else None, "pid": pid, "db_role": m.get("role")})
+    return out
+
+
+def _ports(state: dict[str, Any]) -> list[int]:
+    ports = [int(p["port"]) for p in processes(state) if p.get("port")]
+    admin = (state.get("balancer") or {}).get("admin_port")
+    return ports + ([int(admin)] if admin else [])
+
+
+def status(state_dir: Path, as_json: bool) -> int:
+    """Zones, replicas, balancer view, database members, breakers, simulator faults."""
+    sd = StateDir(state_dir)
+    state = sd.state()
+    if not state:
+        raise UsageError(f"--state-dir {sd.root}: nothing here (lcha up first)")
+    report = collect_status(sd, state)
+    if as_json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        print(render_status(report))
+    return 0 if report["supervisor"]["running"] else 1
+
+
+def collect_status(sd: StateDir, state: dict[str, Any]) -> dict[str, Any]:
+    """What ``status --json`` prints: the state file plus live views of each component."""
+    secrets = sd.secrets()
+    admin = {"Authorization": f"Bearer {secrets['admin_token']}"}
+    lb = dict(state.get("balancer") or {})
+    if lb.get("admin_port"):
+        try:
+            lb["upstreams"] = httpx.get(
+                f"http://127.0.0.1:{lb['admin_port']}/reverse_proxy/upstreams", timeout=2).json()
+        except (httpx.HTTPError, ValueError):
+            lb["upstreams"] = None
+    sims = {}
+    for name, sim in (state.get("simulators") or {}).items():
+        try:
+            faults = httpx.get(f"{sim['url']}/_faults", timeout=2).json()
+        except (httpx.HTTPError, ValueError):
+            faults = None
+        sims[name] = {**sim, "faults": faults}
+    breakers: dict[str, Any] = {}
+    for r in state.get("replicas") or []:
+        if r.get("state") == "ready":
+            try:
+                resp = httpx.get(f"http://127.0.0.1:{r['port']}/admin/breakers", headers=admin,
+                                 timeout=2)
+                breakers = {"replica": r["id"], "breakers": resp.json()}
+                break
+            except (httpx.HTTPError, ValueError):
+                continue
+    sup_pid = sd.supervisor_pid()
+    return {
+        "supervisor": {"pid": state.get("supervisor", {}).get("pid"),
+                       "running": sup_pid is not None},
+        "phase": state.get("phase") if sup_pid else "not running",
+        "url": lb.get("url"), "generation": state.get("generation"),
+        "per_zone": state.get("per_zone"), "rollout": state.get("rollout"),
+        "balancer": lb, "replicas": state.get("replicas", []), "simulators": sims,
+        "database": state.get("database", {}), "breakers": breakers,
+        "processes": [{k: v for k, v in p.items() if k != "marker"} for p in processes(state)],
+        "decisions": state.get("decisions", [])[-10:],
+    }
+
+
+def render_status(report: dict[str, Any]) -> str:
+    lines = [f"phase: {report['phase']}   url: {report['url']}   generation: "
+             f"{report['generation']}   replicas per zone: {report['per_zone']}"]
+    ups = {u.get("address"): u for u in (report["balancer"].get("upstreams") or [])}
+    rows: list[tuple[str, ...]] = [
+        ("replica", "zone", "pid", "port", "state", "in-flight", "lb fails", "gen")]
+    for r in report["replicas"]:
+        u = ups.get(f"127.0.0.1:{r['port']}")
+        rows.append((str(r["id"]), str(r["zone"]), str(r["pid"]), str(r["port"]), str(r["state"]),
+                     str(r["inflight"]), str(u.get("fails")) if u else "-", str(r["generation"])))
+    lines += ["", _table(rows)]
+    members = report["database"].get("members", [])
+    if members:
+        rows = [("db member", "zone", "role", "state", "lag", "timeline", "port")]
+        rows += [(str(m["name"]), str(m["zone"]), str(m["role"]), str(m["state"]),
+                  str(m.get("lag")),
+                  str(m.get("timeline")), str(m.get("port"))) for m in members]
+        lines += ["", _table(rows)]
+    for name, sim in report["simulators"].items():
+        lines.append(f"simulator {name}: {sim['url']} faults={sim.get('faults')}")
+    for name, b in (report["breakers"].get("breakers") or {}).items():
+        lines.append(f"breaker {name}: {b.get('state') if isinstance(b, dict) else b}")
+    lines += ["", "recent decisions:", *[f"  {d}" for d in report["decisions"]]]
+    return "\n".join(lines)
+
+
+def scale(state_dir: Path, per_zone: int, wait_s: float = 180.0) -> int:
+    sd = _running(state_dir)
+    topo = Topology.model_validate_json(sd.topology_file.read_text())
+    lo, hi = topo.replicas.min_per_zone, topo.replicas.max_per_zone
+    if not lo <= per_zone <= hi:
+        raise UsageError(f"N: replicas per zone must be within replicas.min_per_zone={lo} and "
+                         f"replicas.max_per_zone={hi} (change them in lcha.yaml)")
+    seq = sd.request("scale", per_zone=per_zone)
+    want = per_zone * len(topo.zones)
+
+    def done(state: dict[str, Any]) -> bool:
+        reps = state.get("replicas", [])
+        return (state.get("applied_seq", 0) >= seq and len(reps) == want
+                and all(r["state"] == "ready" for r in reps))
+
+    _follow(sd, done, wait_s)
+    print(f"scaled: {per_zone} per zone, {want} replicas ready")
+    return 0
+
+
+def rollout(state_dir: Path, canary: float | None, hold_s: float, app: str | None,
+            wait_s: float = 600.0) -> int:
+    sd = _running(state_dir)
+    if canary is not None and not 0 < canary < 100:
+        raise UsageError("--canary: a percentage between 0 and 100 (exclusive)")
+    if app is not None and not re.fullmatch(r"[\w.]+:[\w.]+", app):
+        raise UsageError("--app: module:attr of the Runnable to serve")
+    seq = sd.request("rollout", canary=canary, hold_s=hold_s, app=app)
+
+    def done(state: dict[str, Any]) -> bool:
+        ro = state.get("rollout") or {}
+        return ro.get("id") == seq and ro.get("status") in ("done", "aborted")
+
+    state = _follow(sd, done, wait_s)
+    ro = state["rollout"]
+    print(f"rollout {ro['status']}: {ro['message']}")
+    return 0 if ro["status"] == "done" else 1
+
+
+def logs(state_dir: Path, name: str, lines: int) -> int:
+    sd = StateDir(state_dir)
+    path = sd.logs / f"{name}.log"
+    if not path.exists():
+        have = sorted(p.stem for p in sd.logs.glob("*.log"))
+        raise UsageError(f"NAME: no log {name!r}; have: {', '.join(have) or 'none'}")
+    text = path.read_text(errors="replace").splitlines()
+    print("\n".join(text[-lines:]))
+    return 0
+
+
+def _running(state_dir: Path) -> StateDir:
+    sd = StateDir(state_dir)
+    if sd.supervisor_pid() is None:
+        raise UsageError(f"--state-dir {sd.root}: no deployment running (lcha up first)")
+    return sd
+
+
+def _follow(sd: StateDir, done: Any, wait_s: float) -> dict[str, Any]:
+    """Print the supervisor's decisions until ``done(state)``; the final state."""
+    seen = set(sd.state().get("decisions", []))
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        state = sd.state()
+        for d in state.get("decisions", []):
+            if d not in seen:
+                seen.add(d)
+                print(f"  {d}", flush=True)
+        if done(state):
+            return state
+        if sd.supervisor_pid() is None:
+            raise UsageError("the supervisor stopped; see lcha logs supervisor")
+        time.sleep(0.3)
+    raise UsageError(f"not done after {wait_s:.0f}s; lcha status shows where it is")
+
+
+def _banner(sd: StateDir) -> None:
+    state = sd.state()
+    url = (state.get("balancer") or {}).get("url")
+    key = sd.secrets()["api_key"]
+    print(f"\n  URL:     {url}\n  API key: {key}\n  try:\n"
+          f"    curl -s {url}/v1/invoke -H 'Authorization: Bearer {key}' \\\n"
+          f"      -H 'Content-Type: application/json' -d '{QUESTION}'\n"
+          f"  then:    lcha status   |   lcha down\n", flush=True)
+
+
+def _shape(topo: Topology) -> str:
+    db = (f"{len(topo.zones)} PostgreSQL members ({topo.database.replication})"
+          if topo.database.enabled else "no database")
+    sims = sum(p.simulated for p in topo.providers)
+    return (f"{len(topo.zones)} zones x {topo.replicas.per_zone} replica(s) behind Caddy "
+            f"({topo.mode}), {db}, {sims} simulated provider(s)")
+
+
+def _table(rows: Sequence[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
+
+
+def _tail(path: Path, n: int = 15) -> str:
+    try:
+        lines = path.read_text(errors="replace").splitlines()[-n:]
+    except OSError:
+        return ""
+    return "\n" + "\n".join(f"  | {line}" for line in lines)
