@@ -24,13 +24,17 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from langchain_ha._proc import pid_matches
+
 
 def postmaster_pid(data_dir: Path) -> int | None:
-    """The postmaster's PID from ``postmaster.pid``, if the file is there."""
+    """The running postmaster's PID from ``postmaster.pid`` (None if the file is stale: a
+    SIGKILLed postmaster leaves it behind, and its PID may belong to another process now)."""
     try:
-        return int((data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+        pid = int((data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
     except (OSError, ValueError):
         return None
+    return pid if pid_matches(pid, "postgres") else None
 
 
 def kill_postgres(data_dir: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any, Literal
 
 import httpx
 
-from langchain_ha._proc import Adopted, Child, free_port, python_argv
+from langchain_ha._proc import Adopted, Child, free_port, port_is_free, python_argv
 from langchain_ha.cluster.topology import ProviderSpec, Topology
 
 STARTUP_NICE = 10
@@ -41,6 +42,7 @@ class Replica:
     ready: bool = False
     weight: int = 1
     drain_started: float | None = None
+    ready_at: float | None = None
     app: str = ""
 
     @property
@@ -51,17 +53,37 @@ class Replica:
         return {"id": self.id, "zone": self.zone, "port": self.port, "pid": self.proc.pid,
                 "generation": self.generation, "state": self.state, "ready": self.ready,
                 "inflight": self.inflight, "misses": self.misses, "weight": self.weight,
-                "started_at": self.started_at, "app": self.app, "role": "replica"}
+                "started_at": self.started_at, "ready_at": self.ready_at, "app": self.app,
+                "role": "replica"}
+
+
+def drain_grace_s(topology: Topology) -> float:
+    """How long a draining replica keeps accepting: until the balancer's active checks have
+    surely marked it down (unhealthy_threshold failed checks, one interval + timeout each)."""
+    checks = topology.balancer.checks
+    return round((checks.unhealthy_threshold + 1) * (checks.interval_s + checks.timeout_s), 1)
 
 
 def replica_marker(replica_id: str) -> str:
     return f"--replica-id {replica_id} "  # cmdline ends with NUL → space: az1-r1 ≠ az1-r10
 
 
+def slot_ports(n: int, rng: random.Random | None = None) -> list[int]:
+    """``n`` free loopback ports below the ephemeral range (so no outgoing connection takes
+    one while its slot is empty)."""
+    rng = rng or random.Random()
+    ports: list[int] = []
+    while len(ports) < n:
+        port = rng.randrange(20000, 32000)
+        if port not in ports and port_is_free(port):
+            ports.append(port)
+    return ports
+
+
 def start_replica(topology: Topology, *, replica_id: str, zone: str, generation: int,
-                  app: str, env: dict[str, str], logs: Path) -> Replica:
-    """Start ``lcha serve APP`` for one replica; readiness is probed by the supervisor."""
-    port = free_port()
+                  app: str, env: dict[str, str], logs: Path, port: int) -> Replica:
+    """Start ``lcha serve APP`` on ``port`` (its balancer slot); readiness is probed by the
+    supervisor and by the balancer's active health checks."""
     spec = topology.replicas
     child = Child(
         python_argv("-m", "langchain_ha.cli", "serve", app, "--port", str(port),
@@ -70,8 +92,8 @@ def start_replica(topology: Topology, *, replica_id: str, zone: str, generation:
         env={**env, "LCHA_MAX_INFLIGHT": str(spec.max_inflight),
              "LCHA_DRAIN_TIMEOUT_S": str(spec.drain_timeout_s),
              "LCHA_REQUEST_TIMEOUT_S": str(spec.request_timeout_s),
-             # The balancer stops sending before SIGTERM, so a short grace is enough.
-             "LCHA_DRAIN_GRACE_S": "1.0"},
+              # Readiness fails at once on SIGTERM; the balancer's checks see it within this.
+             "LCHA_DRAIN_GRACE_S": str(drain_grace_s(topology))},
         log_path=logs / f"replica-{replica_id}.log",
     )
     # Start-up (imports, warm-up) runs at low priority so it does not take CPU from the
@@ -103,7 +125,7 @@ def adopt_replica(entry: dict[str, Any]) -> Replica | None:
                    generation=int(entry["generation"]), proc=proc,
                    state=state if state in ("starting", "ready", "draining") else "starting",
                    started_at=float(entry.get("started_at", time.time())),
-                   app=str(entry.get("app", "")))
+                   app=str(entry.get("app", "")), ready_at=entry.get("ready_at"))
 
 
 async def probe(client: httpx.AsyncClient, replica: Replica, timeout: float) -> None:

@@ -85,7 +85,7 @@ class Rollout:
             return f"rollout {self.id}: canary {started.id} started in {started.zone}"
         if canary is None or canary.state == "draining":
             return self._abort(sup, None, "the canary died")
-        if canary.state != "ready":
+        if not sup.serving(canary):
             return None
         if self.canary_ready_at is None:
             self.canary_ready_at = time.time()
@@ -124,8 +124,8 @@ class Rollout:
             if not old:
                 continue
             new = [r for r in here if r.generation == self.to_gen]
-            if any(r.state == "starting" for r in new):
-                return None  # one zone at a time: wait for this zone's new replicas
+            if any(not sup.serving(r) for r in new):
+                return None  # one zone at a time: wait until the balancer sends to the new ones
             if len(new) < sup._target(zone):
                 started = sup.start_replica(zone, self.to_gen)
                 return (f"rollout {self.id}: zone {zone}: started {started.id} "

@@ -25,18 +25,16 @@ import sys
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any
 
 import httpx
 
-from langchain_ha._proc import Adopted, Child, free_port, port_is_listening
+from langchain_ha._proc import Adopted, Child, port_is_free
 from langchain_ha.cluster.balancer import CaddyBalancer, Upstream
 from langchain_ha.cluster.dbtier import DbTier
 from langchain_ha.cluster.replicas import (
     Replica,
     Simulator,
-    adopt_replica,
-    adopt_simulator,
+    drain_grace_s,
     probe,
     provider_env,
     set_priority,
@@ -44,13 +42,16 @@ from langchain_ha.cluster.replicas import (
     start_simulator,
 )
 from langchain_ha.cluster.rollout import Rollout
+from langchain_ha.cluster.startup import START_TIMEOUT_S, bring_up
 from langchain_ha.cluster.state import StateDir, write_json
 from langchain_ha.cluster.topology import Topology
 
 log = logging.getLogger("langchain_ha.supervisor")
 CYCLE_S = 0.5
-START_TIMEOUT_S = 120.0
-WARMUP_QUESTION = {"question": "How do I reset my password?", "session_id": "lcha-warmup"}
+
+
+class NoFreeSlot(RuntimeError):
+    """A zone's balancer slots are all taken."""
 
 
 class Supervisor:
@@ -60,6 +61,7 @@ class Supervisor:
         self.sd = state_dir
         self.topo = topology
         self.replicas: list[Replica] = []
+        self.slots: dict[str, list[int]] = {}
         self.sims: dict[str, Simulator] = {}
         self.db = DbTier(topology, state_dir.db_dir)
         self.lb: CaddyBalancer | None = None
@@ -91,7 +93,7 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._request_stop)
         try:
-            await self._bring_up()
+            await bring_up(self)
             while not self.stopping:
                 await self.cycle()
                 await asyncio.sleep(CYCLE_S)
@@ -105,99 +107,6 @@ class Supervisor:
 
     def _request_stop(self) -> None:
         self.stopping = True
-
-    async def _bring_up(self) -> None:
-        prior = self.sd.state()
-        self._adopt(prior)
-        if self.topo.database.enabled:
-            self._say(f"database: {self.db.describe()} …", progress=True)
-            summary = await asyncio.to_thread(self.db.ensure_running)
-            self._say(f"database: {summary}", progress=True)
-        for spec in self.topo.providers:
-            if spec.simulated and spec.name not in self.sims:
-                port = prior.get("simulators", {}).get(spec.name, {}).get("port")
-                self.sims[spec.name] = await asyncio.to_thread(
-                    start_simulator, spec, self.sd.logs, _reuse(port))
-                self._say(f"simulator {spec.name}: {self.sims[spec.name].url}", progress=True)
-        want = sum(self._target(z) for z in self.topo.zones)
-        self._say(f"replicas: starting {want} across zones {', '.join(self.topo.zones)} …",
-                  progress=True)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while sum(r.state == "ready" for r in self.replicas) < want:
-            if self.stopping:
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"replicas not ready after {START_TIMEOUT_S:.0f}s "
-                                   f"(see {self.sd.logs})")
-            await self.cycle(balancer=False)
-            await asyncio.sleep(0.2)
-        self._say(f"replicas: {want} ready", progress=True)
-        self._start_balancer(prior.get("balancer", {}))
-        await self.cycle()
-        await self._warm_up()
-        self.phase = "ready"
-        self._say(f"ready: {self.lb.url if self.lb else '?'}", progress=True)
-        self._write_state()
-
-    def _adopt(self, prior: dict[str, Any]) -> None:
-        """Take over what an earlier supervisor left running."""
-        self.generation = int(prior.get("generation", 1))
-        self.apps = {int(k): v for k, v in prior.get("apps", {}).items()} or self.apps
-        self.apps.setdefault(self.generation, self.topo.app)
-        self.per_zone = int(prior.get("per_zone", self.per_zone))
-        self.base_per_zone = int(prior.get("base_per_zone", self.base_per_zone))
-        self.applied_seq = int(prior.get("applied_seq", 0))
-        self._next_index = int(prior.get("next_index", 0))
-        for entry in prior.get("replicas", []):
-            replica = adopt_replica(entry)
-            if replica is not None:
-                self.replicas.append(replica)
-        for spec in self.topo.providers:
-            entry = prior.get("simulators", {}).get(spec.name)
-            if spec.simulated and entry:
-                sim = adopt_simulator(spec, entry)
-                if sim is not None:
-                    self.sims[spec.name] = sim
-        adopted = len(self.replicas) + len(self.sims)
-        if adopted:
-            self._say(f"adopted {len(self.replicas)} replicas and {len(self.sims)} simulators "
-                      "left running by an earlier supervisor", progress=True)
-
-    def _start_balancer(self, prior: dict[str, Any]) -> None:
-        port = self.topo.balancer.port or int(prior.get("port") or 0) or free_port()
-        admin = int(prior.get("admin_port") or 0) or free_port()
-        self.lb = CaddyBalancer(self.topo.balancer, port, admin, self.sd.root)
-        pid = prior.get("pid")
-        if pid:
-            old = Adopted(int(pid), name="caddy", marker=str(self.lb.dir / "initial.json"))
-            if old.alive() and port_is_listening(admin):
-                self.caddy = old
-                self._say(f"load balancer: adopted Caddy (pid {pid})", progress=True)
-                return
-        if port_is_listening(port):
-            raise RuntimeError(f"balancer.port {port} is already in use: choose another "
-                               "(lcha up --port P, or balancer.port in lcha.yaml)")
-        self.caddy = self.lb.start()
-        self._say(f"load balancer: Caddy on {self.lb.url} (admin 127.0.0.1:{admin})",
-                  progress=True)
-
-    async def _warm_up(self) -> None:
-        """One answer through the load balancer (also loads the corpus into the database)."""
-        assert self.lb is not None
-        async with httpx.AsyncClient(timeout=60) as client:
-            for _ in range(20):
-                try:
-                    resp = await client.post(
-                        f"{self.lb.url}/v1/invoke", json={"input": WARMUP_QUESTION},
-                        headers={"Authorization": f"Bearer {self.api_key}"})
-                    if resp.status_code == 200:
-                        self._say("first answer through the load balancer: ok", progress=True)
-                        return
-                    last: object = f"{resp.status_code} {resp.text[:200]}"
-                except httpx.HTTPError as exc:
-                    last = exc
-                await asyncio.sleep(1)
-        raise RuntimeError(f"no answer through the load balancer: {last}")
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -254,11 +163,12 @@ class Supervisor:
         for r in self.replicas:
             if r.state == "starting" and r.ready:
                 r.state = "ready"
+                r.ready_at = time.time()
                 set_priority(r.proc.pid, 0)
                 self.backoff.pop(r.zone, None)
                 took = time.time() - r.started_at
-                return (f"replica {r.id} ready on port {r.port} after {took:.1f}s: "
-                        "registered with the load balancer")
+                return (f"replica {r.id} ready on port {r.port} after {took:.1f}s: the "
+                        "balancer's checks take it in")
         return None
 
     def _heal_infrastructure(self) -> str | None:
@@ -288,9 +198,13 @@ class Supervisor:
             if len(live) < target:
                 if not self._may_start(zone):
                     continue
-                r = self.start_replica(zone, serving)
+                try:
+                    r = self.start_replica(zone, serving)
+                except NoFreeSlot as exc:
+                    self._fail(zone)
+                    return str(exc)
                 return f"zone {zone} has {len(live)} of {target} replicas: started {r.id}"
-            if len(live) > target and all(r.state == "ready" for r in live):
+            if len(live) > target and all(self.serving(r) for r in live):
                 victim = sorted(live, key=lambda r: (r.generation, -r.started_at))[0]
                 self.drain(victim)
                 return f"zone {zone} has {len(live)} of {target} replicas: draining {victim.id}"
@@ -323,36 +237,49 @@ class Supervisor:
     # -- actions ------------------------------------------------------------------------------
 
     def start_replica(self, zone: str, generation: int) -> Replica:
-        """Start one replica of ``generation`` in ``zone``."""
+        """Start one replica of ``generation`` in a free balancer slot of ``zone``."""
+        taken = {r.port for r in self.replicas}
+        port = next((p for p in self.slots.get(zone, []) if p not in taken and port_is_free(p)),
+                    None)
+        if port is None:
+            raise NoFreeSlot(f"zone {zone}: every balancer slot is taken "
+                             f"({len(self.slots.get(zone, []))} = max_per_zone + 1)")
         self._next_index += 1
         replica = start_replica(
             self.topo, replica_id=f"{zone}-r{self._next_index}", zone=zone,
             generation=generation, app=self.apps.get(generation, self.topo.app),
-            env=self._replica_env(), logs=self.sd.logs)
+            env=self._replica_env(), logs=self.sd.logs, port=port)
         self.replicas.append(replica)
         return replica
 
     def drain(self, replica: Replica) -> None:
-        """Take ``replica`` out of the balancer now; SIGTERM (drain) follows a moment later."""
+        """Drain ``replica``: SIGTERM makes its /readyz fail, so the balancer's checks take it
+        out while it still serves (its drain grace), then it finishes what it holds."""
         replica.state = "draining"
         replica.drain_started = time.time()
+        replica.proc.signal(signal.SIGTERM)
+
+    def serving(self, replica: Replica) -> bool:
+        """Ready long enough that the balancer's active checks have surely taken it in."""
+        checks = self.topo.balancer.checks
+        settle = (checks.healthy_threshold + 1) * checks.interval_s
+        return (replica.state == "ready" and replica.ready_at is not None
+                and time.time() - replica.ready_at >= settle)
 
     def _drain_step(self) -> None:
-        timeout = self.topo.replicas.drain_timeout_s
+        timeout = self.topo.replicas.drain_timeout_s + drain_grace_s(self.topo)
         for r in self.replicas:
-            if r.state != "draining" or r.drain_started is None:
-                continue
-            waited = time.time() - r.drain_started
-            if waited >= 1.0 and not getattr(r, "_termed", False):
-                r.proc.signal(signal.SIGTERM)  # the balancer stopped sending a second ago
-                r._termed = True  # type: ignore[attr-defined]
-            elif waited > timeout + 5:
+            if r.state == "draining" and r.drain_started is not None and (
+                    time.time() - r.drain_started > timeout + 5):
                 _kill_now(r.proc)
 
     def _sync_balancer(self) -> None:
+        """The balancer lists every slot all the time (no reload when replicas come and go);
+        only a canary's weights change its config."""
         assert self.lb is not None
-        ups = [Upstream(r.port, weight=r.weight, standby=not self.topo.is_active(r.zone))
-               for r in self.replicas if r.state == "ready"]
+        weight = {r.port: r.weight for r in self.replicas if r.state != "draining"}
+        ups = [Upstream(port, weight=weight.get(port, 1), standby=not self.topo.is_active(zone))
+               for zone in self.topo.zones for port in self.slots.get(zone, [])]
         try:
             self.lb.apply(ups)
         except (httpx.HTTPError, RuntimeError) as exc:
@@ -410,7 +337,7 @@ class Supervisor:
             "phase": self.phase, "progress": self.progress, "decisions": list(self.decisions),
             "generation": self.generation, "apps": self.apps, "per_zone": self.per_zone,
             "base_per_zone": self.base_per_zone, "applied_seq": self.applied_seq,
-            "next_index": self._next_index,
+            "next_index": self._next_index, "slots": self.slots,
             "rollout": self.rollout.to_json() if self.rollout else None,
             "balancer": {"pid": self.caddy.pid if self.caddy else None,
                          "port": lb.port if lb else None, "admin_port": lb.admin_port if lb
@@ -442,13 +369,6 @@ def _kill_now(proc: Child | Adopted) -> None:
     """SIGKILL a replica's whole process group (works on a SIGSTOPped one too)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-
-
-def _reuse(port: object) -> int | None:
-    """An earlier port for a restarted simulator, if it is free (replicas keep their URLs)."""
-    if isinstance(port, int) and not port_is_listening(port):
-        return port
-    return None
 
 
 def main(argv: list[str] | None = None) -> int:

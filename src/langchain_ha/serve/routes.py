@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
@@ -13,6 +14,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, convert_to_messages
 from langchain_core.runnables import Runnable, RunnableBinding
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Send
 
 from langchain_ha._context import request_key_scope
 from langchain_ha.resilience.deadline import deadline
@@ -54,6 +56,34 @@ def answer_text(output: Any) -> str:
 
 def _sse(event: str, data: Any) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+class FirstChunkStreamingResponse(StreamingResponse):
+    """A stream whose headers go out with its first chunk, not before.
+
+    Until then the replica has sent nothing, so if it dies while working on the answer the
+    load balancer can still retry the request on another replica (it cannot once bytes are
+    on the wire).
+    """
+
+    async def stream_response(self, send: Send) -> None:
+        chunks = self.body_iterator.__aiter__()
+        first: Any = None
+        with contextlib.suppress(StopAsyncIteration):
+            first = await chunks.__anext__()
+        await send({"type": "http.response.start", "status": self.status_code,
+                    "headers": self.raw_headers})
+        if first is not None:
+            await send({"type": "http.response.body", "body": _bytes(first, self.charset),
+                        "more_body": True})
+            async for chunk in chunks:
+                await send({"type": "http.response.body", "body": _bytes(chunk, self.charset),
+                            "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _bytes(chunk: Any, charset: str) -> bytes:
+    return bytes(chunk) if isinstance(chunk, bytes | memoryview) else str(chunk).encode(charset)
 
 
 def build_router(runnable: Runnable[Any, Any], served: Served) -> APIRouter:
@@ -123,8 +153,8 @@ def build_router(runnable: Runnable[Any, Any], served: Served) -> APIRouter:
                 return [_sse("data", jsonable(chunk))]
             return [_sse("end", served.envelope(request, degraded))]
 
-        return StreamingResponse(_events(request, body.input, render),
-                                 media_type="text/event-stream")
+        return FirstChunkStreamingResponse(_events(request, body.input, render),
+                                           media_type="text/event-stream")
 
     @api.post("/v1/chat/completions", summary="OpenAI-compatible chat completions")
     async def chat(body: ChatRequest, request: Request) -> Response:
@@ -142,8 +172,8 @@ def build_router(runnable: Runnable[Any, Any], served: Served) -> APIRouter:
         ident = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
         if body.stream:
-            return StreamingResponse(_chat_events(request, value, body.model, ident, created),
-                                     media_type="text/event-stream")
+            events = _chat_events(request, value, body.model, ident, created)
+            return FirstChunkStreamingResponse(events, media_type="text/event-stream")
         return await answered(request, lambda: runnable.ainvoke(value), lambda out: {
             "id": ident, "object": "chat.completion", "created": created, "model": body.model,
             "choices": [{"index": 0, "finish_reason": "stop", "message": {

@@ -1,0 +1,136 @@
+"""The supervisor's start-up: adopt what an earlier supervisor left, then start in order.
+
+Database (Patroni members and their raft DCS) → provider simulators → replicas → Caddy, each
+step waiting for readiness, then one answer through the load balancer (which also loads the
+support bot's corpus into the database).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from langchain_ha._proc import Adopted, free_port, port_is_listening
+from langchain_ha.cluster.balancer import CaddyBalancer
+from langchain_ha.cluster.replicas import (
+    adopt_replica,
+    adopt_simulator,
+    slot_ports,
+    start_simulator,
+)
+
+if TYPE_CHECKING:
+    from langchain_ha.cluster.supervisor import Supervisor
+
+START_TIMEOUT_S = 120.0
+WARMUP_QUESTION = {"question": "How do I reset my password?", "session_id": "lcha-warmup"}
+
+
+def _reuse(port: object) -> int | None:
+    """An earlier port for a restarted simulator, if it is free (replicas keep their URLs)."""
+    if isinstance(port, int) and not port_is_listening(port):
+        return port
+    return None
+
+
+async def bring_up(sup: Supervisor) -> None:
+    prior = sup.sd.state()
+    adopt(sup, prior)
+    if sup.topo.database.enabled:
+        sup._say(f"database: {sup.db.describe()} …", progress=True)
+        summary = await asyncio.to_thread(sup.db.ensure_running)
+        sup._say(f"database: {summary}", progress=True)
+    for spec in sup.topo.providers:
+        if spec.simulated and spec.name not in sup.sims:
+            port = prior.get("simulators", {}).get(spec.name, {}).get("port")
+            sup.sims[spec.name] = await asyncio.to_thread(
+                start_simulator, spec, sup.sd.logs, _reuse(port))
+            sup._say(f"simulator {spec.name}: {sup.sims[spec.name].url}", progress=True)
+    want = sum(sup._target(z) for z in sup.topo.zones)
+    sup._say(f"replicas: starting {want} across zones {', '.join(sup.topo.zones)} …",
+              progress=True)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while sum(r.state == "ready" for r in sup.replicas) < want:
+        if sup.stopping:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"replicas not ready after {START_TIMEOUT_S:.0f}s "
+                               f"(see {sup.sd.logs})")
+        await sup.cycle(balancer=False)
+        await asyncio.sleep(0.2)
+    sup._say(f"replicas: {want} ready", progress=True)
+    start_balancer(sup, prior.get("balancer", {}))
+    await sup.cycle()
+    await warm_up(sup)
+    sup.phase = "ready"
+    sup._say(f"ready: {sup.lb.url if sup.lb else '?'}", progress=True)
+    sup._write_state()
+
+def adopt(sup: Supervisor, prior: dict[str, Any]) -> None:
+    """Take over what an earlier supervisor left running (or lay out the balancer slots)."""
+    sup.slots = {z: [int(p) for p in ports] for z, ports in prior.get("slots", {}).items()}
+    per_zone = sup.topo.replicas.max_per_zone + 1  # one extra for a rollout's surge replica
+    if sorted(sup.slots) != sorted(sup.topo.zones) or any(
+            len(v) != per_zone for v in sup.slots.values()):
+        ports = iter(slot_ports(per_zone * len(sup.topo.zones)))
+        sup.slots = {z: [next(ports) for _ in range(per_zone)] for z in sup.topo.zones}
+    sup.generation = int(prior.get("generation", 1))
+    sup.apps = {int(k): v for k, v in prior.get("apps", {}).items()} or sup.apps
+    sup.apps.setdefault(sup.generation, sup.topo.app)
+    sup.per_zone = int(prior.get("per_zone", sup.per_zone))
+    sup.base_per_zone = int(prior.get("base_per_zone", sup.base_per_zone))
+    sup.applied_seq = int(prior.get("applied_seq", 0))
+    sup._next_index = int(prior.get("next_index", 0))
+    for entry in prior.get("replicas", []):
+        replica = adopt_replica(entry)
+        if replica is not None:
+            sup.replicas.append(replica)
+    for spec in sup.topo.providers:
+        entry = prior.get("simulators", {}).get(spec.name)
+        if spec.simulated and entry:
+            sim = adopt_simulator(spec, entry)
+            if sim is not None:
+                sup.sims[spec.name] = sim
+    adopted = len(sup.replicas) + len(sup.sims)
+    if adopted:
+        sup._say(f"adopted {len(sup.replicas)} replicas and {len(sup.sims)} simulators "
+                  "left running by an earlier supervisor", progress=True)
+
+def start_balancer(sup: Supervisor, prior: dict[str, Any]) -> None:
+    port = sup.topo.balancer.port or int(prior.get("port") or 0) or free_port()
+    admin = int(prior.get("admin_port") or 0) or free_port()
+    sup.lb = CaddyBalancer(sup.topo.balancer, port, admin, sup.sd.root)
+    pid = prior.get("pid")
+    if pid:
+        old = Adopted(int(pid), name="caddy", marker=str(sup.lb.dir / "initial.json"))
+        if old.alive() and port_is_listening(admin):
+            sup.caddy = old
+            sup._say(f"load balancer: adopted Caddy (pid {pid})", progress=True)
+            return
+    if port_is_listening(port):
+        raise RuntimeError(f"balancer.port {port} is already in use: choose another "
+                           "(lcha up --port P, or balancer.port in lcha.yaml)")
+    sup.caddy = sup.lb.start()
+    sup._say(f"load balancer: Caddy on {sup.lb.url} (admin 127.0.0.1:{admin})",
+              progress=True)
+
+async def warm_up(sup: Supervisor) -> None:
+    """One answer through the load balancer (also loads the corpus into the database)."""
+    assert sup.lb is not None
+    async with httpx.AsyncClient(timeout=60) as client:
+        for _ in range(20):
+            try:
+                resp = await client.post(
+                    f"{sup.lb.url}/v1/invoke", json={"input": WARMUP_QUESTION},
+                    headers={"Authorization": f"Bearer {sup.api_key}"})
+                if resp.status_code == 200:
+                    sup._say("first answer through the load balancer: ok", progress=True)
+                    return
+                last: object = f"{resp.status_code} {resp.text[:200]}"
+            except httpx.HTTPError as exc:
+                last = exc
+            await asyncio.sleep(1)
+    raise RuntimeError(f"no answer through the load balancer: {last}")

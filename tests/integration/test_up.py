@@ -1,0 +1,157 @@
+"""``lcha up``: the whole deployment answers through Caddy, survives a replica SIGKILL and a
+rollout under load with no failed request, heals, adopts after a supervisor crash, and
+``lcha down`` leaves nothing running."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import httpx
+import pytest
+
+from langchain_ha._proc import pid_matches, port_is_listening
+from langchain_ha.drills.load import run_load, summarize
+from tests.support.fixtures_up import Deployment
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def _ask(dep: Deployment, question: str) -> httpx.Response:
+    return httpx.post(f"{dep.url}/v1/invoke", json={"input": {"question": question}},
+                      headers={"Authorization": f"Bearer {dep.api_key}"}, timeout=30)
+
+
+def _wait(predicate, timeout: float = 90.0, what: str = "condition"):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _ready_replicas(dep: Deployment) -> list[dict]:  # type: ignore[type-arg]
+    return [r for r in dep.sd.state().get("replicas", []) if r["state"] == "ready"]
+
+
+def test_demo_answers_through_the_balancer(deployment: Deployment) -> None:
+    resp = _ask(deployment, "How many family members can share the Family plan?")
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert "faq-003" in body["output"]["sources"]
+    assert body["zone"] in ("az1", "az2", "az3")
+    unauthorized = httpx.post(f"{deployment.url}/v1/invoke", json={"input": "hi"}, timeout=10)
+    assert unauthorized.status_code == 401
+
+
+def test_status_json_names_every_process_and_the_database(deployment: Deployment) -> None:
+    status = deployment.status()
+    roles = {p["role"] for p in status["processes"]}
+    assert {"supervisor", "balancer", "simulator", "replica", "db-postgres"} <= roles
+    for proc in status["processes"]:
+        assert isinstance(proc["pid"], int) and proc["pid"] > 0
+    replicas = [p for p in status["processes"] if p["role"] == "replica"]
+    assert sorted(p["zone"] for p in replicas) == ["az1", "az2", "az3"]
+    assert all(port_is_listening(p["port"]) for p in replicas)
+    db = status["database"]
+    assert "target_session_attrs=read-write" in db["writer"]
+    assert "prefer-standby" in db["reader"]
+    assert sorted(m["role"] for m in db["members"]).count("leader") == 1
+    # Every balancer slot is listed (zones x (max_per_zone + 1)); replicas sit in slots.
+    slots = {u["address"] for u in status["balancer"]["upstreams"]}
+    assert len(slots) == 3 * 4
+    assert {f"127.0.0.1:{p['port']}" for p in replicas} <= slots
+    text = deployment.lcha("status")
+    assert "az1" in text.stdout and "leader" in text.stdout
+
+
+async def test_replica_sigkill_under_load_fails_no_request(deployment: Deployment) -> None:
+    before = {r["id"]: r for r in _ready_replicas(deployment)}
+    victim = next(iter(before.values()))
+    load = run_load(deployment.url, deployment.api_key, rps=60, duration_s=12, run_id="kill")
+    import asyncio
+
+    task = asyncio.ensure_future(load)
+    await asyncio.sleep(4)
+    os.kill(victim["pid"], signal.SIGKILL)
+    outcomes = await task
+    summary = summarize(outcomes)
+    failed = [o for o in outcomes if o.outcome == "failed"]
+    assert not failed, (summary, failed[:3])
+    assert summary["correct_ratio"] == 1.0
+    replacement = _wait(lambda: [r for r in _ready_replicas(deployment)
+                                 if r["zone"] == victim["zone"] and r["id"] not in before],
+                        what="a replacement replica")
+    assert replacement[0]["pid"] != victim["pid"]
+    decisions = " ".join(deployment.sd.state()["decisions"])
+    assert f"replica {victim['id']}" in decisions and "exited unexpectedly" in decisions
+
+
+async def test_rollout_under_load_fails_no_request(deployment: Deployment) -> None:
+    import asyncio
+
+    generation = deployment.sd.state()["generation"]
+    task = asyncio.ensure_future(
+        run_load(deployment.url, deployment.api_key, rps=40, duration_s=30, run_id="roll"))
+    await asyncio.sleep(2)
+    done = await asyncio.to_thread(deployment.lcha, "rollout")
+    assert done.returncode == 0, done.stdout + done.stderr
+    outcomes = await task
+    failed = [o for o in outcomes if o.outcome == "failed"]
+    assert not failed, (summarize(outcomes), failed[:3])
+    state = deployment.sd.state()
+    assert state["generation"] == generation + 1
+    assert {r["generation"] for r in state["replicas"]} == {generation + 1}
+    assert "rollout" in done.stdout and "zone az3" in done.stdout
+
+
+def test_scale_changes_replicas_per_zone(deployment: Deployment) -> None:
+    bad = deployment.lcha("scale", "9")
+    assert bad.returncode == 2 and "max_per_zone" in bad.stderr
+    up = deployment.lcha("scale", "2")
+    assert up.returncode == 0, up.stderr
+    assert sorted(r["zone"] for r in _ready_replicas(deployment)) == ["az1", "az1", "az2",
+                                                                      "az2", "az3", "az3"]
+    down = deployment.lcha("scale", "1")
+    assert down.returncode == 0, down.stderr
+    assert len(deployment.sd.state()["replicas"]) == 3
+
+
+def test_a_new_supervisor_adopts_what_is_running(deployment: Deployment) -> None:
+    state = deployment.sd.state()
+    pids = sorted(r["pid"] for r in state["replicas"])
+    os.killpg(state["supervisor"]["pid"], signal.SIGKILL)
+    _wait(lambda: deployment.sd.supervisor_pid() is None, 10, "the supervisor to die")
+    assert _ask(deployment, "How do I reset my password?").status_code == 200  # still serving
+    again = deployment.lcha("up", "--demo", "--port", "0")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "adopt" in again.stdout
+    after = deployment.sd.state()
+    assert sorted(r["pid"] for r in after["replicas"]) == pids
+    assert after["supervisor"]["pid"] != state["supervisor"]["pid"]
+    assert _ask(deployment, "How do I reset my password?").status_code == 200
+
+
+def test_down_leaves_nothing_running(deployment: Deployment) -> None:
+    status = deployment.status()
+    pids = [p["pid"] for p in status["processes"]]
+    ports = [p["port"] for p in status["processes"] if p.get("port")]
+    ports.append(status["balancer"]["admin_port"])
+    done = deployment.lcha("down", timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    alive = [pid for pid in pids if os.path.exists(f"/proc/{pid}") and not _zombie(pid)]
+    assert not alive, alive
+    assert not [p for p in ports if port_is_listening(int(p))]
+    assert deployment.sd.supervisor_pid() is None
+    assert not pid_matches(status["supervisor"]["pid"], "supervisor")
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True

@@ -1,0 +1,56 @@
+"""A whole ``lcha up --demo`` deployment for the module, started and stopped through the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from langchain_ha.cluster.state import StateDir
+
+
+@dataclass
+class Deployment:
+    """A running deployment: its state directory, URL and API key."""
+
+    state_dir: Path
+
+    @property
+    def sd(self) -> StateDir:
+        return StateDir(self.state_dir)
+
+    @property
+    def url(self) -> str:
+        return str(self.sd.state()["balancer"]["url"])
+
+    @property
+    def api_key(self) -> str:
+        return self.sd.secrets()["api_key"]
+
+    def lcha(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        """Run ``lcha ARGS --state-dir DIR`` and return the finished process."""
+        return subprocess.run([sys.executable, "-m", "langchain_ha.cli", *args,
+                               "--state-dir", str(self.state_dir)],
+                              capture_output=True, text=True, timeout=timeout)
+
+    def status(self) -> dict[str, Any]:
+        done = self.lcha("status", "--json", timeout=60)
+        return dict(json.loads(done.stdout))
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """``lcha up --demo`` on free ports; ``lcha down`` afterwards (and every PID checked)."""
+    dep = Deployment(tmp_path_factory.mktemp("up") / "state")
+    up = dep.lcha("up", "--demo", "--port", "0")
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        yield dep
+    finally:
+        dep.lcha("down", timeout=180)
