@@ -80,6 +80,24 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
     r.set_defaults(handler=run)
 
+    c = bsub.add_parser("capacity", help="highest arrival rate with p99 under a bound")
+    c.add_argument("--p99-ms", type=float, default=1000.0)
+    c.add_argument("--start", type=float, default=20.0)
+    c.add_argument("--step", type=float, default=10.0)
+    c.add_argument("--step-s", type=float, default=10.0, help="seconds per step")
+    c.add_argument("--max-rps", type=float, default=400.0)
+    c.add_argument("--json", dest="json_path", type=Path)
+    c.add_argument("--state-dir", type=Path, default=Path(".lcha"))
+
+    def run_capacity(args: argparse.Namespace) -> int:
+        from langchain_ha.drills.drillcli import capacity
+
+        return capacity(state_dir=args.state_dir, p99_ms=args.p99_ms, start=args.start,
+                        step=args.step, step_s=args.step_s, max_rps=args.max_rps,
+                        json_path=args.json_path)
+
+    c.set_defaults(handler=run_capacity)
+
 
 def _add_ingest(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``lcha ingest PATH`` enqueues ingestion tasks; ``lcha worker`` runs them."""
@@ -258,6 +276,30 @@ def _add_up(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     lg.set_defaults(handler=lambda a: _upcli().logs(a.state_dir, a.name, a.lines))
 
 
+def _add_drill(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``lcha drill``: load plus a real fault against a running deployment, measured."""
+    from langchain_ha.drills.scenarios import SCENARIOS
+
+    p = sub.add_parser("drill", help="load + a real fault, measured (see lcha drill all)")
+    p.add_argument("scenario", metavar="SCENARIO",
+                   help="all, " + ", ".join(SCENARIOS))
+    p.add_argument("--rps", type=float, default=50.0, help="arrival rate (open loop)")
+    p.add_argument("--duration", type=float, default=30.0, help="seconds of load")
+    p.add_argument("--json", dest="json_path", type=Path, help="write the report(s) here")
+    p.add_argument("--html", dest="html_path", type=Path, help="write an HTML report here")
+    p.add_argument("--up", action="store_true", help="start a demo deployment and stop it after")
+    p.add_argument("--state-dir", type=Path, default=Path(".lcha"))
+
+    def run(args: argparse.Namespace) -> int:
+        from langchain_ha.drills.drillcli import drill
+
+        return drill(args.scenario, state_dir=args.state_dir, rps=args.rps,
+                     duration_s=args.duration, json_path=args.json_path,
+                     html_path=args.html_path, up=args.up)
+
+    p.set_defaults(handler=run)
+
+
 def _upcli() -> Any:
     from langchain_ha.cluster import upcli
 
@@ -315,6 +357,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], 
     _add_serve,
     _add_db,
     _add_up,
+    _add_drill,
 ]
 
 

@@ -37,7 +37,7 @@ class Deployment:
         """Run ``lcha ARGS --state-dir DIR`` and return the finished process."""
         return subprocess.run([sys.executable, "-m", "langchain_ha.cli", *args,
                                "--state-dir", str(self.state_dir)],
-                              capture_output=True, text=True, timeout=timeout)
+                              capture_output=True, text=True, timeout=timeout, check=False)
 
     def status(self) -> dict[str, Any]:
         done = self.lcha("status", "--json", timeout=60)

@@ -341,7 +341,8 @@ class Supervisor:
             "rollout": self.rollout.to_json() if self.rollout else None,
             "balancer": {"pid": self.caddy.pid if self.caddy else None,
                          "port": lb.port if lb else None, "admin_port": lb.admin_port if lb
-                         else None, "url": lb.url if lb else None, "role": "balancer"},
+                         else None, "url": lb.url if lb else None, "role": "balancer",
+                         "upstreams": [vars(u) for u in lb.upstreams] if lb else []},
             "simulators": {n: s.to_json() for n, s in self.sims.items()},
             "replicas": [r.to_json() for r in self.replicas],
             "database": self.db.to_json(),

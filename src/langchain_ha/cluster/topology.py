@@ -48,9 +48,11 @@ class Balancer(_Strict):
 
     port: int = Field(default=8080, ge=0, le=65535, description="0 picks a free port")
     checks: HealthChecks = HealthChecks()
-    retries: int = Field(default=3, ge=0, le=10, description="other replicas tried per request")
+    retries: int = Field(default=0, ge=0, le=50, description=(
+        "upstreams tried per request; 0: as many as fit in try_duration_s (empty slots and "
+        "dead replicas fail fast on loopback)"))
     try_duration_s: float = Field(default=20.0, ge=0, le=300)
-    try_interval_ms: int = Field(default=100, ge=10, le=5000)
+    try_interval_ms: int = Field(default=25, ge=5, le=5000)
     passive_max_fails: int = Field(default=1, ge=1)
     passive_fail_duration_s: float = Field(default=5.0, gt=0)
     tls: bool = Field(default=False, description="serve HTTPS with Caddy's internal CA")

@@ -21,13 +21,14 @@ import logging
 import os
 import re
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from langchain_anthropic import ChatAnthropic
 from langchain_core.chat_history import BaseChatMessageHistory, InMemoryChatMessageHistory
+from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnableConfig
@@ -178,14 +179,7 @@ class SupportBot(Runnable[Any, dict[str, Any]]):
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None,
                       **kwargs: Any) -> dict[str, Any]:
         question, session_id = _parse(input)
-        if self.prepare is not None:
-            await self.prepare()
-        history = self.history(session_id) if session_id else None
-        past = await self._recall(history) if history is not None else []
-        docs = await self.retriever.ainvoke(question, config)
-        context = "\n".join(f"[doc:{d.id}] {d.page_content}" for d in docs)
-        messages: list[BaseMessage] = [SystemMessage(content=SYSTEM + context), *past,
-                                       HumanMessage(content=question)]
+        history, docs, messages = await self._prompt(question, session_id, config)
         reply = await self._answer(messages, question, config)
         answer = reply.text
         if history is not None:
@@ -194,6 +188,44 @@ class SupportBot(Runnable[Any, dict[str, Any]]):
         return {"answer": answer, "sources": cited or [str(d.id) for d in docs],
                 "provider": reply.response_metadata.get("lcha", {}).get("provider"),
                 "session_id": session_id}
+
+    async def astream(self, input: Any, config: RunnableConfig | None = None,
+                      **kwargs: Any) -> AsyncIterator[dict[str, Any]]:
+        """``{"delta": text}`` chunks as the model writes, then the full answer (as from
+        :meth:`ainvoke`).  A provider whose stream dies mid-way is continued by the next one
+        (the router's streaming failover).  Order questions (a tool round trip) come whole."""
+        question, session_id = _parse(input)
+        if ORDER_ID.search(question):
+            yield await self.ainvoke(input, config)
+            return
+        history, docs, messages = await self._prompt(question, session_id, config)
+        parts: list[str] = []
+        provider = None
+        async for chunk in self.model.astream(messages, config):
+            text = chunk.text
+            if text:
+                parts.append(text)
+                yield {"delta": text}
+            provider = chunk.response_metadata.get("lcha", {}).get("provider") or provider
+        answer = "".join(parts)
+        if history is not None:
+            await self._remember(history, session_id or "", question, answer)
+        cited = _CITED.findall(answer)
+        yield {"answer": answer, "sources": cited or [str(d.id) for d in docs],
+               "provider": provider, "session_id": session_id}
+
+    async def _prompt(self, question: str, session_id: str | None, config: RunnableConfig | None,
+                      ) -> tuple[BaseChatMessageHistory | None, list[Document], list[BaseMessage]]:
+        """The session's history, the retrieved documents and the messages for the model."""
+        if self.prepare is not None:
+            await self.prepare()
+        history = self.history(session_id) if session_id else None
+        past = await self._recall(history) if history is not None else []
+        docs = await self.retriever.ainvoke(question, config)
+        context = "\n".join(f"[doc:{d.id}] {d.page_content}" for d in docs)
+        messages: list[BaseMessage] = [SystemMessage(content=SYSTEM + context), *past,
+                                       HumanMessage(content=question)]
+        return history, docs, messages
 
     async def _answer(self, messages: list[BaseMessage], question: str,
                       config: RunnableConfig | None) -> AIMessage:

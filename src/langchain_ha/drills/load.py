@@ -41,6 +41,7 @@ class Outcome:
     correct: bool | None = None
     error: str | None = None
     session: str | None = None
+    retry_after: str | None = None
 
     @property
     def outcome(self) -> str:
@@ -103,12 +104,15 @@ async def send(client: httpx.AsyncClient, url: str, api_key: str, i: int, run_id
     headers = {"Authorization": f"Bearer {api_key}", "Idempotency-Key": key}
     try:
         if req.kind == "stream":
-            output, meta, status = await _stream(client, url + req.path, req.body, headers)
+            output, meta, status, retry_after = await _stream(client, url + req.path, req.body,
+                                                              headers)
         else:
             resp = await client.post(url + req.path, json=req.body, headers=headers)
             status, body = resp.status_code, _json(resp)
             output, meta = body.get("output") or {}, body
+            retry_after = resp.headers.get("retry-after")
         rec.status = status
+        rec.retry_after = retry_after
         rec.degraded = list(meta.get("degraded") or [])
         rec.replica, rec.zone = meta.get("replica"), meta.get("zone")
         if status == 200:
@@ -122,14 +126,15 @@ async def send(client: httpx.AsyncClient, url: str, api_key: str, i: int, run_id
 
 
 async def _stream(client: httpx.AsyncClient, url: str, body: dict[str, Any],
-                  headers: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any], int]:
+                  headers: dict[str, str],
+                  ) -> tuple[dict[str, Any], dict[str, Any], int, str | None]:
     output: dict[str, Any] = {}
     meta: dict[str, Any] = {}
     event = ""
     async with client.stream("POST", url, json=body, headers=headers) as resp:
         if resp.status_code != 200:
             await resp.aread()
-            return {}, _json(resp), resp.status_code
+            return {}, _json(resp), resp.status_code, resp.headers.get("retry-after")
         async for line in resp.aiter_lines():
             if line.startswith("event:"):
                 event = line[6:].strip()
@@ -140,8 +145,8 @@ async def _stream(client: httpx.AsyncClient, url: str, body: dict[str, Any],
                 elif event == "end":
                     meta = data
                 elif event == "error":
-                    return {}, data, 502
-    return output, meta, 200 if meta else 502
+                    return {}, data, 502, None
+    return output, meta, 200 if meta else 502, None
 
 
 def _json(resp: httpx.Response) -> dict[str, Any]:
@@ -179,9 +184,17 @@ def summarize(outcomes: list[Outcome]) -> dict[str, Any]:
         "requests": counts,
         "availability": (counts["ok"] + counts["degraded"]) / len(outcomes) if outcomes else 0,
         "correct_ratio": sum(bool(o.correct) for o in judged) / len(judged) if judged else 1.0,
-        "latency_ms": {p: round(_pct(lat, q), 1) for p, q in
-                       (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))},
+        "latency_ms": {**{p: round(_pct(lat, q), 1) for p, q in
+                          (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))},
+                       "max": round(lat[-1], 1) if lat else 0.0},
+        "shed": _shed([o for o in outcomes if o.status == 503]),
     }
+
+
+def _shed(shed: list[Outcome]) -> dict[str, Any]:
+    lat = sorted(o.latency_ms for o in shed)
+    return {"count": len(shed), "p99_ms": round(_pct(lat, 0.99), 1),
+            "without_retry_after": sum(1 for o in shed if not o.retry_after)}
 
 
 def _pct(values: list[float], q: float) -> float:

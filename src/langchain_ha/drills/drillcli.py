@@ -1,0 +1,92 @@
+"""``lcha drill`` and ``lcha bench capacity`` from the command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from langchain_ha._usage import UsageError
+from langchain_ha.cluster.state import StateDir
+from langchain_ha.drills.scenarios import SCENARIOS
+
+
+def drill(scenario: str, *, state_dir: Path, rps: float, duration_s: float,
+          json_path: Path | None, html_path: Path | None, up: bool) -> int:
+    """Run one scenario (or ``all``, each in turn); exit 1 if a promise was broken."""
+    names = list(SCENARIOS) if scenario == "all" else [scenario]
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        raise UsageError(f"SCENARIO: unknown {unknown[0]!r}; one of: all, "
+                         + ", ".join(SCENARIOS))
+    if rps <= 0 or duration_s < 5:
+        raise UsageError("--rps must be > 0 and --duration at least 5 seconds")
+    sd = StateDir(state_dir)
+    started = False
+    if sd.supervisor_pid() is None:
+        if not up:
+            raise UsageError(f"--state-dir {sd.root}: no deployment running; lcha up first, "
+                             "or pass --up to start (and stop) one for the drill")
+        from langchain_ha.cluster.topology import load_topology
+        from langchain_ha.cluster.upcli import up as start
+
+        start(load_topology(None, state_dir=sd.root, balancer__port=0))
+        started = True
+    try:
+        reports = asyncio.run(_run_all(sd, names, rps, duration_s))
+    finally:
+        if started:
+            from langchain_ha.cluster.upcli import down
+
+            down(sd.root)
+    from langchain_ha.drills.report import print_table, write_html, write_json
+
+    print_table(reports)
+    if json_path:
+        write_json(reports, json_path)
+    if html_path:
+        write_html(reports, html_path)
+    return 0 if all(r["passed"] for r in reports) else 1
+
+
+async def _run_all(sd: StateDir, names: list[str], rps: float,
+                   duration_s: float) -> list[dict[str, Any]]:
+    from langchain_ha.drills.drill import run_scenario
+
+    reports = []
+    for name in names:
+        print(f"drill {name}: {SCENARIOS[name].summary} at {rps:g} req/s for {duration_s:g}s",
+              flush=True)
+        try:
+            reports.append(await run_scenario(sd, SCENARIOS[name], rps=rps,
+                                              duration_s=duration_s))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    return reports
+
+
+def capacity(*, state_dir: Path, p99_ms: float, start: float, step: float, step_s: float,
+             max_rps: float, json_path: Path | None) -> int:
+    """Ramp through the balancer, then against one replica; print and save both."""
+    from langchain_ha.drills.capacity import ramp
+
+    sd = StateDir(state_dir)
+    if sd.supervisor_pid() is None:
+        raise UsageError(f"--state-dir {sd.root}: no deployment running (lcha up first)")
+    state = sd.state()
+    key = sd.secrets()["api_key"]
+    replica = next(r for r in state["replicas"] if r["state"] == "ready")
+    kw = {"p99_ms": p99_ms, "start": start, "step": step, "step_s": step_s, "max_rps": max_rps}
+    print(f"cluster ({len(state['replicas'])} replicas through the balancer):", flush=True)
+    cluster = asyncio.run(ramp(state["balancer"]["url"], key, **kw))
+    print(f"one replica ({replica['id']}, direct):", flush=True)
+    single = asyncio.run(ramp(f"http://127.0.0.1:{replica['port']}", key, **kw))
+    result = {"cluster": cluster, "replica": single, "replicas": len(state["replicas"]),
+              "ratio": round(cluster["capacity_rps"] / single["capacity_rps"], 2)
+              if single["capacity_rps"] else None}
+    print(f"capacity: cluster {cluster['capacity_rps']:g} req/s, one replica "
+          f"{single['capacity_rps']:g} req/s (ratio {result['ratio']}) at p99 <= {p99_ms:g} ms")
+    if json_path:
+        json_path.write_text(json.dumps(result, indent=2))
+    return 0

@@ -1,0 +1,144 @@
+"""Real faults, injected into a running deployment found through its state directory.
+
+Processes are killed or stopped by PID (SIGKILL, SIGSTOP/SIGCONT), providers are broken
+through the simulators' ``/_faults`` API, the database through its Patroni members.  Every
+injection returns what it did (``{action, target}``) for the drill's report, and every fault
+that must be undone (a stopped process, a simulator fault) registers its undo.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from langchain_ha.cluster.state import StateDir
+
+Undo = Callable[[], None]
+
+
+@dataclass
+class Injector:
+    """Fault actions against the deployment in ``sd``; ``undo()`` restores what can be."""
+
+    sd: StateDir
+    undos: list[Undo] = field(default_factory=list)
+
+    @property
+    def state(self) -> dict[str, Any]:
+        return self.sd.state()
+
+    def replicas(self, zone: str | None = None) -> list[dict[str, Any]]:
+        return [r for r in self.state.get("replicas", [])
+                if r["state"] == "ready" and (zone is None or r["zone"] == zone)]
+
+    def members(self) -> list[dict[str, Any]]:
+        return list(self.state.get("database", {}).get("members", []))
+
+    def leader(self) -> dict[str, Any]:
+        leader = next((m for m in self.members() if m.get("role") == "leader"), None)
+        if leader is None:
+            raise RuntimeError("the database has no leader to fail")
+        return leader
+
+    # -- processes ----------------------------------------------------------------------------
+
+    def kill_replica(self, zone: str | None = None) -> dict[str, str]:
+        victim = self.replicas(zone)[0]
+        os.kill(int(victim["pid"]), signal.SIGKILL)
+        return {"action": "SIGKILL replica", "target": f"{victim['id']} (pid {victim['pid']})"}
+
+    def stop_replica(self) -> dict[str, str]:
+        """SIGSTOP: the process holds its sockets but never answers (a gray failure)."""
+        victim = self.replicas()[0]
+        pid = int(victim["pid"])
+        os.kill(pid, signal.SIGSTOP)
+        self.undos.append(lambda: _signal(pid, signal.SIGCONT))
+        return {"action": "SIGSTOP replica", "target": f"{victim['id']} (pid {pid})"}
+
+    def kill_member(self, member: dict[str, Any]) -> dict[str, str]:
+        """SIGKILL a database member's guardian, Patroni (and its raft DCS member), postgres."""
+        pids = [member.get(k) for k in ("guardian_pid", "patroni_pid", "postgres_pid")]
+        for pid in pids:
+            if pid:
+                _signal(int(pid), signal.SIGKILL)
+        return {"action": "SIGKILL db member (guardian, Patroni + raft, postgres)",
+                "target": f"{member['name']} ({member.get('role')})"}
+
+    def kill_primary(self) -> dict[str, str]:
+        return self.kill_member(self.leader())
+
+    def kill_all_members(self) -> dict[str, str]:
+        for member in self.members():
+            self.kill_member(member)
+        return {"action": "SIGKILL every db member", "target": "database"}
+
+    def zone_outage(self) -> dict[str, str]:
+        """Every process of the primary's zone: its replicas and its database member."""
+        leader = self.leader()
+        zone = str(leader["zone"])
+        for r in self.replicas(zone):
+            _signal(int(r["pid"]), signal.SIGKILL)
+        self.kill_member(leader)
+        return {"action": "SIGKILL every process of a zone", "target": f"{zone} (primary's zone)"}
+
+    def switchover(self) -> dict[str, str]:
+        leader = self.leader()
+        candidate = next((m for m in self.members() if m.get("role") == "sync_standby"), None)
+        rest = _rest_port(self.sd, str(leader["zone"]))
+        body = {"leader": leader["name"], **({"candidate": candidate["name"]} if candidate else {})}
+        resp = httpx.post(f"http://127.0.0.1:{rest}/switchover", json=body, timeout=30)
+        resp.raise_for_status()
+        return {"action": "patroni switchover", "target": f"{leader['name']} -> "
+                f"{candidate['name'] if candidate else 'any'}"}
+
+    def rollout(self) -> dict[str, str]:
+        seq = self.sd.request("rollout", canary=None, hold_s=0, app=None)
+        return {"action": "rolling deploy", "target": f"request {seq}"}
+
+    def rollout_done(self, seq_hint: int | None = None, timeout: float = 300) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ro = self.state.get("rollout") or {}
+            if ro.get("status") in ("done", "aborted"):
+                return ro.get("status") == "done"
+            time.sleep(0.5)
+        return False
+
+    # -- providers ----------------------------------------------------------------------------
+
+    def provider_fault(self, name: str, label: str, **faults: Any) -> dict[str, str]:
+        sim = self.state["simulators"][name]
+        resp = httpx.post(f"{sim['url']}/_faults", json=faults, timeout=5)
+        resp.raise_for_status()
+        url = sim["url"]
+        self.undos.append(lambda: _clear_faults(url))
+        return {"action": label, "target": f"{name} {faults}"}
+
+    def undo(self) -> None:
+        """Undo every registered fault (latest first)."""
+        while self.undos:
+            with contextlib.suppress(Exception):
+                self.undos.pop()()
+
+
+def _signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
+def _clear_faults(url: str) -> None:
+    httpx.delete(f"{url}/_faults", timeout=5)
+
+
+def _rest_port(sd: StateDir, zone: str) -> int:
+    from langchain_ha.cluster.state import read_json
+
+    ports = read_json(sd.db_dir / "state.json")["ports"]
+    return int(ports[zone]["rest"])

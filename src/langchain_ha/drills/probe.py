@@ -1,0 +1,103 @@
+"""Database evidence for a drill: the write gap, and acknowledged writes that went missing.
+
+A probe writer inserts a row every ``interval_s`` through the writer conninfo (libpq
+multi-host, ``target_session_attrs=read-write``: it follows the primary).  The longest time
+between two acknowledged inserts is the write gap.  At the end every acknowledged probe row
+and every chat-history turn the server acknowledged is looked up on the (new) primary; the
+ones missing are ``acked_writes_lost``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import psycopg
+
+
+class WriteProbe:
+    """Insert a numbered row every ``interval_s``; remember which ones were acknowledged."""
+
+    def __init__(self, writer: str, run_id: str, interval_s: float = 0.05) -> None:
+        self.writer = writer + " connect_timeout=1"
+        self.run_id = run_id
+        self.interval_s = interval_s
+        self.acked: list[tuple[int, float]] = []
+        self.errors = 0
+        self._stop = asyncio.Event()
+
+    async def run(self) -> None:
+        """Write until :meth:`stop`; reconnect after any error."""
+        async with await psycopg.AsyncConnection.connect(self.writer, autocommit=True) as first:
+            await first.execute("CREATE TABLE IF NOT EXISTS lcha_drill_probe (run text, n int, "
+                                "at timestamptz DEFAULT now(), PRIMARY KEY (run, n))")
+        n = 0
+        conn: psycopg.AsyncConnection[Any] | None = None
+        while not self._stop.is_set():
+            n += 1
+            try:
+                if conn is None or conn.closed:
+                    conn = await psycopg.AsyncConnection.connect(self.writer, autocommit=True)
+                async with asyncio.timeout(2):
+                    await conn.execute("INSERT INTO lcha_drill_probe (run, n) VALUES (%s, %s)",
+                                       (self.run_id, n))
+                self.acked.append((n, time.monotonic()))
+            except (psycopg.Error, TimeoutError, OSError):
+                self.errors += 1
+                if conn is not None:
+                    await conn.close()
+                conn = None
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(self.interval_s)
+        if conn is not None:
+            await conn.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def write_gap_s(self) -> float:
+        """The longest time between two consecutive acknowledged inserts."""
+        times = [t for _, t in self.acked]
+        return round(max((b - a for a, b in itertools.pairwise(times)), default=0.0), 2)
+
+    async def lost(self) -> int:
+        """Acknowledged probe rows missing from the primary now."""
+        if not self.acked:
+            return 0
+        async with await psycopg.AsyncConnection.connect(self.writer, autocommit=True) as conn:
+            cur = await conn.execute("SELECT n FROM lcha_drill_probe WHERE run = %s",
+                                     (self.run_id,))
+            present = {row[0] for row in await cur.fetchall()}
+        return sum(1 for n, _ in self.acked if n not in present)
+
+
+async def lost_history(writer: str, acked: Iterable[tuple[str, str]]) -> int:
+    """Chat-history turns the server acknowledged (session, request key) that are missing."""
+    wanted = set(acked)
+    if not wanted:
+        return 0
+    async with await psycopg.AsyncConnection.connect(writer + " connect_timeout=3",
+                                                     autocommit=True) as conn:
+        cur = await conn.execute(
+            "SELECT DISTINCT session_id, request_key FROM lcha_chat_history "
+            "WHERE request_key = ANY(%s)", ([k for _, k in wanted],))
+        present = {(s, k) for s, k in await cur.fetchall()}
+    return len(wanted - present)
+
+
+async def wait_writable(writer: str, timeout: float = 120.0) -> None:
+    """Wait until the database takes writes again (after a drill that broke it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            async with await psycopg.AsyncConnection.connect(writer + " connect_timeout=1",
+                                                             autocommit=True) as conn:
+                await conn.execute("SELECT 1")
+                return
+        except psycopg.Error:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(1)

@@ -1,0 +1,110 @@
+"""Drill reports: JSON for machines, a self-contained HTML page for people, a terminal table."""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+_W, _H, _PAD = 760, 260, 40
+
+
+def write_json(reports: Sequence[dict[str, Any]], path: Path) -> None:
+    data: Any = reports[0] if len(reports) == 1 else list(reports)
+    path.write_text(json.dumps(data, indent=2))
+
+
+def print_table(reports: Sequence[dict[str, Any]], console: Console | None = None) -> None:
+    """One row per scenario: requests by outcome, availability, latency, recovery, writes."""
+    table = Table(title="lcha drill")
+    for col in ("scenario", "rps", "total", "ok", "degraded", "failed", "availability",
+                "correct", "p50 ms", "p99 ms", "recovery s", "write gap s", "lost", "verdict"):
+        table.add_column(col, justify="left" if col in ("scenario", "verdict") else "right")
+    for r in reports:
+        req = r["requests"]
+        table.add_row(
+            r["scenario"], f"{r['rps']:g}", str(req["total"]), str(req["ok"]),
+            str(req["degraded"]), str(req["failed"]), f"{100 * r['availability']:.2f}%",
+            f"{r['correct_ratio']:.3f}", f"{r['latency_ms']['p50']:.0f}",
+            f"{r['latency_ms']['p99']:.0f}", _opt(r.get("recovery_s")),
+            _opt(r.get("write_gap_s")), str(r.get("acked_writes_lost", 0)),
+            "[green]pass[/]" if r["passed"] else "[red]" + "; ".join(r["problems"]) + "[/]")
+    (console or Console()).print(table)
+
+
+def _opt(value: object) -> str:
+    return "-" if value is None else f"{value}"
+
+
+def write_html(reports: Sequence[dict[str, Any]], path: Path) -> None:
+    """A page with one timeline chart per scenario (answers per second by outcome, p99, faults)."""
+    sections = "\n".join(_section(r) for r in reports)
+    path.write_text(f"""<!doctype html><html><head><meta charset="utf-8">
+<title>lcha drill report</title><style>
+body{{font-family:system-ui,sans-serif;margin:24px;color:#222}}
+table{{border-collapse:collapse}}
+td,th{{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}}
+th:first-child,td:first-child{{text-align:left}}.pass{{color:#197a33}}.fail{{color:#b42318}}
+.legend span{{margin-right:14px}}</style></head><body><h1>lcha drill report</h1>
+{_summary(reports)}{sections}</body></html>""")
+
+
+def _summary(reports: Sequence[dict[str, Any]]) -> str:
+    rows = "".join(
+        f"<tr><td>{html.escape(r['scenario'])}</td><td>{r['rps']:g}</td>"
+        f"<td>{r['requests']['total']}</td><td>{r['requests']['failed']}</td>"
+        f"<td>{100 * r['availability']:.2f}%</td><td>{r['latency_ms']['p99']:.0f}</td>"
+        f"<td>{_opt(r.get('recovery_s'))}</td><td>{_opt(r.get('write_gap_s'))}</td>"
+        f"<td>{r.get('acked_writes_lost', 0)}</td>"
+        f"<td class={'pass' if r['passed'] else 'fail'}>"
+        f"{'pass' if r['passed'] else html.escape('; '.join(r['problems']))}</td></tr>"
+        for r in reports)
+    return ("<table><tr><th>scenario</th><th>rps</th><th>requests</th><th>failed</th>"
+            "<th>availability</th><th>p99 ms</th><th>recovery s</th><th>write gap s</th>"
+            f"<th>writes lost</th><th>verdict</th></tr>{rows}</table>")
+
+
+def _section(r: dict[str, Any]) -> str:
+    return (f"<h2>{html.escape(r['scenario'])}</h2><p>{html.escape(r.get('summary', ''))}</p>"
+            f"{chart_svg(r)}<p class=legend><span style='color:#2e9d57'>■ ok</span>"
+            "<span style='color:#e0a100'>■ degraded</span><span style='color:#d03b3b'>■ failed"
+            "</span><span>— p99 ms (right axis)</span><span style='color:#555'>┆ fault</span></p>")
+
+
+def chart_svg(r: dict[str, Any]) -> str:
+    """Stacked bars (ok, degraded, failed per second), the p99 line and fault markers."""
+    rows = r["timeline"] or [{"t": 0, "ok": 0, "degraded": 0, "failed": 0, "p99_ms": 0}]
+    n = len(rows)
+    top = max(1, *(x["ok"] + x["degraded"] + x["failed"] for x in rows))
+    p99_top = max(1.0, *(float(x["p99_ms"]) for x in rows))
+    bw = (_W - 2 * _PAD) / n
+    plot_h = _H - 2 * _PAD
+    parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{_W}' height='{_H}' "
+             "style='background:#fff;border:1px solid #ddd'>"]
+    for i, x in enumerate(rows):
+        y = _H - _PAD
+        for key, colour in (("ok", "#2e9d57"), ("degraded", "#e0a100"), ("failed", "#d03b3b")):
+            h = plot_h * x[key] / top
+            if h:
+                parts.append(f"<rect x='{_PAD + i * bw:.1f}' y='{y - h:.1f}' "
+                             f"width='{max(1.0, bw - 1):.1f}' height='{h:.1f}' fill='{colour}'/>")
+            y -= h
+    line = " ".join(f"{_PAD + (i + 0.5) * bw:.1f},{_H - _PAD - plot_h * x['p99_ms'] / p99_top:.1f}"
+                    for i, x in enumerate(rows))
+    parts.append(f"<polyline points='{line}' fill='none' stroke='#333' stroke-width='1.5'/>")
+    for f in r.get("faults", []):
+        fx = _PAD + float(f["t"]) * bw
+        parts.append(f"<line x1='{fx:.1f}' x2='{fx:.1f}' y1='{_PAD - 10}' y2='{_H - _PAD}' "
+                     "stroke='#555' stroke-dasharray='4 3'/>")
+        parts.append(f"<text x='{fx + 3:.1f}' y='{_PAD - 14}' font-size='11'>"
+                     f"{html.escape(str(f['action']))}</text>")
+    parts.append(f"<text x='4' y='{_PAD}' font-size='11'>{top}/s</text>")
+    parts.append(f"<text x='{_W - _PAD + 2}' y='{_PAD}' font-size='11'>{p99_top:.0f}ms</text>")
+    parts.append(f"<text x='{_W / 2 - 30:.0f}' y='{_H - 8}' font-size='11'>seconds ({n})</text>")
+    parts.append("</svg>")
+    return "".join(parts)

@@ -1,0 +1,69 @@
+"""Short forms of the key drills against a real ``lcha up`` deployment, judged on their JSON.
+
+Each asserts what the design promises: no failed request where none may fail, no
+acknowledged write lost, right answers whenever an answer is not marked degraded.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from langchain_ha.drills.drill import run_scenario
+from langchain_ha.drills.scenarios import SCENARIOS
+from tests.support.fixtures_up import Deployment
+
+pytestmark = pytest.mark.timeout(900)
+
+
+async def _drill(dep: Deployment, name: str, rps: float, duration_s: float) -> dict:  # type: ignore[type-arg]
+    report = await run_scenario(dep.sd, SCENARIOS[name], rps=rps, duration_s=duration_s)
+    assert report["requests"]["total"] == int(rps * duration_s)
+    assert report["acked_writes_lost"] == 0
+    assert report["correct_ratio"] == 1.0
+    assert report["faults"], "the fault was injected"
+    assert len(report["timeline"]) >= duration_s - 1
+    return report
+
+
+async def test_replica_crash(deployment: Deployment) -> None:
+    r = await _drill(deployment, "replica-crash", rps=30, duration_s=12)
+    assert r["requests"]["failed"] == 0, r["problems"]
+    assert r["passed"], r["problems"]
+    assert r["faults"][0]["action"] == "SIGKILL replica"
+
+
+async def test_provider_outage(deployment: Deployment) -> None:
+    r = await _drill(deployment, "provider-outage", rps=30, duration_s=12)
+    assert r["requests"]["failed"] == 0, r["problems"]
+    assert r["degraded_components"].get("primary_llm", 0) > 0  # fallbacks answered, and said so
+    assert [f["action"] for f in r["faults"]] == ["provider outage", "fault cleared"]
+    assert r["recovery_s"] is not None
+
+
+async def test_db_primary_loss(deployment: Deployment) -> None:
+    r = await _drill(deployment, "db-primary-loss", rps=20, duration_s=36)
+    assert r["availability"] >= 0.999, r["problems"]
+    assert 0 < r["write_gap_s"] <= 25
+    assert r["passed"], r["problems"]
+
+
+async def test_vector_db_outage(deployment: Deployment) -> None:
+    r = await _drill(deployment, "vector-db-outage", rps=20, duration_s=20)
+    assert r["availability"] >= 0.999, r["problems"]
+    assert r["requests"]["degraded"] > 0
+    assert {"retrieval", "history"} & set(r["degraded_components"])
+
+
+def test_drill_cli_writes_json_and_html(deployment: Deployment, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    out, page = tmp_path / "tool.json", tmp_path / "tool.html"
+    done = deployment.lcha("drill", "tool-outage", "--rps", "20", "--duration", "8",
+                           "--json", str(out), "--html", str(page))
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(out.read_text())
+    assert report["scenario"] == "tool-outage" and report["requests"]["failed"] == 0
+    assert report["degraded_components"].get("tool:order_status", 0) > 0
+    assert "<svg" in page.read_text() and "tool-outage" in done.stdout
+    bad = deployment.lcha("drill", "meteor-strike")
+    assert bad.returncode == 2 and "replica-crash" in bad.stderr
