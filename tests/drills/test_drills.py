@@ -67,3 +67,33 @@ def test_drill_cli_writes_json_and_html(deployment: Deployment, tmp_path) -> Non
     assert "<svg" in page.read_text() and "tool-outage" in done.stdout
     bad = deployment.lcha("drill", "meteor-strike")
     assert bad.returncode == 2 and "replica-crash" in bad.stderr
+
+
+async def test_guardian_death_never_leaves_patroni_unguarded(deployment: Deployment) -> None:
+    """SIGKILL one member's guardian: the supervisor stops that Patroni cleanly and restarts
+    the member under a new guardian; at no moment are two members writable."""
+    import asyncio
+    import os
+    import signal
+
+    from langchain_ha.cluster.dbcli import _cluster
+
+    cluster = _cluster(deployment.sd.db_dir)
+    zone = "az2"
+    old = cluster.guardian_pid(zone)
+    assert old
+    os.kill(old, signal.SIGKILL)
+    most_writable = 0
+    deadline = asyncio.get_running_loop().time() + 90
+    while asyncio.get_running_loop().time() < deadline:
+        most_writable = max(most_writable, len(await asyncio.to_thread(cluster.writable_members)))
+        new = cluster.guardian_pid(zone)
+        if new and new != old and cluster.patroni_pid(zone):
+            break
+        await asyncio.sleep(0.3)
+    else:
+        raise AssertionError("no new guardian for the member")
+    assert most_writable <= 1
+    decisions = " ".join(deployment.sd.state()["decisions"])
+    assert "lost its guardian" in decisions
+    await asyncio.to_thread(cluster.wait_healthy, 120)

@@ -209,3 +209,18 @@ def test_backup_restores_every_row_committed_before_it(healthy_cluster: Postgres
         print(f"\nbackup {meta['seconds']}s; backup + restore to a serving node {rto:.1f}s")
     finally:
         server.stop()
+
+
+def test_apps_get_their_own_role_and_database(healthy_cluster: PostgresCluster) -> None:
+    """Applications log in as ``lcha_app`` (not a superuser) to database ``lcha``, which has
+    pgvector and which they own (they create their tables)."""
+    with psycopg.connect(healthy_cluster.app_writer_conninfo, autocommit=True) as conn:
+        row = conn.execute("SELECT current_user, current_database(), rolsuper FROM pg_roles "
+                           "WHERE rolname = current_user").fetchone()
+        assert row == ("lcha_app", "lcha", False)
+        conn.execute("CREATE TABLE IF NOT EXISTS app_owned (v vector(3))")
+        conn.execute("INSERT INTO app_owned VALUES ('[1,2,3]')")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("CREATE ROLE intruder SUPERUSER")
+    assert "password=" in healthy_cluster.app_reader_conninfo
+    assert "prefer-standby" in healthy_cluster.app_reader_conninfo

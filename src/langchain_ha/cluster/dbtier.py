@@ -54,11 +54,12 @@ class DbTier:
 
     @property
     def writer(self) -> str:
-        return self.cluster.writer_conninfo
+        """The application's writer conninfo (role lcha_app, database lcha)."""
+        return self.cluster.app_writer_conninfo
 
     @property
     def reader(self) -> str:
-        return self.cluster.reader_conninfo
+        return self.cluster.app_reader_conninfo
 
     def heal(self) -> str | None:
         """Restart one member gone for longer than HEAL_AFTER_S; a sentence if it did."""
@@ -69,6 +70,13 @@ class DbTier:
             if self.cluster.guardian_pid(zone):
                 self._gone_since.pop(zone, None)
                 continue
+            if self.cluster.patroni_pid(zone):
+                # Its guardian died but Patroni runs on, unguarded: if Patroni died next, its
+                # postgres would stay up as a primary.  Stop it cleanly and restart it guarded.
+                self.cluster.stop_member(zone)
+                self.cluster.start_member(zone)
+                return (f"database member {member_name(zone)} lost its guardian: stopped it "
+                        "cleanly (a leader hands over) and restarted it under a new guardian")
             since = self._gone_since.setdefault(zone, now)
             if now - since >= HEAL_AFTER_S:
                 self._gone_since.pop(zone)

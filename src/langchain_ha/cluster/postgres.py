@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import psycopg
 import yaml
+from psycopg import sql
 
 from langchain_ha._proc import Child, free_port, pid_matches, python_argv
 from langchain_ha.cluster.guardian import kill_postgres, postmaster_pid
@@ -35,6 +36,8 @@ from langchain_ha.cluster.patroni_config import (
 from langchain_ha.cluster.pgbin import bin_dir, make_python_usable, prepare_dir, run_as_user
 
 GUARDIAN_MODULE = "langchain_ha.cluster.guardian"
+APP_ROLE = "lcha_app"
+APP_DB = "lcha"
 
 
 class PostgresCluster:
@@ -43,10 +46,9 @@ class PostgresCluster:
     def __init__(self, spec: ClusterSpec) -> None:
         self.base = Path(spec.base_dir)
         secrets_file = self.base / "secrets.json"
-        if secrets_file.exists():
-            stored = json.loads(secrets_file.read_text())
-        else:
-            stored = {k: secrets.token_urlsafe(18) for k in ("superuser", "replication", "rewind")}
+        stored = json.loads(secrets_file.read_text()) if secrets_file.exists() else {}
+        for k in ("superuser", "replication", "rewind", "app"):
+            stored.setdefault(k, secrets.token_urlsafe(18))
         self.spec = replace(spec, secrets=stored)
         state = self._read_state()
         self.ports: dict[str, MemberPorts] = {
@@ -165,11 +167,21 @@ class PostgresCluster:
     def reader_conninfo(self) -> str:
         return self._multi("prefer-standby") + " load_balance_hosts=random"
 
-    def _multi(self, attrs: str) -> str:
+    @property
+    def app_writer_conninfo(self) -> str:
+        """The application's writer: role ``lcha_app`` (no superuser) in database ``lcha``."""
+        return self._multi("read-write", app=True)
+
+    @property
+    def app_reader_conninfo(self) -> str:
+        return self._multi("prefer-standby", app=True) + " load_balance_hosts=random"
+
+    def _multi(self, attrs: str, *, app: bool = False) -> str:
         hosts = ",".join("127.0.0.1" for _ in self.spec.zones)
         ports = ",".join(str(self.ports[z].postgres) for z in self.spec.zones)
-        return (f"host={hosts} port={ports} user=postgres dbname=postgres "
-                f"password={self.spec.secrets['superuser']} target_session_attrs={attrs} "
+        who = (f"user={APP_ROLE} dbname={APP_DB} password={self.spec.secrets['app']}" if app
+               else f"user=postgres dbname=postgres password={self.spec.secrets['superuser']}")
+        return (f"host={hosts} port={ports} {who} target_session_attrs={attrs} "
                 "connect_timeout=2")
 
     def writable_members(self) -> list[str]:
@@ -221,11 +233,25 @@ class PostgresCluster:
         pid = self._read_state().get("guardians", {}).get(zone)
         return int(pid) if pid and pid_matches(int(pid), GUARDIAN_MODULE) else None
 
+    def stop_member(self, zone: str, timeout: float = 20.0) -> None:
+        """Stop ``zone``'s Patroni gracefully (a leader hands over its leader key and stops
+        postgres), then make sure its postgres is gone."""
+        pid = self.patroni_pid(zone)
+        if pid:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while pid_matches(pid, "patroni") and time.monotonic() < deadline:
+                time.sleep(0.2)
+        self.kill_member(zone)
+
     def patroni_pid(self, zone: str) -> int | None:
-        return _read_pid(self.base / member_name(zone) / "patroni.pid")
+        """PID of ``zone``'s Patroni if it runs."""
+        pid = _read_pid(self.base / member_name(zone) / "patroni.pid")
+        return pid if pid and pid_matches(pid, "patroni") else None
 
     def kill_patroni(self, zone: str) -> None:
-        pid = _read_pid(self.base / member_name(zone) / "patroni.pid")
+        pid = self.patroni_pid(zone)
         if pid:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -239,18 +265,36 @@ class PostgresCluster:
     # -- state --------------------------------------------------------------------------------
 
     def _ensure_extension(self, timeout: float = 60.0) -> None:
+        """pgvector, and the application's own role and database (apps never log in as the
+        superuser)."""
         # After a whole-cluster restart Patroni may still show the old leader from the DCS
         # while its postgres is starting: wait until some member takes writes.
         deadline = time.monotonic() + timeout
         while True:
             try:
-                with psycopg.connect(self.writer_conninfo, autocommit=True) as conn:
-                    conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-                    return
+                self._create_app_database()
+                return
             except psycopg.OperationalError:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
+
+    def _create_app_database(self) -> None:
+        password = self.spec.secrets["app"]
+        with psycopg.connect(self.writer_conninfo, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
+                                  (APP_ROLE,)).fetchone()
+            verb = "ALTER" if exists else "CREATE"
+            conn.execute(sql.SQL("{} ROLE {} LOGIN PASSWORD {}").format(
+                sql.SQL(verb), sql.Identifier(APP_ROLE), sql.Literal(password)))
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                                (APP_DB,)).fetchone():
+                conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(APP_DB), sql.Identifier(APP_ROLE)))
+        app_db = self.writer_conninfo.replace("dbname=postgres", f"dbname={APP_DB}")
+        with psycopg.connect(app_db, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
 
     def _read_state(self) -> dict[str, Any]:
         path = self.base / "state.json"
