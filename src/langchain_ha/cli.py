@@ -300,6 +300,13 @@ def _add_drill(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.set_defaults(handler=run)
 
 
+def _add_render(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``lcha render k8s|prometheus``: the topology as Kubernetes / Prometheus artefacts."""
+    from langchain_ha.deploy.render import add_render
+
+    add_render(sub)
+
+
 def _upcli() -> Any:
     from langchain_ha.cluster import upcli
 
@@ -358,6 +365,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], 
     _add_db,
     _add_up,
     _add_drill,
+    _add_render,
 ]
 
 

@@ -104,7 +104,8 @@ def start_replica(topology: Topology, *, replica_id: str, zone: str, generation:
 
 
 def set_priority(pid: int, nice: int) -> None:
-    """Set the nice value of every thread of ``pid`` (Linux nice values are per thread)."""
+    """Set the nice value of every thread of ``pid`` (Linux nice values are per thread) and
+    of its scheduler autogroup."""
     try:
         tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
     except OSError:
@@ -112,6 +113,10 @@ def set_priority(pid: int, nice: int) -> None:
     for tid in tids:
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, tid, nice)
+    # Each replica is its own session, hence its own autogroup where the kernel has
+    # autogrouping on: then only the group's nice value weighs against other processes.
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/autogroup", "w") as f:
+        f.write(str(nice))
 
 
 def adopt_replica(entry: dict[str, Any]) -> Replica | None:

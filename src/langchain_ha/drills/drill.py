@@ -13,7 +13,7 @@ import asyncio
 import time
 from typing import Any
 
-from langchain_ha.cluster.state import StateDir
+from langchain_ha.cluster.state import StateDir, read_json
 from langchain_ha.cluster.topology import Topology
 from langchain_ha.drills.faults import Injector
 from langchain_ha.drills.load import run_load, summarize, timeline
@@ -38,6 +38,10 @@ async def run_scenario(sd: StateDir, scenario: Scenario, *, rps: float,
     probe_task = asyncio.create_task(probe.run()) if probe else None
     deadline_s = topo.replicas.request_timeout_s
     rate = rps * scenario.rps_factor
+    if scenario.name == "overload":
+        # Twice the measured capacity (lcha bench capacity), else twice the asked rate.
+        measured = read_json(sd.root / "capacity.json").get("cluster", {}).get("capacity_rps")
+        rate = 2 * float(measured) if measured else rate
     t0 = time.monotonic()
     load = asyncio.create_task(run_load(state["balancer"]["url"], sd.secrets()["api_key"],
                                         rps=rate, duration_s=duration_s, run_id=run_id,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ def print_table(reports: Sequence[dict[str, Any]], console: Console | None = Non
             f"{r['latency_ms']['p99']:.0f}", _opt(r.get("recovery_s")),
             _opt(r.get("write_gap_s")), str(r.get("acked_writes_lost", 0)),
             "[green]pass[/]" if r["passed"] else "[red]" + "; ".join(r["problems"]) + "[/]")
-    (console or Console()).print(table)
+    (console or Console(width=None if sys.stdout.isatty() else 200)).print(table)
 
 
 def _opt(value: object) -> str:
@@ -103,6 +104,8 @@ def chart_svg(r: dict[str, Any]) -> str:
                      "stroke='#555' stroke-dasharray='4 3'/>")
         parts.append(f"<text x='{fx + 3:.1f}' y='{_PAD - 14}' font-size='11'>"
                      f"{html.escape(str(f['action']))}</text>")
+    parts.append(f"<text x='{_PAD}' y='14' font-size='13' font-weight='bold'>"
+                 f"{html.escape(str(r.get('scenario', '')))} at {r.get('rps', '?')} req/s</text>")
     parts.append(f"<text x='4' y='{_PAD}' font-size='11'>{top}/s</text>")
     parts.append(f"<text x='{_W - _PAD + 2}' y='{_PAD}' font-size='11'>{p99_top:.0f}ms</text>")
     parts.append(f"<text x='{_W / 2 - 30:.0f}' y='{_H - 8}' font-size='11'>seconds ({n})</text>")

@@ -71,7 +71,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              "no-failures", clear_at=2 / 3),
     Scenario("vector-db-outage", "SIGKILL every database member (answers go LLM-only)",
              Injector.kill_all_members, "degraded", at=0.25, needs_db=True),
-    Scenario("overload", "twice the requested rate: admission control sheds fast",
+    Scenario("overload", "twice the measured capacity (lcha bench capacity; else twice "
+             "--rps): admission control sheds fast",
              None, "shed", rps_factor=2.0),
 )}
 
