@@ -320,6 +320,8 @@ def _add_db(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up = dsub.add_parser("up", help="start the members (one per zone) and wait for a leader")
     up.add_argument("--replication", choices=["async", "sync", "strict"], default="sync")
     up.add_argument("--show-secrets", action="store_true")
+    up.add_argument("--etcd", metavar="HOST:PORT,...",
+                    help="use these etcd members as the DCS (default: raft inside Patroni)")
     dsub.add_parser("down", help="stop every member; nothing left running")
     st = dsub.add_parser("status", help="members, roles, lag, timeline, conninfo")
     st.add_argument("--json", action="store_true")
@@ -340,7 +342,7 @@ def _add_db(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
         state_dir = Path(args.state_dir).resolve()
         if args.db_command == "up":
-            return dbcli.up(state_dir, args.replication, args.show_secrets)
+            return dbcli.up(state_dir, args.replication, args.show_secrets, args.etcd)
         if args.db_command == "down":
             return dbcli.down(state_dir)
         if args.db_command == "status":

@@ -13,11 +13,14 @@ from langchain_ha.cluster.patroni_config import ClusterSpec, Replication
 from langchain_ha.cluster.postgres import PostgresCluster
 
 
-def _cluster(state_dir: Path, replication: Replication = "sync") -> PostgresCluster:
+def _cluster(state_dir: Path, replication: Replication = "sync",
+             etcd_hosts: tuple[str, ...] = ()) -> PostgresCluster:
     state = state_dir / "state.json"
-    spec = ClusterSpec(base_dir=state_dir, replication=replication)
+    spec = ClusterSpec(base_dir=state_dir, replication=replication, etcd_hosts=etcd_hosts)
     if state.exists():
-        spec = replace(spec, zones=tuple(json.loads(state.read_text())["ports"]))
+        saved = json.loads(state.read_text())
+        spec = replace(spec, zones=tuple(saved["ports"]),
+                       etcd_hosts=tuple(saved.get("etcd_hosts", etcd_hosts)))
     return PostgresCluster(spec)
 
 
@@ -37,11 +40,15 @@ def _mask(conninfo: str, show: bool) -> str:
     return conninfo if show else re.sub(r"password=\S+", "password=****", conninfo)
 
 
-def up(state_dir: Path, replication: Replication, show_secrets: bool) -> int:
+def up(state_dir: Path, replication: Replication, show_secrets: bool,
+       etcd: str | None = None) -> int:
     if (state_dir / "state.json").exists() and _running(state_dir):
         raise UsageError(f"--state-dir {state_dir}: a cluster is already running there "
                          "(lcha db status, or lcha db down first)")
-    cluster = _cluster(state_dir, replication)
+    hosts = tuple(h.strip() for h in (etcd or "").split(",") if h.strip())
+    if any(not re.fullmatch(r"[\w.-]+:\d{1,5}", h) for h in hosts):
+        raise UsageError("--etcd: a comma-separated list of host:port (the etcd members)")
+    cluster = _cluster(state_dir, replication, hosts)
     print(f"starting {len(cluster.spec.zones)} PostgreSQL members in {state_dir} ...", flush=True)
     cluster.start()
     print(_table(cluster.members()))

@@ -28,14 +28,17 @@ class DbTier:
         self.enabled = topology.database.enabled
         self.cluster = PostgresCluster(ClusterSpec(
             base_dir=base_dir, name=topology.name, zones=tuple(topology.zones),
-            replication=topology.database.replication))
+            replication=topology.database.replication,
+            etcd_hosts=tuple(topology.database.etcd_endpoints)
+            if topology.database.dcs == "etcd" else ()))
         self._gone_since: dict[str, float] = {}
         self._members: list[dict[str, Any]] = []
         self._members_at = 0.0
 
     def describe(self) -> str:
         spec = self.cluster.spec
-        return (f"{len(spec.zones)} PostgreSQL members under Patroni (raft DCS), "
+        dcs = f"etcd {','.join(spec.etcd_hosts)}" if spec.etcd_hosts else "raft"
+        return (f"{len(spec.zones)} PostgreSQL members under Patroni ({dcs} DCS), "
                 f"{spec.replication} replication")
 
     def ensure_running(self) -> str:

@@ -1,4 +1,5 @@
-"""Patroni configuration for one member of the embedded cluster (raft DCS on loopback)."""
+"""Patroni configuration for one member of the embedded cluster (raft DCS on loopback by
+default, or external etcd members)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ class ClusterSpec:
     ttl: int = 20
     loop_wait: int = 1
     retry_timeout: int = 3
+    etcd_hosts: tuple[str, ...] = ()
+    """etcd members (host:port) to use as the DCS; empty: Patroni's raft inside the members."""
     secrets: dict[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -38,6 +41,13 @@ class ClusterSpec:
             raise ValueError("loop_wait + 2 * retry_timeout must be <= ttl")
         if len(self.zones) < 1:
             raise ValueError("zones: at least one member is needed")
+
+
+def _dcs(spec: ClusterSpec, data: Path, me: MemberPorts, peers: list[str]) -> dict[str, Any]:
+    if spec.etcd_hosts:
+        return {"etcd3": {"hosts": list(spec.etcd_hosts)}}
+    return {"raft": {"data_dir": str(data / "raft"), "self_addr": f"127.0.0.1:{me.raft}",
+                     "bind_addr": f"127.0.0.1:{me.raft}", "partner_addrs": peers}}
 
 
 def member_name(zone: str) -> str:
@@ -57,8 +67,7 @@ def patroni_config(spec: ClusterSpec, zone: str, ports: dict[str, MemberPorts],
         "name": member_name(zone),
         "log": {"level": "WARNING", "dir": str(data / "log")},
         "restapi": {"listen": f"127.0.0.1:{me.rest}", "connect_address": f"127.0.0.1:{me.rest}"},
-        "raft": {"data_dir": str(data / "raft"), "self_addr": f"127.0.0.1:{me.raft}",
-                 "bind_addr": f"127.0.0.1:{me.raft}", "partner_addrs": peers},
+        **_dcs(spec, data, me, peers),
         "bootstrap": {
             "dcs": {
                 "ttl": spec.ttl, "loop_wait": spec.loop_wait,

@@ -303,7 +303,8 @@ class PostgresCluster:
     def _write_state(self) -> None:
         guardians = {**self._read_state().get("guardians", {}),
                      **{z: c.pid for z, c in self.guardians.items()}}
-        state = {"ports": {z: vars(p) for z, p in self.ports.items()}, "guardians": guardians}
+        state = {"ports": {z: vars(p) for z, p in self.ports.items()}, "guardians": guardians,
+                 "etcd_hosts": list(self.spec.etcd_hosts)}
         (self.base / "state.json").write_text(json.dumps(state, indent=2))
 
 

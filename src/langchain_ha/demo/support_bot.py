@@ -156,8 +156,10 @@ class SupportBot(Runnable[Any, dict[str, Any]]):
         if self.prepare is not None:
             await self.prepare()
         with degradation_scope():
-            for question in WARM_QUESTIONS:
-                await self.ainvoke({"question": question})
+            for i, question in enumerate(WARM_QUESTIONS):
+                await self.ainvoke({"question": question, "session_id": f"lcha-warm-{i}"})
+                async for _ in self.astream({"question": question}):
+                    pass
 
     async def aclose(self) -> None:
         """Release what ``prepare`` opened (database pools)."""
