@@ -334,6 +334,8 @@ def _add_db(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rs.add_argument("--from", dest="source", required=True, help="a backup directory")
     rs.add_argument("--to", required=True, help="a new directory for the restored data")
     rs.add_argument("--port", type=int, default=None)
+    rs.add_argument("--target-time", help="replay the WAL archive up to this moment (ISO 8601 "
+                    "with zone); default: to the end of the archive")
 
     def run(args: argparse.Namespace) -> int:
         from pathlib import Path
@@ -351,7 +353,7 @@ def _add_db(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             return dbcli.backup_cmd(state_dir, Path(args.to).resolve())
         if args.db_command == "restore":
             return dbcli.restore_cmd(state_dir, Path(args.source).resolve(),
-                                     Path(args.to).resolve(), args.port)
+                                     Path(args.to).resolve(), args.port, args.target_time)
         return dbcli.switchover(state_dir, args.to)
 
     p.set_defaults(handler=run)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from datetime import datetime
 from pathlib import Path
 
 from langchain_ha._proc import free_port
@@ -36,11 +37,20 @@ def backup(cluster: PostgresCluster, dest: Path) -> dict[str, object]:
     return meta
 
 
-def restore(source: Path, target: Path, password: str, port: int | None = None) -> LocalPostgres:
-    """Start a fresh server from the backup in ``source`` (its data copied to ``target``)."""
+def restore(source: Path, target: Path, password: str, port: int | None = None, *,
+            archive: Path | None = None, target_time: str | None = None) -> LocalPostgres:
+    """Start a fresh server from the base backup in ``source`` (copied to ``target``).
+
+    With ``archive`` (the cluster's WAL archive) it replays archived WAL after the backup:
+    up to ``target_time`` (point-in-time recovery; e.g. ``2026-11-25 23:40:00+00``), or to
+    the end of the archive.  The restored server never archives into that archive itself.
+    """
     data = source / "data"
     if not (data / "PG_VERSION").exists():
         raise ValueError(f"{source} holds no base backup (no data/PG_VERSION)")
+    if target_time is not None and archive is None:
+        raise ValueError("a target time needs the WAL archive to replay")
+    stamp = _timestamp(target_time) if target_time is not None else None
     restored = prepare_dir(target) / "data"
     shutil.copytree(data, restored, symlinks=True)
     prepare_dir(restored)  # owner and 0700 for the copy
@@ -48,9 +58,32 @@ def restore(source: Path, target: Path, password: str, port: int | None = None) 
         shutil.chown(path, *_owner(target))
     for leftover in ("standby.signal", "recovery.signal", "postmaster.pid"):
         (restored / leftover).unlink(missing_ok=True)
+    settings = ["archive_mode = 'off'"]
+    if archive is not None:
+        settings += [f"restore_command = 'cp {archive}/%f %p'",
+                     "recovery_target_timeline = 'latest'",
+                     "recovery_target_action = 'promote'"]
+        if stamp is not None:
+            settings.append(f"recovery_target_time = '{stamp}'")
+        (restored / "recovery.signal").touch()
+        shutil.chown(restored / "recovery.signal", *_owner(target))
+    with open(restored / "postgresql.auto.conf", "a") as conf:
+        conf.write("\n# lcha db restore\n" + "\n".join(settings) + "\n")
     server = LocalPostgres(restored, port or free_port(), password=password)
-    server.start()
+    server.start(timeout=300)
     return server
+
+
+def _timestamp(value: str) -> str:
+    """``value`` checked as an ISO timestamp with a zone (it goes into a config file)."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"target time {value!r}: use ISO 8601, e.g. 2026-11-25T23:40:00+00:00"
+                         ) from None
+    if parsed.tzinfo is None:
+        raise ValueError(f"target time {value!r}: give its time zone (e.g. +00:00)")
+    return parsed.isoformat(sep=" ")
 
 
 def _owner(path: Path) -> tuple[int, int]:

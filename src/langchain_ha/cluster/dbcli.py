@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from langchain_ha._usage import UsageError
-from langchain_ha.cluster.patroni_config import ClusterSpec, Replication
+from langchain_ha.cluster.patroni_config import ClusterSpec, Replication, archive_dir
 from langchain_ha.cluster.postgres import PostgresCluster
 
 
@@ -118,8 +118,10 @@ def backup_cmd(state_dir: Path, dest: Path) -> int:
     return 0
 
 
-def restore_cmd(state_dir: Path, source: Path, target: Path, port: int | None) -> int:
-    """Serve the backup from a fresh server in the foreground until SIGINT/SIGTERM."""
+def restore_cmd(state_dir: Path, source: Path, target: Path, port: int | None,
+                target_time: str | None = None) -> int:
+    """Serve the backup (plus the archived WAL, up to ``target_time``) from a fresh server in
+    the foreground until SIGINT/SIGTERM."""
     import signal
     import threading
 
@@ -131,9 +133,13 @@ def restore_cmd(state_dir: Path, source: Path, target: Path, port: int | None) -
     if target.exists() and any(target.iterdir()):
         raise UsageError(f"--to {target}: must be a new or empty directory")
     try:
-        server = restore(source, target, json.loads(secrets.read_text())["superuser"], port)
+        archive = archive_dir(state_dir)
+        server = restore(source, target, json.loads(secrets.read_text())["superuser"], port,
+                         archive=archive if archive.exists() else None, target_time=target_time)
     except ValueError as exc:
-        raise UsageError(f"--from {source}: {exc}") from None
+        field = "--target-time" if "target time" in str(exc) else "--from"
+        raise UsageError(f"{field} {target_time if field == '--target-time' else source}: "
+                         f"{exc}") from None
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())

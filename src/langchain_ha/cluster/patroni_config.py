@@ -50,6 +50,17 @@ def _dcs(spec: ClusterSpec, data: Path, me: MemberPorts, peers: list[str]) -> di
                      "bind_addr": f"127.0.0.1:{me.raft}", "partner_addrs": peers}}
 
 
+def archive_dir(base_dir: Path) -> Path:
+    """Where the cluster's WAL archive lives (shared by the members on this machine)."""
+    return Path(base_dir) / "wal_archive"
+
+
+def archive_command(base_dir: Path) -> str:
+    # Never overwrite a segment already archived (another timeline's copy wins nothing).
+    target = archive_dir(base_dir)
+    return f"test ! -f {target}/%f && cp %p {target}/%f.tmp && mv {target}/%f.tmp {target}/%f"
+
+
 def member_name(zone: str) -> str:
     return f"pg-{zone}"
 
@@ -81,7 +92,13 @@ def patroni_config(spec: ClusterSpec, zone: str, ports: dict[str, MemberPorts],
                     "parameters": {"wal_level": "replica", "hot_standby": "on",
                                    "max_wal_senders": 10, "max_replication_slots": 10,
                                    "wal_log_hints": "on", "max_connections": 200,
-                                   "shared_buffers": "64MB", "wal_keep_size": "256MB"},
+                                   "shared_buffers": "64MB", "wal_keep_size": "256MB",
+                                   # Continuous archiving (point-in-time recovery): every
+                                   # primary copies each finished WAL segment to the archive;
+                                   # archive_timeout bounds the RPO of a whole-cluster loss.
+                                   "archive_mode": "on",
+                                   "archive_command": archive_command(spec.base_dir),
+                                   "archive_timeout": 60},
                 },
             },
             "initdb": [{"encoding": "UTF8"}, "data-checksums"],

@@ -173,6 +173,9 @@ class LocalPostgres:
                 raise RuntimeError(f"postgres exited: {log_path.read_text()[-1500:]}")
             try:
                 with psycopg.connect(self.conninfo, connect_timeout=2, autocommit=True) as conn:
+                    row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+                    if row is not None and row[0]:  # still replaying archived WAL
+                        raise psycopg.OperationalError("in recovery")
                     conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
                 return
             except psycopg.OperationalError:

@@ -30,6 +30,7 @@ from langchain_ha.cluster.guardian import kill_postgres, postmaster_pid
 from langchain_ha.cluster.patroni_config import (
     ClusterSpec,
     MemberPorts,
+    archive_dir,
     member_name,
     patroni_config,
 )
@@ -63,6 +64,7 @@ class PostgresCluster:
         make_python_usable()
         prepare_dir(self.base)
         os.chmod(self.base, 0o711)  # noqa: S103 - members traverse to their own 0700 dirs
+        prepare_dir(archive_dir(self.base))
         secrets_file = self.base / "secrets.json"
         secrets_file.write_text(json.dumps(self.spec.secrets))
         os.chmod(secrets_file, 0o600)
