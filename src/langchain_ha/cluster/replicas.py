@@ -26,6 +26,10 @@ ReplicaState = Literal["starting", "ready", "draining"]
 Proc = Child | Adopted
 
 
+class NoFreeSlot(RuntimeError):
+    """A zone's balancer slots are all taken."""
+
+
 @dataclass
 class Replica:
     """One replica process and what the supervisor last saw of it."""

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from langchain_ha.cluster.replicas import NoFreeSlot
+
 if TYPE_CHECKING:
     from langchain_ha.cluster.replicas import Replica
     from langchain_ha.cluster.supervisor import Supervisor
@@ -80,7 +82,10 @@ class Rollout:
     def _canary_step(self, sup: Supervisor) -> str | None:
         canary = next((r for r in sup.replicas if r.id == self.canary_id), None)
         if self.canary_id is None:
-            started = sup.start_replica(sup.topo.zones[0], self.to_gen)
+            try:
+                started = sup.start_replica(sup.topo.zones[0], self.to_gen)
+            except NoFreeSlot:
+                return None
             self.canary_id = started.id
             return f"rollout {self.id}: canary {started.id} started in {started.zone}"
         if canary is None or canary.state == "draining":
@@ -126,14 +131,19 @@ class Rollout:
             new = [r for r in here if r.generation == self.to_gen]
             if any(not sup.serving(r) for r in new):
                 return None  # one zone at a time: wait until the balancer sends to the new ones
-            if len(new) < sup._target(zone):
+            if len(new) + len(old) > sup._target(zone) or len(new) >= sup._target(zone):
+                # One for one: each new replica in service lets one old one go, so a single
+                # surge slot is enough whatever the zone's size.
+                victim = old[0]
+                sup.drain(victim)
+                return (f"rollout {self.id}: zone {zone}: {len(new)} new serving, "
+                        f"draining {victim.id}")
+            try:
                 started = sup.start_replica(zone, self.to_gen)
-                return (f"rollout {self.id}: zone {zone}: started {started.id} "
-                        f"(generation {self.to_gen}) beside {len(old)} old")
-            victim = old[0]
-            sup.drain(victim)
-            return (f"rollout {self.id}: zone {zone}: {len(new)} new ready, "
-                    f"draining {victim.id}")
+            except NoFreeSlot:
+                return None  # a draining replica still holds the slot: next cycle
+            return (f"rollout {self.id}: zone {zone}: started {started.id} "
+                    f"(generation {self.to_gen}) beside {len(old)} old")
         if any(r.generation != self.to_gen for r in sup.replicas):
             return None  # old replicas still draining
         self.status = "done"

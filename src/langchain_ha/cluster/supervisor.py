@@ -31,7 +31,9 @@ import httpx
 from langchain_ha._proc import Adopted, Child, port_is_free
 from langchain_ha.cluster.balancer import CaddyBalancer, Upstream
 from langchain_ha.cluster.dbtier import DbTier
+from langchain_ha.cluster.hostload import CpuSampler
 from langchain_ha.cluster.replicas import (
+    NoFreeSlot,
     Replica,
     Simulator,
     drain_grace_s,
@@ -48,10 +50,6 @@ from langchain_ha.cluster.topology import Topology
 
 log = logging.getLogger("langchain_ha.supervisor")
 CYCLE_S = 0.5
-
-
-class NoFreeSlot(RuntimeError):
-    """A zone's balancer slots are all taken."""
 
 
 class Supervisor:
@@ -81,6 +79,7 @@ class Supervisor:
         self._next_index = 0
         self._last_heartbeat = 0.0
         self._client: httpx.AsyncClient | None = None
+        self.cpu = CpuSampler()
         secrets = state_dir.secrets()
         self.api_key = secrets["api_key"]
         self.admin_token = secrets["admin_token"]
@@ -94,16 +93,25 @@ class Supervisor:
             loop.add_signal_handler(sig, self._request_stop)
         try:
             await bring_up(self)
-            while not self.stopping:
-                await self.cycle()
-                await asyncio.sleep(CYCLE_S)
         except Exception as exc:
-            log.exception("supervisor failed")
+            log.exception("start-up failed")
             self._say(f"failed: {type(exc).__name__}: {exc}", progress=True)
             self.phase = "failed"
             self._write_state()
-        finally:
             await self._shutdown()
+            return
+        while not self.stopping:
+            try:
+                await self.cycle()
+            except Exception as exc:
+                # A bug or a surprise in one cycle must never take the deployment down with
+                # the supervisor: say it, keep everything running, try again next cycle.
+                log.exception("cycle failed")
+                self._say(f"cycle failed ({type(exc).__name__}: {exc}); everything keeps "
+                          "running, next cycle in a second")
+                await asyncio.sleep(1)
+            await asyncio.sleep(CYCLE_S)
+        await self._shutdown()
 
     def _request_stop(self) -> None:
         self.stopping = True
@@ -113,6 +121,7 @@ class Supervisor:
     async def cycle(self, *, balancer: bool = True) -> None:
         """One pass: requests, probes, at most one decision, balancer config, state file."""
         self._read_control()
+        self.cpu.sample()
         timeout = self.topo.balancer.checks.timeout_s
         if self._client is None:  # one client: building one costs an SSL context each time
             self._client = httpx.AsyncClient()
@@ -219,7 +228,7 @@ class Supervisor:
         self.load_high = self.load_high + 1 if mean > spec.scale_up_inflight else 0
         self.load_low = self.load_low + 1 if mean < spec.scale_down_inflight else 0
         if self.load_high >= 6 and self.per_zone < spec.max_per_zone:
-            if os.getloadavg()[0] >= (os.cpu_count() or 1):
+            if self.cpu.idle_fraction() < 0.25:
                 # One machine: more processes only help if it has idle CPU.
                 self.load_high = 0
                 return (f"mean in-flight {mean:.1f} per replica is high but this machine's CPU "

@@ -22,6 +22,8 @@ import httpx
 from langchain_ha.demo.corpus import load_questions
 from langchain_ha.providers.simulator import order_status
 
+CLIENTS = 16
+CLIENT_CONNECTIONS = 64
 KINDS = ("rag", "rag", "rag", "chat", "chat", "tool", "rag", "stream", "chat", "tool")
 
 
@@ -161,16 +163,24 @@ async def run_load(url: str, api_key: str, *, rps: float, duration_s: float,
                    run_id: str | None = None, timeout_s: float = 60.0) -> list[Outcome]:
     """Send ``rps * duration_s`` requests at a fixed arrival rate; every outcome, in order."""
     run_id = run_id or f"d{int(time.time())}"
-    limits = httpx.Limits(max_connections=2000, max_keepalive_connections=200)
-    async with httpx.AsyncClient(timeout=timeout_s, limits=limits) as client:
+    # Several small pools: one pool's bookkeeping grows with (queued requests x connections),
+    # which at a few thousand requests in flight made the generator the bottleneck.
+    limits = httpx.Limits(max_connections=CLIENT_CONNECTIONS,
+                          max_keepalive_connections=CLIENT_CONNECTIONS)
+    clients = [httpx.AsyncClient(timeout=timeout_s, limits=limits) for _ in range(CLIENTS)]
+    try:
         t0 = time.monotonic()
         tasks = []
         for i in range(int(rps * duration_s)):
             delay = t0 + i / rps - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
+            client = clients[i % CLIENTS]
             tasks.append(asyncio.create_task(send(client, url, api_key, i, run_id, t0)))
         return list(await asyncio.gather(*tasks))
+    finally:
+        for client in clients:
+            await client.aclose()
 
 
 def summarize(outcomes: list[Outcome]) -> dict[str, Any]:

@@ -68,8 +68,10 @@ def build_health(served: Served, drain: DrainState, checks: Mapping[str, HealthC
 
     @api.get("/readyz", summary="This replica can take traffic (never depends on shared deps)")
     async def readyz() -> Response:
-        reason = ("starting" if not drain.started else "draining" if drain.draining else
-                  "at in-flight limit" if drain.inflight >= settings.max_inflight else None)
+        # Load never makes a replica unready: the balancer would take every replica out at
+        # once under overload and queue requests itself, when admission control answers a
+        # fast 503 + Retry-After instead.
+        reason = "starting" if not drain.started else "draining" if drain.draining else None
         body = {"ready": reason is None, "reason": reason, "inflight": drain.inflight,
                 "replica": settings.replica_id, "zone": settings.zone}
         return JSONResponse(body, status_code=200 if reason is None else 503)
