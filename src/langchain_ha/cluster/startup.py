@@ -21,6 +21,7 @@ from langchain_ha.cluster.replicas import (
     slot_ports,
     start_simulator,
 )
+from langchain_ha.cluster.state import read_json
 
 if TYPE_CHECKING:
     from langchain_ha.cluster.supervisor import Supervisor
@@ -49,11 +50,13 @@ async def bring_up(sup: Supervisor) -> None:
             sup.sims[spec.name] = await asyncio.to_thread(
                 start_simulator, spec, sup.sd.logs, _reuse(port))
             sup._say(f"simulator {spec.name}: {sup.sims[spec.name].url}", progress=True)
-    want = sum(sup._target(z) for z in sup.topo.zones)
-    sup._say(f"replicas: starting {want} across zones {', '.join(sup.topo.zones)} …",
-              progress=True)
+    def want() -> int:
+        return sum(sup._target(z) for z in sup.topo.zones)
+
+    sup._say(f"replicas: starting {want()} across zones {', '.join(sup.topo.zones)} …",
+             progress=True)
     deadline = time.monotonic() + START_TIMEOUT_S
-    while sum(r.state == "ready" for r in sup.replicas) < want:
+    while sum(r.state == "ready" for r in sup.replicas) < want():
         if sup.stopping:
             return
         if time.monotonic() > deadline:
@@ -61,7 +64,7 @@ async def bring_up(sup: Supervisor) -> None:
                                f"(see {sup.sd.logs})")
         await sup.cycle(balancer=False)
         await asyncio.sleep(0.2)
-    sup._say(f"replicas: {want} ready", progress=True)
+    sup._say(f"replicas: {want()} ready", progress=True)
     start_balancer(sup, prior.get("balancer", {}))
     await sup.cycle()
     await warm_up(sup)
@@ -77,17 +80,20 @@ def adopt(sup: Supervisor, prior: dict[str, Any]) -> None:
             len(v) != per_zone for v in sup.slots.values()):
         ports = iter(slot_ports(per_zone * len(sup.topo.zones)))
         sup.slots = {z: [next(ports) for _ in range(per_zone)] for z in sup.topo.zones}
-    sup.generation = int(prior.get("generation", 1))
-    sup.apps = {int(k): v for k, v in prior.get("apps", {}).items()} or sup.apps
-    sup.apps.setdefault(sup.generation, sup.topo.app)
-    sup.per_zone = int(prior.get("per_zone", sup.per_zone))
-    sup.base_per_zone = int(prior.get("base_per_zone", sup.base_per_zone))
-    sup.applied_seq = int(prior.get("applied_seq", 0))
     sup._next_index = int(prior.get("next_index", 0))
     for entry in prior.get("replicas", []):
         replica = adopt_replica(entry)
         if replica is not None:
             sup.replicas.append(replica)
+    if sup.replicas:  # a live deployment: carry on where the last supervisor was
+        sup.generation = int(prior.get("generation", 1))
+        sup.apps = {int(k): v for k, v in prior.get("apps", {}).items()} or sup.apps
+        sup.per_zone = int(prior.get("per_zone", sup.per_zone))
+        sup.base_per_zone = int(prior.get("base_per_zone", sup.base_per_zone))
+        sup.applied_seq = int(prior.get("applied_seq", 0))
+    else:  # a fresh start: the topology decides, and old operator requests are history
+        sup.applied_seq = int(read_json(sup.sd.control_file).get("seq", 0))
+    sup.apps.setdefault(sup.generation, sup.topo.app)
     for spec in sup.topo.providers:
         entry = prior.get("simulators", {}).get(spec.name)
         if spec.simulated and entry:
