@@ -5,6 +5,7 @@ rollout under load with no failed request, heals, adopts after a supervisor cras
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
 
@@ -133,6 +134,22 @@ def test_a_new_supervisor_adopts_what_is_running(deployment: Deployment) -> None
     assert sorted(r["pid"] for r in after["replicas"]) == pids
     assert after["supervisor"]["pid"] != state["supervisor"]["pid"]
     assert _ask(deployment, "How do I reset my password?").status_code == 200
+
+
+@pytest.mark.skipif(shutil.which("prometheus") is None, reason="no prometheus on PATH")
+def test_local_prometheus_scrapes_the_replicas_with_the_rules(deployment: Deployment) -> None:
+    prom = deployment.sd.state()["prometheus"]
+    ports = {f"127.0.0.1:{r['port']}" for r in _ready_replicas(deployment)}
+
+    def scraped() -> bool:
+        targets = httpx.get(f"{prom['url']}/api/v1/targets", timeout=5).json()
+        up = {t["labels"]["instance"] for t in targets["data"]["activeTargets"]
+              if t["health"] == "up"}
+        return ports <= up
+
+    _wait(scraped, 60, "prometheus to scrape every replica")
+    rules = httpx.get(f"{prom['url']}/api/v1/rules", timeout=5).json()["data"]["groups"]
+    assert any(r["name"] for g in rules for r in g["rules"])
 
 
 def test_down_leaves_nothing_running(deployment: Deployment) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,3 +204,9 @@ def provider_env(topology: Topology, sims: dict[str, Simulator]) -> dict[str, st
         env.setdefault("LCHA_TOOLS_URL", first_sim.url)
         env.setdefault("LCHA_EMBEDDINGS_URL", first_sim.url)
     return env
+
+
+def kill_now(proc: Child | Adopted) -> None:
+    """SIGKILL a replica's whole process group (works on a SIGSTOPped one too)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)

@@ -66,6 +66,9 @@ async def bring_up(sup: Supervisor) -> None:
         await asyncio.sleep(0.2)
     sup._say(f"replicas: {want()} ready", progress=True)
     start_balancer(sup, prior.get("balancer", {}))
+    if sup.prometheus.available():
+        await asyncio.to_thread(sup.prometheus.start, prior.get("prometheus") or {})
+        sup._say(f"prometheus: {sup.prometheus.url} (alert rules loaded)", progress=True)
     await sup.cycle()
     await warm_up(sup)
     sup.phase = "ready"

@@ -16,7 +16,6 @@ Run as ``python -m langchain_ha.cluster.supervisor STATE_DIR`` (``lcha up`` does
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import os
@@ -32,11 +31,13 @@ from langchain_ha._proc import Adopted, Child, port_is_free
 from langchain_ha.cluster.balancer import CaddyBalancer, Upstream
 from langchain_ha.cluster.dbtier import DbTier
 from langchain_ha.cluster.hostload import CpuSampler
+from langchain_ha.cluster.monitor import LocalPrometheus
 from langchain_ha.cluster.replicas import (
     NoFreeSlot,
     Replica,
     Simulator,
     drain_grace_s,
+    kill_now,
     probe,
     provider_env,
     set_priority,
@@ -80,6 +81,7 @@ class Supervisor:
         self._last_heartbeat = 0.0
         self._client: httpx.AsyncClient | None = None
         self.cpu = CpuSampler()
+        self.prometheus = LocalPrometheus(topology, state_dir.root)
         secrets = state_dir.secrets()
         self.api_key = secrets["api_key"]
         self.admin_token = secrets["admin_token"]
@@ -136,6 +138,9 @@ class Supervisor:
         self._drain_step()
         if balancer and self.lb is not None:
             self._sync_balancer()
+        if self.prometheus.proc is not None:
+            self.prometheus.set_targets([(r.zone, r.port) for r in self.replicas
+                                         if r.state == "ready"])
         self._write_state()
 
     def _decide(self) -> str | None:
@@ -163,7 +168,7 @@ class Supervisor:
         for r in self.replicas:
             overdue = r.state == "starting" and time.time() - r.started_at > START_TIMEOUT_S
             if (r.state == "ready" and r.misses >= limit) or overdue:
-                _kill_now(r.proc)
+                kill_now(r.proc)
                 why = "never became ready" if overdue else f"missed {r.misses} health checks"
                 return f"replica {r.id} (pid {r.proc.pid}) {why}: killed, to be replaced"
         return None
@@ -280,7 +285,7 @@ class Supervisor:
         for r in self.replicas:
             if r.state == "draining" and r.drain_started is not None and (
                     time.time() - r.drain_started > timeout + 5):
-                _kill_now(r.proc)
+                kill_now(r.proc)
 
     def _sync_balancer(self) -> None:
         """The balancer lists every slot all the time (no reload when replicas come and go);
@@ -354,7 +359,7 @@ class Supervisor:
                          "upstreams": [vars(u) for u in lb.upstreams] if lb else []},
             "simulators": {n: s.to_json() for n, s in self.sims.items()},
             "replicas": [r.to_json() for r in self.replicas],
-            "database": self.db.to_json(),
+            "database": self.db.to_json(), "prometheus": self.prometheus.to_json(),
             "updated_at": time.time(),
         })
 
@@ -363,6 +368,7 @@ class Supervisor:
         self._write_state()
         if self.caddy is not None:
             self.caddy.stop(timeout=5)
+        self.prometheus.stop()
         await asyncio.gather(*(asyncio.to_thread(r.proc.stop, 10) for r in self.replicas))
         for sim in self.sims.values():
             sim.proc.stop(timeout=5)
@@ -373,12 +379,6 @@ class Supervisor:
         self.phase = "stopped"
         self._say("stopped: nothing left running")
         self._write_state()
-
-
-def _kill_now(proc: Child | Adopted) -> None:
-    """SIGKILL a replica's whole process group (works on a SIGSTOPped one too)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def main(argv: list[str] | None = None) -> int:

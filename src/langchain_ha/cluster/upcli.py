@@ -128,6 +128,10 @@ def processes(state: dict[str, Any]) -> list[dict[str, Any]]:
         out.append({"name": f"sim-{name}", "role": "simulator", "zone": None,
                     "port": sim["port"], "pid": sim["pid"],
                     "marker": f"--name {name} --port {sim['port']}"})
+    prom = state.get("prometheus") or {}
+    if prom.get("pid"):
+        out.append({"name": "prometheus", "role": "prometheus", "zone": None,
+                    "port": prom["port"], "pid": prom["pid"], "marker": prom["marker"]})
     for r in state.get("replicas") or []:
         out.append({"name": f"replica-{r['id']}", "role": "replica", "zone": r["zone"],
                     "port": r["port"], "pid": r["pid"], "marker": f"--replica-id {r['id']} "})

@@ -107,7 +107,8 @@ def chart_svg(r: dict[str, Any]) -> str:
     parts.append(f"<text x='{_PAD}' y='14' font-size='13' font-weight='bold'>"
                  f"{html.escape(str(r.get('scenario', '')))} at {r.get('rps', '?')} req/s</text>")
     parts.append(f"<text x='4' y='{_PAD}' font-size='11'>{top}/s</text>")
-    parts.append(f"<text x='{_W - _PAD + 2}' y='{_PAD}' font-size='11'>{p99_top:.0f}ms</text>")
+    parts.append(f"<text x='{_W - 2}' y='{_PAD - 2}' font-size='11' text-anchor='end'>"
+                 f"p99 {p99_top:.0f} ms</text>")
     parts.append(f"<text x='{_W / 2 - 30:.0f}' y='{_H - 8}' font-size='11'>seconds ({n})</text>")
     parts.append("</svg>")
     return "".join(parts)
