@@ -109,6 +109,18 @@ async def test_rollout_under_load_fails_no_request(deployment: Deployment) -> No
     assert "rollout" in done.stdout and "zone az3" in done.stdout
 
 
+def test_canary_rollout_weights_then_promotes(deployment: Deployment) -> None:
+    generation = deployment.sd.state()["generation"]
+    done = deployment.lcha("rollout", "--canary", "20", "--hold", "3")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "takes 20% of the traffic" in done.stdout and "canary healthy" in done.stdout
+    state = deployment.sd.state()
+    assert {r["generation"] for r in state["replicas"]} == {generation + 1}
+    assert all(r["weight"] == 1 for r in state["replicas"])  # weights back to even
+    bad = deployment.lcha("rollout", "--canary", "150")
+    assert bad.returncode == 2 and "--canary" in bad.stderr
+
+
 def test_scale_changes_replicas_per_zone(deployment: Deployment) -> None:
     bad = deployment.lcha("scale", "9")
     assert bad.returncode == 2 and "max_per_zone" in bad.stderr
