@@ -270,7 +270,7 @@ def _add_up(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     lg = sub.add_parser("logs", help="the tail of a process's log (default: the supervisor)")
     lg.add_argument("name", nargs="?", default="supervisor",
-                    help="supervisor, caddy/caddy, replica-az1-r1, sim-primary, ...")
+                    help="supervisor, caddy, prometheus, replica-az1-r1, sim-primary, ...")
     lg.add_argument("-n", "--lines", type=int, default=40)
     lg.add_argument("--state-dir", type=Path, default=Path(".lcha"), help=sd_help)
     lg.set_defaults(handler=lambda a: _upcli().logs(a.state_dir, a.name, a.lines))

@@ -67,6 +67,10 @@ def test_status_json_names_every_process_and_the_database(deployment: Deployment
     assert {f"127.0.0.1:{p['port']}" for p in replicas} <= slots
     text = deployment.lcha("status")
     assert "az1" in text.stdout and "leader" in text.stdout
+    assert "ready: http" in deployment.lcha("logs").stdout  # the supervisor's sentences
+    assert deployment.lcha("logs", "caddy").returncode == 0
+    missing = deployment.lcha("logs", "nope")
+    assert missing.returncode == 2 and "replica-az1" in missing.stderr
 
 
 async def test_replica_sigkill_under_load_fails_no_request(deployment: Deployment) -> None:

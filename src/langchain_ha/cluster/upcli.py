@@ -274,9 +274,11 @@ def rollout(state_dir: Path, canary: float | None, hold_s: float, app: str | Non
 
 def logs(state_dir: Path, name: str, lines: int) -> int:
     sd = StateDir(state_dir)
-    path = sd.logs / f"{name}.log"
+    path = next((p for p in (sd.logs / f"{name}.log", sd.root / name / f"{name}.log")
+                 if p.exists()), sd.logs / f"{name}.log")
     if not path.exists():
-        have = sorted(p.stem for p in sd.logs.glob("*.log"))
+        have = sorted([p.stem for p in sd.logs.glob("*.log")]
+                      + [d for d in ("caddy", "prometheus") if (sd.root / d).is_dir()])
         raise UsageError(f"NAME: no log {name!r}; have: {', '.join(have) or 'none'}")
     text = path.read_text(errors="replace").splitlines()
     print("\n".join(text[-lines:]))

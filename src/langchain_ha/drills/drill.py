@@ -58,10 +58,14 @@ async def run_scenario(sd: StateDir, scenario: Scenario, *, rps: float,
             faults.append({"t": round(time.monotonic() - t0, 2), "action": "fault cleared",
                            "target": scenario.name})
         outcomes = await load
+    except BaseException:
+        load.cancel()
+        if probe is not None and probe_task is not None:
+            probe.stop()
+            await asyncio.gather(probe_task, return_exceptions=True)
+        raise
     finally:
         await asyncio.to_thread(inj.undo)
-        if not load.done():
-            load.cancel()
     await wait_settled(sd)
     lost = 0
     if probe is not None and probe_task is not None:

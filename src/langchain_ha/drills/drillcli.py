@@ -61,8 +61,8 @@ async def _run_all(sd: StateDir, names: list[str], rps: float,
         try:
             reports.append(await run_scenario(sd, SCENARIOS[name], rps=rps,
                                               duration_s=duration_s))
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
+        except (ValueError, RuntimeError, TimeoutError) as exc:
+            raise UsageError(f"{name}: {exc}") from None
     return reports
 
 
