@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ def up(state_dir: Path, replication: Replication, show_secrets: bool,
     cluster = _cluster(state_dir, replication, hosts)
     print(f"starting {len(cluster.spec.zones)} PostgreSQL members in {state_dir} ...", flush=True)
     cluster.start()
-    print(_table(cluster.members()))
+    print(member_table(cluster.members()))
     print(f"writer: {_mask(cluster.writer_conninfo, show_secrets)}")
     print(f"reader: {_mask(cluster.reader_conninfo, show_secrets)}")
     return 0
@@ -72,7 +73,7 @@ def status(state_dir: Path, as_json: bool, show_secrets: bool) -> int:
                           "writer": _mask(cluster.writer_conninfo, show_secrets),
                           "reader": _mask(cluster.reader_conninfo, show_secrets)}, indent=2))
     else:
-        print(_table(members))
+        print(member_table(members))
         print(f"writer: {_mask(cluster.writer_conninfo, show_secrets)}")
         print(f"reader: {_mask(cluster.reader_conninfo, show_secrets)}")
     return 0
@@ -85,7 +86,7 @@ def switchover(state_dir: Path, candidate: str | None) -> int:
     except RuntimeError as exc:
         raise UsageError(str(exc)) from None
     cluster.wait_healthy(60)
-    print(_table(cluster.members()))
+    print(member_table(cluster.members()))
     return 0
 
 
@@ -97,10 +98,15 @@ def _running(state_dir: Path) -> bool:
         return False
 
 
-def _table(members: list[dict[str, Any]]) -> str:
-    rows = [("member", "zone", "role", "state", "lag", "timeline", "port")]
-    rows += [(m["name"], str(m.get("zone")), m["role"], m["state"], str(m.get("lag", 0)),
-              str(m.get("timeline", "")), str(m.get("port", ""))) for m in members]
+def member_table(members: list[dict[str, Any]]) -> str:
+    """Patroni members as ``lcha db status`` and ``lcha status`` print them."""
+    keys = ("name", "zone", "role", "state", "lag", "timeline", "port")
+    rows = [("member", *keys[1:]), *(tuple(str(m.get(k, "")) for k in keys) for m in members)]
+    return text_table(rows)
+
+
+def text_table(rows: Sequence[tuple[str, ...]]) -> str:
+    """Rows as left-aligned columns (the first row is the header)."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
 

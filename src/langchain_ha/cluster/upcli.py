@@ -12,7 +12,6 @@ import os
 import re
 import signal
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,8 @@ import httpx
 
 from langchain_ha._proc import Adopted, Child, pid_matches, port_is_listening, python_argv
 from langchain_ha._usage import UsageError
+from langchain_ha.cluster.dbcli import member_table, text_table
+from langchain_ha.cluster.replicas import replica_marker, sim_marker
 from langchain_ha.cluster.state import SUPERVISOR_MARKER, StateDir
 from langchain_ha.cluster.topology import Topology, load_topology
 
@@ -127,14 +128,14 @@ def processes(state: dict[str, Any]) -> list[dict[str, Any]]:
     for name, sim in (state.get("simulators") or {}).items():
         out.append({"name": f"sim-{name}", "role": "simulator", "zone": None,
                     "port": sim["port"], "pid": sim["pid"],
-                    "marker": f"--name {name} --port {sim['port']}"})
+                    "marker": sim_marker(name, int(sim["port"]))})
     prom = state.get("prometheus") or {}
     if prom.get("pid"):
         out.append({"name": "prometheus", "role": "prometheus", "zone": None,
                     "port": prom["port"], "pid": prom["pid"], "marker": prom["marker"]})
     for r in state.get("replicas") or []:
         out.append({"name": f"replica-{r['id']}", "role": "replica", "zone": r["zone"],
-                    "port": r["port"], "pid": r["pid"], "marker": f"--replica-id {r['id']} "})
+                    "port": r["port"], "pid": r["pid"], "marker": replica_marker(str(r["id"]))})
     for m in (state.get("database") or {}).get("members", []):
         for role in ("guardian", "patroni", "postgres"):
             pid = m.get(f"{role}_pid")
@@ -217,14 +218,10 @@ def render_status(report: dict[str, Any]) -> str:
         u = ups.get(f"127.0.0.1:{r['port']}")
         rows.append((str(r["id"]), str(r["zone"]), str(r["pid"]), str(r["port"]), str(r["state"]),
                      str(r["inflight"]), str(u.get("fails")) if u else "-", str(r["generation"])))
-    lines += ["", _table(rows)]
+    lines += ["", text_table(rows)]
     members = report["database"].get("members", [])
     if members:
-        rows = [("db member", "zone", "role", "state", "lag", "timeline", "port")]
-        rows += [(str(m["name"]), str(m["zone"]), str(m["role"]), str(m["state"]),
-                  str(m.get("lag")),
-                  str(m.get("timeline")), str(m.get("port"))) for m in members]
-        lines += ["", _table(rows)]
+        lines += ["", member_table(members)]
     for name, sim in report["simulators"].items():
         lines.append(f"simulator {name}: {sim['url']} faults={sim.get('faults')}")
     for name, b in (report["breakers"].get("breakers") or {}).items():
@@ -326,11 +323,6 @@ def _shape(topo: Topology) -> str:
     sims = sum(p.simulated for p in topo.providers)
     return (f"{len(topo.zones)} zones x {topo.replicas.per_zone} replica(s) behind Caddy "
             f"({topo.mode}), {db}, {sims} simulated provider(s)")
-
-
-def _table(rows: Sequence[tuple[str, ...]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
 
 
 def _tail(path: Path, n: int = 15) -> str:
