@@ -26,18 +26,14 @@ def _add_sim(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--port", type=int, default=8900)
     p.add_argument("--name", default="sim", help="provider name shown in answers and stats")
     p.add_argument("--latency-ms", type=float, default=0.0, help="base latency of every answer")
-    p.add_argument("--jitter-ms", type=float, default=0.0, help="random extra latency (0..J)")
+    p.add_argument("--jitter-ms", type=float, default=0.0,
+                   help="extra latency 0..J (for chat, derived from the question: repeatable)")
 
     def run(args: argparse.Namespace) -> int:
         from langchain_ha.providers.simulator import run_simulator
 
-        run_simulator(
-            host=args.host,
-            port=args.port,
-            name=args.name,
-            latency_ms=args.latency_ms,
-            jitter_ms=args.jitter_ms,
-        )
+        run_simulator(host=args.host, port=args.port, name=args.name,
+                      latency_ms=args.latency_ms, jitter_ms=args.jitter_ms)
         return 0
 
     p.set_defaults(handler=run)
@@ -66,6 +62,8 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     r.add_argument("--concurrency", type=int, default=20)
     r.add_argument("--scenarios", default="healthy,outage,ratelimit,hang,stream_cut")
     r.add_argument("--contenders", default="raw,langchain_fallbacks,litellm_router,langchain_ha")
+    r.add_argument("--rounds", type=int, default=1,
+                   help="cold runs per contender, interleaved and pooled (overhead needs ~20)")
 
     def run(args: argparse.Namespace) -> int:
         from langchain_ha.drills.bench_router import main as bench_main
@@ -76,6 +74,7 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
             concurrency=args.concurrency,
             scenarios=[s for s in args.scenarios.split(",") if s],
             contenders=[c for c in args.contenders.split(",") if c],
+            rounds=args.rounds,
         )
 
     r.set_defaults(handler=run)

@@ -59,6 +59,7 @@ class Row:
     primary_calls: int
     concurrency: int
     note: str = ""
+    rounds: int = 1
 
 
 class Simulators:
@@ -149,8 +150,25 @@ async def _workload(
     return latencies, failed, first_error
 
 
+async def _one(admin: httpx.AsyncClient, ends: Endpoints, scenario: str, name: str, n: int,
+               conc: int) -> tuple[list[float], int, str, int] | None:
+    """One cold run of one contender: latencies, failed, first error, primary calls."""
+    built = build_contender(name, ends, streaming=scenario in STREAMING)
+    if built is None:
+        return None
+    await _admin(admin, ends.primary, SCENARIOS[scenario])
+    await _admin(admin, ends.secondary, {})
+    latencies, failed, err = await _workload(built, n, conc)
+    return latencies, failed, err, await _primary_calls(admin, ends.primary)
+
+
 async def _run(requests: int, concurrency: int, scenarios: list[str], contenders: list[str],
-               sims: Simulators) -> list[Row]:
+               sims: Simulators, rounds: int = 1) -> list[Row]:
+    """Every scenario: ``rounds`` cold runs per contender, interleaved, pooled into one row.
+
+    The order of contenders alternates between rounds, so a drift in the machine's speed
+    (another process, thermal state) falls on every contender alike.
+    """
     rows: list[Row] = []
     async with httpx.AsyncClient(timeout=10) as admin:
         for scenario in scenarios:
@@ -158,20 +176,28 @@ async def _run(requests: int, concurrency: int, scenarios: list[str], contenders
             ends = sims.instant if overhead else sims.realistic
             conc = 1 if scenario == "overhead_seq" else concurrency
             n = min(requests, 200) if scenario == "overhead_seq" else requests
+            pooled: dict[str, tuple[list[float], int, str, int]] = {}
+            missing: set[str] = set()
+            for r in range(rounds):
+                for name in contenders if r % 2 == 0 else contenders[::-1]:
+                    if name in missing:
+                        continue
+                    got = await _one(admin, ends, scenario, name, n, conc)
+                    if got is None:
+                        missing.add(name)
+                        continue
+                    lat, failed, err, calls = pooled.get(name, ([], 0, "", 0))
+                    pooled[name] = (lat + got[0], failed + got[1], err or got[2], calls + got[3])
             for name in contenders:
-                built = build_contender(name, ends, streaming=scenario in STREAMING)
-                if built is None:
+                if name in missing:
                     rows.append(Row(scenario, name, 0, 0, float("nan"), float("nan"), 0, conc,
                                     note="not installed"))
-                    continue
-                await _admin(admin, ends.primary, SCENARIOS[scenario])
-                await _admin(admin, ends.secondary, {})
-                latencies, failed, err = await _workload(built, n, conc)
-                rows.append(Row(
-                    scenario, name, n, failed, round(_percentile(latencies, 0.50), 2),
-                    round(_percentile(latencies, 0.99), 2),
-                    await _primary_calls(admin, ends.primary), conc, note=err,
-                ))
+                else:
+                    lat, failed, err, calls = pooled[name]
+                    rows.append(Row(
+                        scenario, name, n * rounds, failed, round(_percentile(lat, 0.50), 2),
+                        round(_percentile(lat, 0.99), 2), calls, conc, note=err, rounds=rounds,
+                    ))
                 print(_format_row(rows[-1], rows), flush=True)
             await _admin(admin, ends.primary, {})
     return rows
@@ -188,14 +214,16 @@ def _format_row(row: Row, rows: list[Row]) -> str:
     base = _baseline(row, rows)
     ratio = ""
     if base and base.p50_ms and base.p99_ms and row.requests:
-        ratio = f"{row.p50_ms / base.p50_ms:6.2f}x {row.p99_ms / base.p99_ms:6.2f}x"
+        ratio = (f"{row.p50_ms / base.p50_ms:6.2f}x {row.p99_ms / base.p99_ms:6.2f}x "
+                 f"(p50 {row.p50_ms - base.p50_ms:+.2f} ms)")
     return (f"{row.scenario:13} {row.contender:20} n={row.requests:<4} c={row.concurrency:<3} "
             f"failed={row.failed:<4} p50={row.p50_ms:9.2f}ms p99={row.p99_ms:9.2f}ms "
             f"primary_calls={row.primary_calls:<5} vs raw {ratio} {row.note[:60]}")
 
 
 def main(*, json_path: str | None, requests: int, concurrency: int, scenarios: list[str],
-         contenders: list[str], latency_ms: float = 60.0, jitter_ms: float = 40.0) -> int:
+         contenders: list[str], rounds: int = 1, latency_ms: float = 60.0,
+         jitter_ms: float = 40.0) -> int:
     """Run the benchmark; print a table (ratios against ``raw``); optionally write JSON."""
     unknown = [s for s in scenarios if s not in SCENARIOS]
     if unknown:
@@ -203,8 +231,8 @@ def main(*, json_path: str | None, requests: int, concurrency: int, scenarios: l
     bad = [c for c in contenders if c not in CONTENDERS]
     if bad:
         raise UsageError(f"--contenders: unknown {bad}; choose from {sorted(CONTENDERS)}")
-    if requests < 1 or concurrency < 1:
-        raise UsageError("--requests and --concurrency must be at least 1")
+    if requests < 1 or concurrency < 1 or rounds < 1:
+        raise UsageError("--requests, --concurrency and --rounds must be at least 1")
     if "raw" in contenders:  # baseline first, so ratios can be printed as rows arrive
         contenders = ["raw", *[c for c in contenders if c != "raw"]]
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -212,7 +240,7 @@ def main(*, json_path: str | None, requests: int, concurrency: int, scenarios: l
     logdir.mkdir(parents=True, exist_ok=True)
     sims = Simulators(latency_ms, jitter_ms, logdir)
     try:
-        rows = asyncio.run(_run(requests, concurrency, scenarios, contenders, sims))
+        rows = asyncio.run(_run(requests, concurrency, scenarios, contenders, sims, rounds))
     finally:
         sims.stop()
     if json_path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import zlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -58,15 +59,25 @@ class Sim:
         return not self.keys or key in self.keys
 
     async def gate(self, request: Request, route: str, errors: ErrorFormat,
-                   *, auth: bool = True) -> Response | None:
-        """Everything before the answer; returns an error response, or None to answer."""
+                   *, auth: bool = True, jitter_key: bytes | None = None) -> Response | None:
+        """Everything before the answer; returns an error response, or None to answer.
+
+        With ``jitter_key`` the jitter is derived from it rather than drawn: the same question
+        always waits the same time, so contenders in a benchmark get
+        paired samples (common random numbers) instead of independent noise.  The key is the
+        last message's text, not the simulator's name, so a primary and a secondary pair too.
+        """
         self.stats.arrive(route)
         fault = self.fault_for(route)
         if auth and not self.key_ok(request):
             return self.fail(route, 401, "invalid or missing API key", errors)
         delay = self.latency_ms + fault.latency_ms
         if self.jitter_ms:
-            delay += self.rng.uniform(0.0, self.jitter_ms)
+            if jitter_key is None:
+                delay += self.rng.uniform(0.0, self.jitter_ms)
+            else:
+                share = zlib.crc32(jitter_key) / 0xFFFFFFFF
+                delay += share * self.jitter_ms
         if delay:
             await asyncio.sleep(delay / 1000.0)
         if fault.hang:
@@ -86,7 +97,10 @@ class Sim:
     ) -> dict[str, Any] | Response:
         """A chat request's JSON body after the gate; an error response if it has no messages."""
         body = await read_json(request)
-        early = await self.gate(request, "chat", errors)
+        messages = body.get("messages") if body is not None else None
+        last = messages[-1] if isinstance(messages, list) and messages else None
+        key = text_of(last.get("content")).encode() if isinstance(last, dict) else None
+        early = await self.gate(request, "chat", errors, jitter_key=key)
         if early is not None:
             return early
         if body is None or not isinstance(body.get("messages"), list) or not body["messages"]:

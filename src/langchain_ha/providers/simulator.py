@@ -8,7 +8,8 @@ drill can check that an answer is right.
 Routes: ``POST /v1/chat/completions``, ``POST /v1/embeddings``, ``GET /v1/models``,
 ``POST /v1/messages``, ``GET /tools/order_status/{order_id}``; admin: ``POST|GET|DELETE
 /_faults`` and ``GET|DELETE /_stats``.  Base latency plus uniform jitter model a real
-provider's answer time.
+provider's answer time; a chat request's jitter is derived from its last message, so the same
+question always takes as long (benchmarks compare contenders on paired samples).
 """
 
 from __future__ import annotations

@@ -8,8 +8,10 @@ moves on to the next provider at once; when every provider failed in a round, th
 off (full jitter, Retry-After honoured up to a cap) and starts another round, within the
 deadline.  Everything that went wrong is kept and raised as one :class:`AllProvidersFailed`.
 
-The engine knows nothing of LangChain: an attempt is any coroutine started by ``start(route,
-timeout)``; the chat model supplies one for ``invoke`` and one for opening a stream.
+The first attempt of a round runs inline in the caller's task and the others as tasks (see
+:mod:`langchain_ha.resilience._racing`).  The engine knows nothing of LangChain: an attempt is
+any coroutine started by ``start(route)``; the chat model supplies one for ``invoke`` and one
+for opening a stream.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from langchain_ha.resilience._clock import SYSTEM_CLOCK, Clock
+from langchain_ha.resilience._launch import Launcher
+from langchain_ha.resilience._racing import Active, Hedger, Running, first_done
 from langchain_ha.resilience._route import Attempt, Route
-from langchain_ha.resilience.breaker import BreakerState, Permit
+from langchain_ha.resilience.breaker import Permit
 from langchain_ha.resilience.deadline import Deadline
 from langchain_ha.resilience.errors import (
     AllProvidersFailed,
@@ -45,14 +48,6 @@ _GATE_TICK_S = 0.02
 StartFn = Callable[[Route], Awaitable[T]]
 DiscardFn = Callable[[Any], Awaitable[None]]
 UsageFn = Callable[[Any], "Mapping[str, int] | None"]
-
-
-@dataclass
-class _Running:
-    route: Route
-    permit: Permit
-    started: float
-    hedge_at: float | None = None
 
 
 class Engine:
@@ -97,7 +92,7 @@ class Engine:
         return await req.run()
 
 
-class _Request(Generic[T]):
+class _Request(Launcher[T]):
     def __init__(
         self,
         engine: Engine,
@@ -126,6 +121,7 @@ class _Request(Generic[T]):
         self.last_failed = "?"
         self.round_errors = 0
         self.round_launched = 0
+        self.lead: Running | None = None
 
     # -- the request -------------------------------------------------------------------------
 
@@ -157,12 +153,6 @@ class _Request(Generic[T]):
     def _eligible(self) -> list[Route]:
         return [r for r in self.e.routes if self._usable(r)]
 
-    def _usable(self, route: Route) -> bool:
-        """Not ruled out for this request (by a key error, or a too small context window)."""
-        return route.name not in self.skip and (
-            self.min_window is None or (route.context_window or 0) > self.min_window
-        )
-
     def _worth_retrying(self) -> bool:
         """Another round only if this one tried something and every failure is retryable."""
         if self.attempts == self.round_launched:
@@ -187,22 +177,21 @@ class _Request(Generic[T]):
 
     async def _round(self, routes: list[Route]) -> Attempt[T] | None:
         pending = list(routes)
-        active: dict[asyncio.Task[T], _Running] = {}
+        active: Active = {}
         try:
+            pick, gated = self._pick(pending)
+            if pick is not None:
+                won = await self._lead_attempt(*pick, pending, active)
+                if won is not None:
+                    return won
+            elif not gated or not await self._wait_at_gates(gated, active):
+                return None
             while True:
-                if not active and not await self._launch(pending, active, wait=True):
+                if not active and not await self._launch(pending, active):
                     return None
-                timeout = self._hedge_timeout(pending, active)
-                done, _ = await asyncio.wait(
-                    active, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-                )
+                done = await first_done(active, self.hedge_timeout(pending, active))
                 if not done:
-                    newest = max(active.values(), key=lambda r: r.started)
-                    if (
-                        newest.hedge_at is not None
-                        and self.e.clock.monotonic() >= newest.hedge_at
-                        and await self._launch(pending, active, wait=False)
-                    ):
+                    if self.hedge_due(active) and self.launch_now(pending, active) is not None:
                         self.hedged = True
                     continue
                 for task in done:
@@ -213,17 +202,63 @@ class _Request(Generic[T]):
         finally:
             await self._cancel(active)
 
-    async def _settle(
-        self, task: asyncio.Task[T], run: _Running, active: dict[asyncio.Task[T], _Running]
+    async def _lead_attempt(
+        self, route: Route, permit: Permit, pending: list[Route], active: Active
     ) -> Attempt[T] | None:
+        """The round's first attempt, inline; None if it lost or failed (the loop goes on)."""
+        run = self._begin(route, permit, active)
+        self.lead = run
+        hedger = Hedger(self, pending, active)
+        try:
+            async with asyncio.timeout(run.timeout):
+                value = await self.start(route)
+        except asyncio.CancelledError:
+            self.lead = None
+            if not hedger.ours():
+                run.permit.release()
+                raise
+            self._drop(run, self.e.clock.monotonic())  # a hedge won: settled by the loop
+            return None
+        except Exception as exc:
+            hedger.stop()
+            self.lead = None
+            try:
+                self._judge(run, exc, None)
+            except _Fatal:
+                await self._cancel(active)
+                raise self._failure() from None
+            return None
+        except BaseException:
+            hedger.stop()
+            self.lead = None
+            run.permit.release()
+            raise
+        hedger.stop()
+        hedger.forget()
+        self.lead = None
+        return self._judge(run, None, value)
+
+    async def _settle(self, task: asyncio.Task[T], run: Running, active: Active
+                      ) -> Attempt[T] | None:
+        exc = task.exception()
+        try:
+            return self._judge(run, exc, None if exc is not None else task.result())
+        except _Fatal:
+            await self._cancel(active)
+            raise self._failure() from None
+
+    def settle_failure(self, run: Running, exc: Exception) -> None:
+        """A non-fatal failure of a hedge, settled while the lead still runs."""
+        self._judge(run, exc, None)
+
+    def _judge(self, run: Running, exc: BaseException | None, value: Any) -> Attempt[T] | None:
+        """Settle one finished attempt: the winning attempt, or None; :class:`_Fatal` if fatal."""
         e = self.e
         elapsed = e.clock.monotonic() - run.started
-        exc = task.exception()
         if exc is None:
             if self.settle:
                 run.permit.success(elapsed)
             run.route.tracker(self.mode).add(elapsed)
-            value = task.result()
             e.events.on_success(
                 run.route.name, self.mode, elapsed, self.usage(value) if self.usage else None
             )
@@ -237,8 +272,7 @@ class _Request(Generic[T]):
         self.last_failed = run.route.name
         if verdict.kind is ErrorKind.FATAL:
             run.permit.release()
-            await self._cancel(active)
-            raise self._failure()
+            raise _Fatal
         if verdict.kind is ErrorKind.CONTEXT_LENGTH:
             run.permit.release()
             self.skip.add(run.route.name)
@@ -255,117 +289,50 @@ class _Request(Generic[T]):
         log.debug("%s failed on %s: %s", self.mode, run.route.name, verdict.reason)
         return None
 
-    # -- launching attempts -----------------------------------------------------------------
-
-    async def _launch(
-        self, pending: list[Route], active: dict[asyncio.Task[T], _Running], *, wait: bool
-    ) -> bool:
-        """Start the first admitted provider of ``pending``; with ``wait``, queue at a cold gate."""
-        gated: list[Route] = []
-        while pending:
-            route = pending.pop(0)
-            if not self._usable(route):
-                continue
-            permit = route.breaker.try_acquire()
-            if permit is not None:
-                self._start(route, permit, active)
-                return True
-            if route.breaker.state is BreakerState.CLOSED:
-                gated.append(route)  # closed but full: the cold gate of an unproven provider
-            else:
-                self._note_open(route)
-        if not wait or not gated:
-            return False
-        return await self._wait_at_gates(gated, active)
-
-    async def _wait_at_gates(
-        self, gated: list[Route], active: dict[asyncio.Task[T], _Running]
-    ) -> bool:
-        """Every provider's cold gate is full: take the first gate that opens, in priority order.
-
-        A gate opens when its provider answers for the first time (or a probe slot frees), so
-        the wait is at most about one answer time of the fastest provider.
-        """
-        e = self.e
-        began = e.clock.monotonic()
-        while True:
-            left = self._time_left()
-            if left is not None and left <= 0:
-                return False
-            for route in gated:
-                permit = route.breaker.try_acquire()
-                if permit is not None:
-                    self._start(route, permit, active)
-                    return True
-            waitable = [r for r in gated if r.breaker.state is BreakerState.CLOSED]
-            if not waitable or e.clock.monotonic() - began >= e.hedge.max_delay_s:
-                return False
-            tick = _GATE_TICK_S if left is None else min(_GATE_TICK_S, left)
-            permit = await waitable[0].breaker.acquire(tick)
-            if permit is not None:
-                self._start(waitable[0], permit, active)
-                return True
-
-    def _start(self, route: Route, permit: Permit, active: dict[asyncio.Task[T], _Running]) -> None:
-        e = self.e
-        self.attempts += 1
-        timeout = self._attempt_timeout(route.timeout_s or e.attempt_timeout_s)
-        if self.attempts > 1 and active:
-            first = next(iter(active.values())).route.name
-            e.events.on_hedge(first, route.name)
-        elif self.attempts > 1 and self.errors:
-            e.events.on_fallback(self.last_failed, route.name, classify(self.errors[-1]).reason)
-        e.events.on_attempt(route.name, self.mode)
-        task = asyncio.ensure_future(self._timed(route, timeout))
-        active[task] = _Running(route, permit, e.clock.monotonic())
-
-    def _time_left(self) -> float | None:
-        return None if self.deadline is None else self.deadline.remaining()
-
-    def _attempt_timeout(self, per_attempt: float | None) -> float | None:
-        left = self._time_left()
-        if left is not None and left <= 0:
-            raise DeadlineExceeded("the request deadline passed before the attempt started")
-        if per_attempt is None:
-            return left
-        return per_attempt if left is None else min(per_attempt, left)
-
-    async def _timed(self, route: Route, timeout: float | None) -> T:
-        async with asyncio.timeout(timeout):
-            return await self.start(route)
-
-    def _note_open(self, route: Route) -> None:
-        if route.name not in self.reported_open:
-            self.reported_open.add(route.name)
-            self.errors.append(BreakerOpenError(route.name, route.breaker.retry_in()))
-
     # -- hedging ----------------------------------------------------------------------------
 
-    def _delay(self, route: Route) -> float:
-        peers = [r.tracker(self.mode) for r in self.e.routes if r is not route]
-        return self.e.hedge.delay(route.tracker(self.mode), peers)
+    def _newest(self, active: Active) -> Running | None:
+        newest = self.lead
+        for run in active.values():
+            if newest is None or run.started > newest.started:
+                newest = run
+        return newest
 
-    def _hedge_timeout(
-        self, pending: list[Route], active: dict[asyncio.Task[T], _Running]
-    ) -> float | None:
-        if not self.e.hedge.enabled or not pending or len(active) >= self.e.hedge.max_parallel:
+    def hedge_timeout(self, pending: list[Route], active: Active) -> float | None:
+        """Seconds until the newest attempt's hedge is due (re-checked at least every 0.1 s)."""
+        running = len(active) + (self.lead is not None)
+        if not self.e.hedge.enabled or not pending or running >= self.e.hedge.max_parallel:
             return None
-        newest = max(active.values(), key=lambda r: r.started)
+        newest = self._newest(active)
+        if newest is None:
+            return None
+        route = newest.route
+        peers = [r.tracker(self.mode) for r in self.e.routes if r is not route]
         # Recomputed on every wake-up: peers' first answers may shorten a cold provider's delay.
-        newest.hedge_at = newest.started + self._delay(newest.route)
+        newest.hedge_at = newest.started + self.e.hedge.delay(route.tracker(self.mode), peers)
         return min(_GATE_TICK_S * 5, max(0.0, newest.hedge_at - self.e.clock.monotonic()))
 
-    async def _cancel(self, active: dict[asyncio.Task[T], _Running]) -> None:
-        """Cancel the losers; one that ran past its hedge delay counts as slow."""
+    def hedge_due(self, active: Active) -> bool:
+        """True once the newest attempt has run past its hedge delay."""
+        newest = self._newest(active)
+        return (newest is not None and newest.hedge_at is not None
+                and self.e.clock.monotonic() >= newest.hedge_at)
+
+    def _drop(self, run: Running, now: float) -> None:
+        """A loser: one that ran past its hedge delay counts as slow, others are released."""
+        if run.hedge_at is not None and now >= run.hedge_at:
+            run.permit.slow(now - run.started)
+        else:
+            run.permit.release()
+
+    async def _cancel(self, active: Active) -> None:
+        """Cancel the losers (see :meth:`_drop`); a loser's opened stream is discarded."""
         if not active:
             return
         now = self.e.clock.monotonic()
         for task, run in active.items():
             task.cancel()
-            if run.hedge_at is not None and now >= run.hedge_at:
-                run.permit.slow(now - run.started)
-            else:
-                run.permit.release()
+            self._drop(run, now)
         results = await asyncio.gather(*active, return_exceptions=True)
         if self.discard is not None:
             for res in results:
@@ -374,3 +341,5 @@ class _Request(Generic[T]):
         active.clear()
 
 
+class _Fatal(Exception):
+    """Raised by ``_judge`` for a fatal failure; the caller cancels the rest and gives up."""

@@ -22,7 +22,7 @@ from functools import partial
 from typing import Any, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
@@ -160,6 +160,15 @@ class ResilientChatModel(BaseChatModel):
     def _identifying_params(self) -> dict[str, Any]:
         return {"providers": [p.name for p in self.providers]}
 
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        # BaseChatModel's default probes attributes we do not have (each miss is a pydantic
+        # AttributeError): a fifth of the router's own per-call cost.
+        params = LangSmithParams(ls_provider="langchain_ha", ls_model_type="chat",
+                                 ls_model_name=self.providers[0].name)
+        if stop:
+            params["ls_stop"] = stop
+        return params
+
     @property
     def breakers(self) -> dict[str, CircuitBreaker]:
         """The per-provider circuit breakers, by provider name (for health and admin views)."""
@@ -174,9 +183,10 @@ class ResilientChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        engine = self._engine  # a pydantic private attribute: each access costs a lookup
         call = partial(self._invoke_one, messages, stop, kwargs)
-        attempt = await self._engine.run(
-            "invoke", call, usage=result_usage, deadline=self._deadline()
+        attempt = await engine.run(
+            "invoke", call, usage=result_usage, deadline=self._deadline(engine.clock)
         )
         result = attempt.value
         for gen in result.generations:
@@ -222,7 +232,7 @@ class ResilientChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        deadline = self._deadline()
+        deadline = self._deadline(self._engine.clock)
         conversation = messages
         text = ""
         switches: list[dict[str, Any]] = []
@@ -353,11 +363,11 @@ class ResilientChatModel(BaseChatModel):
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _deadline(self) -> Deadline | None:
+    def _deadline(self, clock: Clock) -> Deadline | None:
         outer = current_deadline()
         if self.deadline_s is None:
             return outer
-        own = Deadline(self._engine.clock.monotonic() + self.deadline_s, self._engine.clock)
+        own = Deadline(clock.monotonic() + self.deadline_s, clock)
         if outer is None or own.remaining() < outer.remaining():
             return own
         return outer

@@ -1,0 +1,157 @@
+"""The race of one request's attempts: the lead attempt, its hedges, and waiting for either.
+
+The first attempt of a round (the *lead*) runs inline in the caller's task: no task to create,
+schedule and wait for, which is most of what a healthy request would otherwise pay the router.
+A :class:`Hedger` watches it with a timer.  When the lead's hedge delay passes, the hedger
+starts the next provider as a task; if that task wins (or fails fatally) before the lead
+answers, the hedger interrupts the lead by cancelling the caller's task, and the engine's
+general loop takes over with the hedge's result.  It tells its own interruption from a
+cancellation of the caller the way :func:`asyncio.timeout` does (``cancelling``/``uncancel``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from langchain_ha.resilience._route import Route
+from langchain_ha.resilience.breaker import Permit
+from langchain_ha.resilience.errors import ErrorKind, classify
+
+
+@dataclass
+class Running:
+    """One attempt in flight (the lead, or a task in the active map)."""
+
+    route: Route
+    permit: Permit
+    started: float
+    timeout: float | None = None
+    hedge_at: float | None = None
+
+
+Active = dict["asyncio.Task[Any]", Running]
+
+
+async def first_done(active: Mapping[asyncio.Task[Any], Any], timeout: float | None
+                     ) -> list[asyncio.Task[Any]]:
+    """The finished tasks of ``active`` once one is done or ``timeout`` passed.
+
+    ``asyncio.wait`` without its generality (sets, futures, counters): this wait runs on
+    every request that has more than its lead in flight.
+    """
+    done = [t for t in active if t.done()]
+    if done or timeout == 0:
+        return done
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+
+    def wake(_: object = None) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    for task in active:
+        task.add_done_callback(wake)
+    timer = loop.call_later(timeout, wake) if timeout is not None else None
+    try:
+        await waiter
+    finally:
+        if timer is not None:
+            timer.cancel()
+        for task in active:
+            task.remove_done_callback(wake)
+    return [t for t in active if t.done()]
+
+
+class _Request(Protocol):
+    hedged: bool
+
+    def hedge_timeout(self, pending: list[Route], active: Active) -> float | None: ...
+    def hedge_due(self, active: Active) -> bool: ...
+    def launch_now(self, pending: list[Route], active: Active) -> asyncio.Task[Any] | None: ...
+    def settle_failure(self, run: Running, exc: Exception) -> None: ...
+
+
+class Hedger:
+    """Starts hedges beside an inline lead attempt and interrupts the lead if one wins."""
+
+    __slots__ = ("_active", "_base", "_loop", "_pending", "_req", "_task", "_timer",
+                 "interrupted", "live")
+
+    def __init__(self, req: _Request, pending: list[Route], active: Active) -> None:
+        self._req = req
+        self._pending = pending
+        self._active = active
+        self.live = True
+        self.interrupted = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None, "the router runs inside a task"
+        self._task = task
+        self._base = task.cancelling()
+        self._arm()
+
+    def stop(self) -> None:
+        """The lead is over: no more hedges, no interruption."""
+        self.live = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def ours(self) -> bool:
+        """After a CancelledError at the lead: True if it was our interruption alone.
+
+        Balances our ``cancel()``; a cancellation of the caller (also requested, or instead)
+        must propagate.
+        """
+        self.stop()
+        if not self.interrupted:
+            return False
+        return self._task.uncancel() <= self._base
+
+    def forget(self) -> None:
+        """The lead answered although we interrupted it: withdraw the cancellation."""
+        if self.interrupted:
+            self._task.uncancel()
+
+    def _arm(self) -> None:
+        timeout = self._req.hedge_timeout(self._pending, self._active)
+        if timeout is not None:
+            self._timer = self._loop.call_later(timeout, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        if not self.live or self.interrupted:
+            return
+        if self._req.hedge_due(self._active):
+            task = self._req.launch_now(self._pending, self._active)
+            if task is not None:
+                self._req.hedged = True
+                task.add_done_callback(self._hedge_done)
+        self._arm()
+
+    def _hedge_done(self, task: asyncio.Task[Any]) -> None:
+        if not self.live or self.interrupted or task.cancelled():
+            return
+        run = self._active.get(task)
+        if run is None:
+            return
+        exc = task.exception()
+        if exc is None or not isinstance(exc, Exception) or classify(exc).kind is ErrorKind.FATAL:
+            # Settled by the engine's general loop once the lead has let go.
+            self.interrupted = True
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._task.cancel()
+            return
+        # A hedge failed while the lead still runs: what the general loop would do, now.
+        del self._active[task]
+        self._req.settle_failure(run, exc)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._tick()
