@@ -50,6 +50,20 @@ class Sim:
     def fault_for(self, route: str) -> Faults:
         return self.faults if self.faults.applies(route) else NO_FAULTS
 
+    def delay_ms(self, jitter_key: bytes | None = None) -> float:
+        """Base latency plus jitter: drawn, or with ``jitter_key`` derived from it.
+
+        Derived jitter makes the same question always wait as long, so contenders in a
+        benchmark get paired samples (common random numbers) instead of independent noise.
+        The key is the last message's text, not our name, so a primary and a secondary pair
+        too.
+        """
+        if not self.jitter_ms:
+            return self.latency_ms
+        if jitter_key is None:
+            return self.latency_ms + self.rng.uniform(0.0, self.jitter_ms)
+        return self.latency_ms + zlib.crc32(jitter_key) / 0xFFFFFFFF * self.jitter_ms
+
     def key_ok(self, request: Request) -> bool:
         auth = request.headers.get("authorization", "")
         key = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
@@ -60,24 +74,12 @@ class Sim:
 
     async def gate(self, request: Request, route: str, errors: ErrorFormat,
                    *, auth: bool = True, jitter_key: bytes | None = None) -> Response | None:
-        """Everything before the answer; returns an error response, or None to answer.
-
-        With ``jitter_key`` the jitter is derived from it rather than drawn: the same question
-        always waits the same time, so contenders in a benchmark get
-        paired samples (common random numbers) instead of independent noise.  The key is the
-        last message's text, not the simulator's name, so a primary and a secondary pair too.
-        """
+        """Everything before the answer; returns an error response, or None to answer."""
         self.stats.arrive(route)
         fault = self.fault_for(route)
         if auth and not self.key_ok(request):
             return self.fail(route, 401, "invalid or missing API key", errors)
-        delay = self.latency_ms + fault.latency_ms
-        if self.jitter_ms:
-            if jitter_key is None:
-                delay += self.rng.uniform(0.0, self.jitter_ms)
-            else:
-                share = zlib.crc32(jitter_key) / 0xFFFFFFFF
-                delay += share * self.jitter_ms
+        delay = self.delay_ms(jitter_key) + fault.latency_ms
         if delay:
             await asyncio.sleep(delay / 1000.0)
         if fault.hang:
