@@ -21,7 +21,8 @@ HEDGE = HedgePolicy(cold_delay_s=0.1)
 
 def router(*models: Scripted, **kw: Any) -> ResilientChatModel:
     providers = [Provider(name=m.label, model=m) for m in models]
-    return ResilientChatModel(providers=providers, hedge=HEDGE, **kw)
+    kw.setdefault("hedge", HEDGE)
+    return ResilientChatModel(providers=providers, **kw)
 
 
 def _others_running() -> list[asyncio.Task[Any]]:
@@ -129,3 +130,18 @@ async def test_a_stream_whose_lead_hangs_opens_on_the_hedge() -> None:
     assert meta["provider"] == "b" and meta["hedged"] is True
     assert time.monotonic() - began < 1.0
     assert _others_running() == []
+
+
+async def test_the_leads_attempt_timeout_is_a_timeout_failure_then_the_next_provider() -> None:
+    events = RecordingEvents()
+    a, b = Scripted(label="a", delay_s=30), Scripted(label="b")
+    # The hedge would come after 5 s; the attempt timeout (0.2 s) ends the lead first.
+    r = router(a, b, events=events, attempt_timeout_s=0.2, hedge=HedgePolicy(cold_delay_s=5.0))
+    began = time.monotonic()
+    msg = await r._agenerate([HumanMessage("hi")])
+    assert 0.2 <= time.monotonic() - began < 1.0
+    assert msg.generations[0].message.response_metadata["lcha"]["provider"] == "b"
+    failures = [e for e in events.events if e[0] == "on_failure"]
+    assert [(e[1], e[3]) for e in failures] == [("a", "timeout")]
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0

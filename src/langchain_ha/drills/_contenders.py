@@ -25,6 +25,12 @@ class Endpoints:
 
     primary: str
     secondary: str
+    fault_free: bool = False  # no fault on the primary: raw may use it too
+
+    @property
+    def healthy(self) -> str:
+        """Where ``raw`` goes: the provider the other contenders try first, unless faulty."""
+        return self.primary if self.fault_free else self.secondary
 
 
 def _openai(url: str, **kw: Any) -> ChatOpenAI:
@@ -43,7 +49,7 @@ def _langchain_call(model: Any, streaming: bool) -> Call:
 
 
 def _raw(ends: Endpoints, streaming: bool) -> Call:
-    return _langchain_call(_openai(ends.secondary, max_retries=0, timeout=REQUEST_TIMEOUT_S),
+    return _langchain_call(_openai(ends.healthy, max_retries=0, timeout=REQUEST_TIMEOUT_S),
                            streaming)
 
 

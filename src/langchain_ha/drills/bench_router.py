@@ -13,11 +13,18 @@ Two more rows measure pure overhead against a zero-latency simulator: ``overhead
 (sequential) and ``overhead_c`` (at concurrency C).  ``primary_calls`` is read from the
 primary simulator's ``/_stats``.  An answer counts as failed if it raised, or if its text is
 not the simulator's deterministic answer to the question (so a garbled continuation fails).
+
+Small differences (the router's overhead is tens of microseconds) drown in run-to-run noise,
+so ``--rounds R`` repeats every run R times, contenders interleaved in alternating order, and
+pools the latencies; the simulators derive a question's jitter from its text, so every
+contender waits the same for the same question (paired samples).  Without a fault, ``raw``
+talks to the same simulator process as the others' first choice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import time
@@ -153,6 +160,8 @@ async def _workload(
 async def _one(admin: httpx.AsyncClient, ends: Endpoints, scenario: str, name: str, n: int,
                conc: int) -> tuple[list[float], int, str, int] | None:
     """One cold run of one contender: latencies, failed, first error, primary calls."""
+    # Without a fault, raw talks to the same simulator process as the others' first choice.
+    ends = dataclasses.replace(ends, fault_free=not SCENARIOS[scenario])
     built = build_contender(name, ends, streaming=scenario in STREAMING)
     if built is None:
         return None

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
 from langchain_core.messages import AIMessageChunk, BaseMessage
-from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import RunnableBinding
 
 Stream = tuple[ChatGenerationChunk, AsyncIterator[ChatGenerationChunk]]
@@ -29,6 +29,16 @@ def unwrap(model: Any) -> tuple[Any, dict[str, Any]]:
         model = model.bound
     # Tracing hints that BaseChatModel.invoke would strip; we call the model's _agenerate.
     return model, {k: v for k, v in kwargs.items() if not k.startswith("ls_")}
+
+
+async def runnable_result(model: Any, messages: list[BaseMessage], stop: list[str] | None,
+                          args: dict[str, Any], *, sync: bool) -> ChatResult:
+    """A provider that is a Runnable but no chat model: its message as a ChatResult."""
+    if sync:
+        message = await asyncio.to_thread(model.invoke, messages, stop=stop, **args)
+    else:
+        message = await model.ainvoke(messages, stop=stop, **args)
+    return ChatResult(generations=[ChatGeneration(message=message)])
 
 
 def result_usage(result: ChatResult) -> Mapping[str, int] | None:

@@ -72,7 +72,7 @@ class Engine:
         self.clock = clock
         self.rng = rng or random.Random()
 
-    async def run(
+    def run(
         self,
         mode: str,
         start: StartFn[T],
@@ -82,14 +82,15 @@ class Engine:
         settle: bool = True,
         usage: UsageFn | None = None,
         deadline: Deadline | None = None,
-    ) -> Attempt[T]:
-        """Run one request; return the winning attempt or raise :class:`AllProvidersFailed`.
+    ) -> Awaitable[Attempt[T]]:
+        """Run one request; the winning attempt, or raise :class:`AllProvidersFailed`.
 
         With ``settle`` (invoke) the winner's permit is settled as a success here; without it
-        (streams) the caller settles it when the stream ends.
+        (streams) the caller settles it when the stream ends.  (Not ``async def``: every
+        coroutine frame between the caller and the provider is resumed at each of the
+        provider's suspensions, so the chain is kept short.)
         """
-        req = _Request(self, mode, start, set(exclude), discard, settle, usage, deadline)
-        return await req.run()
+        return _Request(self, mode, start, set(exclude), discard, settle, usage, deadline).run()
 
 
 class _Request(Launcher[T]):
@@ -208,25 +209,24 @@ class _Request(Launcher[T]):
         """The round's first attempt, inline; None if it lost or failed (the loop goes on)."""
         run = self._begin(route, permit, active)
         self.lead = run
-        hedger = Hedger(self, pending, active)
+        hedger = Hedger(self, pending, active, run.timeout)
         try:
-            async with asyncio.timeout(run.timeout):
-                value = await self.start(route)
+            value = await self.start(route)
         except asyncio.CancelledError:
             self.lead = None
             if not hedger.ours():
                 run.permit.release()
                 raise
+            if hedger.timed_out:
+                timeout = TimeoutError(f"no answer from {route.name} in {run.timeout:.3g} s")
+                await self._lead_failed(run, timeout, active)
+                return None
             self._drop(run, self.e.clock.monotonic())  # a hedge won: settled by the loop
             return None
         except Exception as exc:
             hedger.stop()
             self.lead = None
-            try:
-                self._judge(run, exc, None)
-            except _Fatal:
-                await self._cancel(active)
-                raise self._failure() from None
+            await self._lead_failed(run, exc, active)
             return None
         except BaseException:
             hedger.stop()
@@ -237,6 +237,13 @@ class _Request(Launcher[T]):
         hedger.forget()
         self.lead = None
         return self._judge(run, None, value)
+
+    async def _lead_failed(self, run: Running, exc: Exception, active: Active) -> None:
+        try:
+            self._judge(run, exc, None)
+        except _Fatal:
+            await self._cancel(active)
+            raise self._failure() from None
 
     async def _settle(self, task: asyncio.Task[T], run: Running, active: Active
                       ) -> Attempt[T] | None:
@@ -307,7 +314,7 @@ class _Request(Launcher[T]):
         if newest is None:
             return None
         route = newest.route
-        peers = [r.tracker(self.mode) for r in self.e.routes if r is not route]
+        peers = (r.tracker(self.mode) for r in self.e.routes if r is not route)  # lazily: cold only
         # Recomputed on every wake-up: peers' first answers may shorten a cold provider's delay.
         newest.hedge_at = newest.started + self.e.hedge.delay(route.tracker(self.mode), peers)
         return min(_GATE_TICK_S * 5, max(0.0, newest.hedge_at - self.e.clock.monotonic()))

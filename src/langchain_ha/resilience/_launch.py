@@ -46,7 +46,6 @@ class Launcher(Generic[T]):
             self.min_window is None or (route.context_window or 0) > self.min_window
         )
 
-
     def _pick(self, pending: list[Route]) -> tuple[tuple[Route, Permit] | None, list[Route]]:
         """Pop routes off ``pending`` until one is admitted; also the closed-but-full ones."""
         gated: list[Route] = []

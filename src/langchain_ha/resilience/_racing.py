@@ -2,10 +2,11 @@
 
 The first attempt of a round (the *lead*) runs inline in the caller's task: no task to create,
 schedule and wait for, which is most of what a healthy request would otherwise pay the router.
-A :class:`Hedger` watches it with a timer.  When the lead's hedge delay passes, the hedger
+A :class:`Hedger` watches it with one timer.  When the lead's hedge delay passes, the hedger
 starts the next provider as a task; if that task wins (or fails fatally) before the lead
 answers, the hedger interrupts the lead by cancelling the caller's task, and the engine's
-general loop takes over with the hedge's result.  It tells its own interruption from a
+general loop takes over with the hedge's result.  The same timer enforces the lead's attempt
+timeout (an interruption marked ``timed_out``).  It tells its own interruption from a
 cancellation of the caller the way :func:`asyncio.timeout` does (``cancelling``/``uncancel``).
 """
 
@@ -18,7 +19,7 @@ from typing import Any, Protocol
 
 from langchain_ha.resilience._route import Route
 from langchain_ha.resilience.breaker import Permit
-from langchain_ha.resilience.errors import ErrorKind, classify
+from langchain_ha.resilience.errors import DeadlineExceeded, ErrorKind, classify
 
 
 @dataclass
@@ -77,17 +78,20 @@ class _Request(Protocol):
 class Hedger:
     """Starts hedges beside an inline lead attempt and interrupts the lead if one wins."""
 
-    __slots__ = ("_active", "_base", "_loop", "_pending", "_req", "_task", "_timer",
-                 "interrupted", "live")
+    __slots__ = ("_active", "_base", "_expires", "_loop", "_pending", "_req", "_task", "_timer",
+                 "interrupted", "live", "timed_out")
 
-    def __init__(self, req: _Request, pending: list[Route], active: Active) -> None:
+    def __init__(self, req: _Request, pending: list[Route], active: Active,
+                 timeout: float | None) -> None:
         self._req = req
         self._pending = pending
         self._active = active
         self.live = True
         self.interrupted = False
+        self.timed_out = False
         self._timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
+        self._expires = None if timeout is None else self._loop.time() + timeout
         task = asyncio.current_task()
         assert task is not None, "the router runs inside a task"
         self._task = task
@@ -118,16 +122,27 @@ class Hedger:
             self._task.uncancel()
 
     def _arm(self) -> None:
-        timeout = self._req.hedge_timeout(self._pending, self._active)
-        if timeout is not None:
-            self._timer = self._loop.call_later(timeout, self._tick)
+        wait = self._req.hedge_timeout(self._pending, self._active)
+        if self._expires is not None:
+            left = self._expires - self._loop.time()
+            wait = left if wait is None else min(wait, left)
+        if wait is not None:
+            self._timer = self._loop.call_later(max(0.0, wait), self._tick)
 
     def _tick(self) -> None:
         self._timer = None
         if not self.live or self.interrupted:
             return
+        # call_later may fire up to the clock's resolution early, as asyncio.timeout's does.
+        if self._expires is not None and self._loop.time() >= self._expires - 1e-6:
+            self.timed_out = True
+            self._interrupt()
+            return
         if self._req.hedge_due(self._active):
-            task = self._req.launch_now(self._pending, self._active)
+            try:
+                task = self._req.launch_now(self._pending, self._active)
+            except DeadlineExceeded:
+                return  # no time for a hedge; the lead's own timeout ends it
             if task is not None:
                 self._req.hedged = True
                 task.add_done_callback(self._hedge_done)
@@ -141,12 +156,7 @@ class Hedger:
             return
         exc = task.exception()
         if exc is None or not isinstance(exc, Exception) or classify(exc).kind is ErrorKind.FATAL:
-            # Settled by the engine's general loop once the lead has let go.
-            self.interrupted = True
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            self._task.cancel()
+            self._interrupt()  # the engine's general loop settles the hedge once the lead lets go
             return
         # A hedge failed while the lead still runs: what the general loop would do, now.
         del self._active[task]
@@ -155,3 +165,10 @@ class Hedger:
             self._timer.cancel()
             self._timer = None
         self._tick()
+
+    def _interrupt(self) -> None:
+        self.interrupted = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._task.cancel()

@@ -17,14 +17,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping, Sequence
 from functools import partial
 from typing import Any, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
@@ -35,6 +35,7 @@ from langchain_ha.resilience._calls import (
     close_stream,
     default_name,
     result_usage,
+    runnable_result,
     threaded,
     unwrap,
 )
@@ -207,21 +208,18 @@ class ResilientChatModel(BaseChatModel):
         finally:
             _SYNC_CLIENTS.reset(token)
 
-    async def _invoke_one(
+    def _invoke_one(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: Mapping[str, Any],
         route: Route,
-    ) -> ChatResult:
+    ) -> Awaitable[ChatResult]:
+        # Returns the provider's own coroutine rather than awaiting it in one more frame.
         model, bound = unwrap(self.providers[route.index].model)
         args = {**bound, **kwargs}
         if isinstance(model, BaseChatModel):
             if _SYNC_CLIENTS.get():
-                return await asyncio.to_thread(model._generate, messages, stop, None, **args)
-            return await model._agenerate(messages, stop=stop, **args)
-        if _SYNC_CLIENTS.get():
-            message = await asyncio.to_thread(model.invoke, messages, stop=stop, **args)
-            return ChatResult(generations=[ChatGeneration(message=message)])
-        message = await model.ainvoke(messages, stop=stop, **args)
-        return ChatResult(generations=[ChatGeneration(message=message)])
+                return asyncio.to_thread(model._generate, messages, stop, None, **args)
+            return model._agenerate(messages, stop=stop, **args)
+        return runnable_result(model, messages, stop, args, sync=_SYNC_CLIENTS.get())
 
     # -- stream ---------------------------------------------------------------------------------
 
