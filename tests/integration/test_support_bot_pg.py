@@ -1,9 +1,10 @@
 """The support bot with its state in PostgreSQL (``LCHA_DB_WRITER``): vectors and history in
-the database, shared by replicas; a database outage degrades to keyword retrieval and no
-memory, and says so."""
+the database, shared by replicas, and so are the providers' breakers; a database outage
+degrades to keyword retrieval and no memory, and says so."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -12,6 +13,7 @@ from langchain_ha._context import request_key_scope
 from langchain_ha._proc import free_port
 from langchain_ha.demo.corpus import load_questions
 from langchain_ha.demo.support_bot import BotSettings, SupportBot, build_support_bot
+from langchain_ha.resilience.breaker import BreakerState
 from langchain_ha.resilience.degrade import degradation_scope
 from tests.support.fixtures_sim import SimProcess
 
@@ -78,3 +80,33 @@ async def test_database_down_degrades_and_says_so(pg_sims) -> None:
             assert degraded == {"retrieval", "history"}
     finally:
         await bot.aclose()
+
+
+async def test_one_replicas_breaker_trip_keeps_the_other_off_the_failing_provider(
+    pg_bots, pg_sims
+) -> None:
+    first, second = pg_bots
+    questions = load_questions()
+    for question, _ in questions[:6]:  # both replicas have seen the primary answer
+        await first.ainvoke(question)
+        await second.ainvoke(question)
+    pg_sims[0].set_faults(status=500, routes=["chat"])
+    try:
+        for question, doc_id in questions[6:16]:
+            with degradation_scope() as degraded:
+                out = await first.ainvoke(question)
+            assert out["sources"][:1] == [doc_id] and degraded == {"primary_llm"}
+        assert first.breakers["primary"].state is BreakerState.OPEN
+        await asyncio.sleep(1.2)  # past the breakers' sync interval
+        before = pg_sims[0].calls("chat")
+        for question, _ in questions[16:24]:
+            with degradation_scope() as degraded:
+                await second.ainvoke(question)
+            assert degraded == {"primary_llm"}
+        # Alone, the second replica would have spent 6 failed calls (half of its window of
+        # 6 successes + 6 failures) before tripping; the shared state costs it at most the
+        # one call that fetched it.
+        assert pg_sims[0].calls("chat") - before <= 1
+        assert second.breakers["primary"].state is BreakerState.OPEN
+    finally:
+        pg_sims[0].clear_faults()

@@ -1,9 +1,12 @@
-"""The support bot's state in the HA PostgreSQL cluster: corpus vectors and chat history.
+"""The support bot's state in the HA PostgreSQL cluster: vectors, chat history, breakers.
 
 One :class:`~langchain_ha.store.connect.Database` (writer pool on the primary, reader pool on
 the standbys), opened lazily on the loop that serves the bot.  The corpus is upserted into a
 pgvector collection on first use (idempotent by id, so every replica may do it); chat history
 appends are idempotent per request key (:class:`~langchain_ha.store.history.PgChatMessageHistory`).
+The providers' circuit breakers share their state through ``lcha_breakers``
+(:class:`~langchain_ha.store.breakers.PgBreakerStore`): reads come from a short local cache and
+happen off the request path, so a slow or lost database never slows an answer.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 
 from langchain_ha.demo.corpus import CorpusRetriever
+from langchain_ha.store.breakers import PgBreakerStore
 from langchain_ha.store.connect import Database
 from langchain_ha.store.history import PgChatMessageHistory
 from langchain_ha.store.vectors import PgVectorStore
@@ -30,6 +34,7 @@ class PgBackend:
                                          pool_timeout_s=1.0)
         self.store = PgVectorStore(self.db, embeddings, dimensions=dimensions,
                                    collection=collection)
+        self.breakers = PgBreakerStore(self.db, namespace=f"{collection}:")
         self._opened = False
         self._lock: asyncio.Lock | None = None
 

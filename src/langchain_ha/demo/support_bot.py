@@ -8,7 +8,9 @@ the history store cannot be read or written), and a :class:`ResilientChatModel` 
 providers and a local extractive model (``primary_llm`` when a fallback answered).
 
 With ``LCHA_DB_WRITER`` set, vectors and chat history live in the HA PostgreSQL cluster
-(:mod:`langchain_ha.demo.pg_backend`); otherwise in memory.
+(:mod:`langchain_ha.demo.pg_backend`), and the providers' circuit breakers are shared by every
+replica through it (one replica's trip keeps the others off a failing provider); otherwise
+all of it is in memory, per replica.
 
 Served with ``lcha serve langchain_ha.demo.support_bot:bot``; settings from ``LCHA_*``
 variables (simulators by default, so no API keys are needed).
@@ -287,6 +289,16 @@ def build_support_bot(settings: BotSettings, history: HistoryFactory | None = No
     bot wraps in a :class:`ResilientRetriever` either way.
     """
     events = PrometheusEvents()
+    embeddings = OpenAIEmbeddings(
+        base_url=settings.embeddings_url + "/v1", api_key=settings.embeddings_key,  # type: ignore[arg-type]
+        model="sim-embed", check_embedding_ctx_length=False, dimensions=EMBED_DIMENSIONS,
+        max_retries=0)
+    backend = None
+    if settings.db_writer:
+        from langchain_ha.demo.pg_backend import PgBackend
+
+        backend = PgBackend(settings.db_writer, settings.db_reader, embeddings,
+                            dimensions=EMBED_DIMENSIONS, collection=settings.collection)
     model = ResilientChatModel(providers=[
         Provider(name="primary", model=ChatOpenAI(
             base_url=settings.primary_url + "/v1", api_key=settings.primary_key,  # type: ignore[arg-type]
@@ -295,17 +307,9 @@ def build_support_bot(settings: BotSettings, history: HistoryFactory | None = No
             base_url=settings.secondary_url, api_key=settings.secondary_key,  # type: ignore[arg-type]
             model="sim-claude", max_retries=0)),
         Provider(name="local", model=LocalExtractiveModel()),
-    ], events=events)
-    embeddings = OpenAIEmbeddings(
-        base_url=settings.embeddings_url + "/v1", api_key=settings.embeddings_key,  # type: ignore[arg-type]
-        model="sim-embed", check_embedding_ctx_length=False, dimensions=EMBED_DIMENSIONS,
-        max_retries=0)
+    ], events=events, breaker_store=backend.breakers if backend is not None else None)
     prepare = close = None
-    if settings.db_writer:
-        from langchain_ha.demo.pg_backend import PgBackend
-
-        backend = PgBackend(settings.db_writer, settings.db_reader, embeddings,
-                            dimensions=EMBED_DIMENSIONS, collection=settings.collection)
+    if backend is not None:
         prepare, close = backend.open, backend.close
         history = history or backend.history
         inner = retriever or backend.retriever(load_corpus(), k=settings.top_k)

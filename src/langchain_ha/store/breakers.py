@@ -40,8 +40,12 @@ class PgBreakerStore:
         cache_ttl_s: float = 0.75,
         timeout_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        namespace: str = "",
     ) -> None:
+        """``namespace`` prefixes every breaker's row, so apps sharing a database with
+        like-named providers keep apart (replicas of one app share one namespace)."""
         self.db = db
+        self.namespace = namespace
         self.cache_ttl_s = cache_ttl_s
         self.timeout_s = timeout_s
         self._clock = clock
@@ -72,7 +76,7 @@ class PgBreakerStore:
         async def read(conn: AsyncConn) -> SharedBreakerState | None:
             cur = await conn.execute(
                 "SELECT state, open_until, trips, updated_at FROM lcha_breakers WHERE name = %s",
-                (name,),
+                (self.namespace + name,),
             )
             row = await cur.fetchone()
             if row is None:
@@ -115,7 +119,8 @@ class PgBreakerStore:
                 " state = EXCLUDED.state, open_until = EXCLUDED.open_until,"
                 " trips = EXCLUDED.trips, updated_at = EXCLUDED.updated_at"
                 " WHERE b.updated_at < EXCLUDED.updated_at",
-                (name, _state_text(state.state), state.open_until, state.trips, state.updated_at),
+                (self.namespace + name, _state_text(state.state), state.open_until, state.trips,
+                 state.updated_at),
             )
 
         try:
