@@ -25,10 +25,12 @@ from langchain_ha.serve.settings import ServeSettings
 class ReplicaApp:
     """The ASGI app plus the handles the server and tests need (drain state, metrics)."""
 
-    def __init__(self, fastapi: FastAPI, gate: Gate, drain: DrainState) -> None:
+    def __init__(self, fastapi: FastAPI, gate: Gate, drain: DrainState,
+                 metrics: ServerMetrics) -> None:
         self.fastapi = fastapi
         self.gate = gate
         self.drain = drain
+        self.metrics = metrics
         self.warm: Callable[[], Awaitable[Any]] | None = None
         """The runnable's ``awarm()``: run by ``lcha serve`` before /readyz says ready."""
 
@@ -82,6 +84,6 @@ def create_app(
                             status_code=exc.status_code, headers=exc.headers)
 
     drain.started = True
-    replica = ReplicaApp(app, Gate(app, settings, drain, metrics), drain)
+    replica = ReplicaApp(app, Gate(app, settings, drain, metrics), drain, metrics)
     replica.warm = getattr(runnable, "awarm", None)
     return replica

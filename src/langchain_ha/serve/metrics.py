@@ -23,3 +23,6 @@ class ServerMetrics:
         self.rejected = Counter("lcha_admission_rejected", "Requests shed by admission control",
                                 registry=registry)
         self.draining = Gauge("lcha_draining", "1 while the replica drains", registry=registry)
+        self.gc_frozen = Gauge("lcha_gc_frozen_objects",
+                               "Start-up objects moved out of the cyclic GC's reach (gc.freeze)",
+                               registry=registry)

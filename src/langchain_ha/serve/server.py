@@ -11,6 +11,7 @@ A second SIGTERM/SIGINT skips the wait.
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import ipaddress
 import json
@@ -64,7 +65,15 @@ class DrainingServer(uvicorn.Server):
             # answering its first requests under load would time out and trip its breakers.
             self.replica.drain.started = False
             self._warm_task = asyncio.ensure_future(self._warm(warm))
+        else:
+            self._freeze_heap()
         await super().serve(sockets)
+
+    def _freeze_heap(self) -> None:
+        if self.settings.gc_freeze:
+            gc.collect()
+            gc.freeze()
+            self.replica.metrics.gc_frozen.set(gc.get_freeze_count())
 
     async def _warm(self, warm: Callable[[], Awaitable[Any]]) -> None:
         started = time.monotonic()
@@ -73,6 +82,7 @@ class DrainingServer(uvicorn.Server):
             log.info("warmed up in %.1fs", time.monotonic() - started)
         except Exception as exc:  # warm-up is best effort; serving is not
             log.warning("warm-up failed (%s: %s); serving anyway", type(exc).__name__, exc)
+        self._freeze_heap()  # after warm-up: its clients and pools are start-up objects too
         self.replica.drain.started = True
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
