@@ -93,7 +93,8 @@ class Hedger:
         self._loop = asyncio.get_running_loop()
         self._expires = None if timeout is None else self._loop.time() + timeout
         task = asyncio.current_task()
-        assert task is not None, "the router runs inside a task"
+        if task is None:  # as asyncio.timeout: interrupting needs a task to cancel
+            raise RuntimeError("ResilientChatModel must be awaited inside an asyncio task")
         self._task = task
         self._base = task.cancelling()
         self._arm()
