@@ -212,30 +212,21 @@ class _Request(Launcher[T]):
         hedger = Hedger(self, pending, active, run.timeout)
         try:
             value = await self.start(route)
-        except asyncio.CancelledError:
+        except BaseException as exc:
             self.lead = None
-            if not hedger.ours():
+            ours = hedger.settle()
+            if ours and isinstance(exc, asyncio.CancelledError):
+                if not hedger.timed_out:
+                    self._drop(run, self.e.clock.monotonic())  # a hedge won: the loop settles it
+                    return None
+                exc = TimeoutError(f"no answer from {route.name} in {run.timeout:.3g} s")
+            elif not isinstance(exc, Exception):  # the caller's cancellation, or worse
                 run.permit.release()
                 raise
-            if hedger.timed_out:
-                timeout = TimeoutError(f"no answer from {route.name} in {run.timeout:.3g} s")
-                await self._lead_failed(run, timeout, active)
-                return None
-            self._drop(run, self.e.clock.monotonic())  # a hedge won: settled by the loop
-            return None
-        except Exception as exc:
-            hedger.stop()
-            self.lead = None
             await self._lead_failed(run, exc, active)
             return None
-        except BaseException:
-            hedger.stop()
-            self.lead = None
-            run.permit.release()
-            raise
-        hedger.stop()
-        hedger.forget()
         self.lead = None
+        hedger.settle()  # answered: an interruption that came too late is withdrawn
         return self._judge(run, None, value)
 
     async def _lead_failed(self, run: Running, exc: Exception, active: Active) -> None:

@@ -99,28 +99,22 @@ class Hedger:
         self._base = task.cancelling()
         self._arm()
 
-    def stop(self) -> None:
-        """The lead is over: no more hedges, no interruption."""
-        self.live = False
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    def settle(self) -> bool:
+        """The lead is over: no more hedges; our interruption, if any, is withdrawn.
 
-    def ours(self) -> bool:
-        """After a CancelledError at the lead: True if it was our interruption alone.
-
-        Balances our ``cancel()``; a cancellation of the caller (also requested, or instead)
-        must propagate.
+        True if we interrupted and no cancellation of the caller is pending besides ours (a
+        CancelledError at the lead was then ours alone; the caller's must propagate).
         """
-        self.stop()
+        self.live = False
+        self._disarm()
         if not self.interrupted:
             return False
         return self._task.uncancel() <= self._base
 
-    def forget(self) -> None:
-        """The lead answered although we interrupted it: withdraw the cancellation."""
-        if self.interrupted:
-            self._task.uncancel()
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _arm(self) -> None:
         wait = self._req.hedge_timeout(self._pending, self._active)
@@ -162,14 +156,10 @@ class Hedger:
         # A hedge failed while the lead still runs: what the general loop would do, now.
         del self._active[task]
         self._req.settle_failure(run, exc)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._disarm()
         self._tick()
 
     def _interrupt(self) -> None:
         self.interrupted = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._disarm()
         self._task.cancel()
