@@ -114,14 +114,19 @@ class PostgresCluster:
         self.guardians.clear()
 
     def wait_healthy(self, timeout: float = 180.0, members: int | None = None) -> None:
-        """Wait for a leader and ``members`` (default: all) members running or streaming."""
+        """Wait for a running leader and ``members`` (default: all) members in service.
+
+        A replica counts once it is ``streaming`` from the leader: Patroni reports a replica
+        that is up but not (yet) replicating (restoring, rewinding, reconnecting) as
+        ``running``, and reads sent there would see stale data for as long as it stays so.
+        """
         want = members or len(self.spec.zones)
         deadline = time.monotonic() + timeout
         last: object = None
         while time.monotonic() < deadline:
             try:
                 ms = self.members()
-                ok = [m for m in ms if m["state"] in ("running", "streaming")]
+                ok = [m for m in ms if _in_service(m)]
                 sync_ok = self.spec.replication == "async" or want < 2 or any(
                     m["role"] == "sync_standby" for m in ok)
                 if any(m["role"] == "leader" for m in ok) and len(ok) >= want and sync_ok:
@@ -315,3 +320,12 @@ def _read_pid(path: Path) -> int | None:
         return int(path.read_text().strip())
     except (OSError, ValueError):
         return None
+
+
+def _in_service(member: dict[str, Any]) -> bool:
+    """A running leader, or a replica streaming from it."""
+    if member["role"] == "leader":
+        return bool(member["state"] == "running")
+    if member["role"] == "standby_leader":  # leads a standby cluster, fed from another site
+        return member["state"] in ("running", "streaming")
+    return bool(member["state"] == "streaming")
