@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -59,3 +60,14 @@ async def _trivial(value: Any) -> Any:
 
 
 trivial = RunnableLambda(_trivial)
+
+
+async def _burn(value: Any) -> Any:
+    # CPU-bound work on the event loop (what LangChain's own per-call work is, in bulk).
+    until = time.perf_counter() + float(os.environ.get("LCHA_TEST_BURN_MS", "20")) / 1000
+    while time.perf_counter() < until:
+        pass
+    return {"burnt": value}
+
+
+burn = RunnableLambda(_burn)

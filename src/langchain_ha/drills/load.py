@@ -198,6 +198,7 @@ def summarize(outcomes: list[Outcome]) -> dict[str, Any]:
                           (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))},
                        "max": round(lat[-1], 1) if lat else 0.0},
         "shed": _shed([o for o in outcomes if o.status == 503]),
+        "served": _served([o for o in outcomes if o.status == 200]),
     }
 
 
@@ -205,6 +206,14 @@ def _shed(shed: list[Outcome]) -> dict[str, Any]:
     lat = sorted(o.latency_ms for o in shed)
     return {"count": len(shed), "p99_ms": round(_pct(lat, 0.99), 1),
             "without_retry_after": sum(1 for o in shed if not o.retry_after)}
+
+
+def _served(served: list[Outcome]) -> dict[str, Any]:
+    """The answered requests alone: what admission control protects (goodput, latency)."""
+    lat = sorted(o.latency_ms for o in served)
+    span = max((o.end for o in served), default=0.0) - min((o.start for o in served), default=0.0)
+    return {"count": len(served), "per_s": round(len(served) / span, 1) if span > 0 else 0.0,
+            "p50_ms": round(_pct(lat, 0.5), 1), "p99_ms": round(_pct(lat, 0.99), 1)}
 
 
 def _pct(values: list[float], q: float) -> float:

@@ -35,7 +35,15 @@ def print_table(reports: Sequence[dict[str, Any]], console: Console | None = Non
             f"{r['latency_ms']['p99']:.0f}", _opt(r.get("recovery_s")),
             _opt(r.get("write_gap_s")), str(r.get("acked_writes_lost", 0)),
             "[green]pass[/]" if r["passed"] else "[red]" + "; ".join(r["problems"]) + "[/]")
-    (console or Console(width=None if sys.stdout.isatty() else 200)).print(table)
+    out = console or Console(width=None if sys.stdout.isatty() else 200)
+    out.print(table)
+    for r in reports:
+        shed, served = r.get("shed") or {}, r.get("served") or {}
+        if shed.get("count"):
+            out.print(f"{r['scenario']}: {shed['count']} shed (503 + Retry-After, p99 "
+                      f"{shed['p99_ms']:.0f} ms); {served.get('count', 0)} answered at "
+                      f"{served.get('per_s', 0):g}/s, p50 {served.get('p50_ms', 0):.0f} ms, "
+                      f"p99 {served.get('p99_ms', 0):.0f} ms")
 
 
 def _opt(value: object) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -12,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 
+from langchain_ha.serve.admission import Admission
 from langchain_ha.serve.answer import Served
 from langchain_ha.serve.drain import DrainState
 from langchain_ha.serve.gate import Gate
@@ -31,6 +34,7 @@ class ReplicaApp:
         self.gate = gate
         self.drain = drain
         self.metrics = metrics
+        self.admission = gate.admission
         self.warm: Callable[[], Awaitable[Any]] | None = None
         """The runnable's ``awarm()``: run by ``lcha serve`` before /readyz says ready."""
 
@@ -64,8 +68,27 @@ def create_app(
     if breaker_map and "llm" not in all_checks:
         all_checks["llm"] = breaker_check(breaker_map)
 
+    admission = Admission(settings.max_inflight, floor=settings.min_inflight,
+                          target_lag_s=settings.target_loop_lag_ms / 1000,
+                          adaptive=settings.adaptive_admission)
+    metrics.admission_limit.set(admission.limit)
+
+    def on_tick(a: Admission) -> None:
+        metrics.admission_limit.set(int(a.limit))
+        metrics.loop_lag.observe(a.lag_s)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # The sampler lives as long as the server does (uvicorn runs the lifespan).
+        sampler = asyncio.ensure_future(admission.run(lambda: drain.inflight, on_tick))
+        try:
+            yield
+        finally:
+            sampler.cancel()
+            await asyncio.gather(sampler, return_exceptions=True)
+
     app = FastAPI(title="langchain-ha replica", docs_url=None, redoc_url=None,
-                  openapi_url="/openapi.json")
+                  openapi_url="/openapi.json", lifespan=lifespan)
     app.include_router(build_router(runnable, served))
     app.include_router(build_health(served, drain, all_checks, breaker_map))
 
@@ -84,6 +107,6 @@ def create_app(
                             status_code=exc.status_code, headers=exc.headers)
 
     drain.started = True
-    replica = ReplicaApp(app, Gate(app, settings, drain, metrics), drain, metrics)
+    replica = ReplicaApp(app, Gate(app, settings, drain, metrics, admission), drain, metrics)
     replica.warm = getattr(runnable, "awarm", None)
     return replica

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from langchain_ha.serve.admission import Admission
 from langchain_ha.serve.drain import DrainState
 from langchain_ha.serve.metrics import ServerMetrics
 from langchain_ha.serve.settings import ServeSettings, hash_key
@@ -41,11 +42,12 @@ class Gate:
     """Wraps the app; see the module docstring."""
 
     def __init__(self, app: ASGIApp, settings: ServeSettings, drain: DrainState,
-                 metrics: ServerMetrics) -> None:
+                 metrics: ServerMetrics, admission: Admission) -> None:
         self.app = app
         self.settings = settings
         self.drain = drain
         self.metrics = metrics
+        self.admission = admission
         self.key_hashes = settings.key_hashes()
         self.admin_hash = hash_key(settings.admin_token) if settings.admin_token else None
         self.ident = [(b"x-lcha-replica", settings.replica_id.encode()),
@@ -80,11 +82,11 @@ class Gate:
             if not api:
                 await self.app(scope, receive, send_with_ids)
                 return
-            if self.drain.inflight >= self.settings.max_inflight:
+            if not self.admission.allows(self.drain.inflight):
                 self.metrics.rejected.inc()
                 await _respond(send_with_ids, *json_error(
-                    503, "overloaded", "replica at its in-flight limit; retry elsewhere"),
-                    retry_after=True)
+                    503, "overloaded", "replica at its in-flight limit; retry elsewhere",
+                    limit=int(self.admission.limit)), retry_after=True)
                 return
             self.drain.enter()
             self.metrics.inflight.inc()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 class ServerMetrics:
@@ -22,6 +23,12 @@ class ServerMetrics:
                               registry=registry)
         self.rejected = Counter("lcha_admission_rejected", "Requests shed by admission control",
                                 registry=registry)
+        self.admission_limit = Gauge("lcha_admission_limit",
+                                     "In-flight limit now (adaptive: follows the loop's lag)",
+                                     registry=registry)
+        self.loop_lag = Histogram("lcha_event_loop_lag_seconds",
+                                  "How late the admission sampler's timer fired",
+                                  buckets=_LAG_BUCKETS, registry=registry)
         self.draining = Gauge("lcha_draining", "1 while the replica drains", registry=registry)
         self.gc_frozen = Gauge("lcha_gc_frozen_objects",
                                "Start-up objects moved out of the cyclic GC's reach (gc.freeze)",

@@ -27,6 +27,10 @@ class ServeSettings(BaseSettings):
     api_key_hashes: Annotated[list[str], NoDecode] = Field(default_factory=list)
     admin_token: str | None = Field(default=None, repr=False)
     max_inflight: int = Field(default=64, ge=1)
+    adaptive_admission: bool = True
+    """Lower the in-flight limit while the event loop lags (see ``serve.admission``)."""
+    min_inflight: int = Field(default=4, ge=1)
+    target_loop_lag_ms: float = Field(default=50.0, gt=0)
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
     max_messages: int = Field(default=100, ge=1)
     max_prompt_chars: int = Field(default=32_000, ge=1)

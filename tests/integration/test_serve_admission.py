@@ -1,0 +1,68 @@
+"""Adaptive admission in a real uvicorn replica: a CPU-bound overload is shed, not queued."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from tests.support.fixtures_serve import Replica
+
+CONCURRENCY = 48  # under the ceiling of 64: a fixed limit admits them all
+
+
+async def _hammer(url: str, seconds: float) -> list[tuple[int, str | None]]:
+    """CONCURRENCY closed-loop clients posting for ``seconds``; (status, Retry-After) each."""
+    out: list[tuple[int, str | None]] = []
+    stop = time.monotonic() + seconds
+    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(
+            max_connections=CONCURRENCY)) as client:
+
+        async def worker() -> None:
+            while time.monotonic() < stop:
+                r = await client.post(url + "/v1/invoke", json={"input": 1})
+                out.append((r.status_code, r.headers.get("retry-after")))
+                if r.status_code == 503:
+                    await asyncio.sleep(0.05)
+
+        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    return out
+
+
+def _limit(url: str) -> float:
+    text = httpx.get(url + "/metrics").text
+    found = re.search(r"^lcha_admission_limit (\S+)$", text, re.M)
+    assert found, "lcha_admission_limit missing from /metrics"
+    return float(found.group(1))
+
+
+@pytest.mark.parametrize("adaptive", [True, False])
+def test_a_cpu_bound_overload_is_shed_when_adaptive(
+    serve_factory: Callable[..., Replica], adaptive: bool
+) -> None:
+    # Every request burns 20 ms of the replica's CPU, on its event loop.
+    replica = serve_factory("tests.support.apps:burn", env={
+        "LCHA_TEST_BURN_MS": "20", "LCHA_ADAPTIVE_ADMISSION": str(adaptive).lower()})
+    assert _limit(replica.url) == 64
+    results = asyncio.run(_hammer(replica.url, 3.0))
+    statuses = [s for s, _ in results]
+    print(f"\nadaptive={adaptive}: {statuses.count(200)} answered, {statuses.count(503)} shed")
+    assert statuses.count(200) > 20
+    shed = [(s, ra) for s, ra in results if s == 503]
+    if not adaptive:
+        assert shed == []  # 48 in flight never reach the fixed 64
+        assert _limit(replica.url) == 64
+        return
+    assert len(shed) > 10 and all(ra == "1" for _, ra in shed)
+    assert set(statuses) == {200, 503}
+    metrics = httpx.get(replica.url + "/metrics").text
+    assert re.search(r"^lcha_admission_rejected_total [1-9]", metrics, re.M)
+    # Idle again, the limit climbs back to its ceiling (one step per quiet tick).
+    deadline = time.monotonic() + 15
+    while _limit(replica.url) < 64 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _limit(replica.url) == 64
