@@ -7,7 +7,8 @@ a lasting fault (a provider outage, a stopped process), clears it at ``clear_at`
 - ``no-failures``: not one failed request;
 - ``available``: availability >= 99.9 %, no acknowledged write lost, write gap <= 25 s;
 - ``degraded``: availability >= 99.9 % with answers marked degraded;
-- ``shed``: overload: shed requests get 503 + Retry-After fast, none waits past its deadline.
+- ``shed``: overload: shed requests get 503 + Retry-After fast, none waits past its deadline,
+  and at least half the capacity is still answered.
 """
 
 from __future__ import annotations
@@ -102,4 +103,10 @@ def judge(scenario: Scenario, report: dict[str, Any], deadline_s: float) -> list
             problems.append(f"{shed['without_retry_after']} shed answers lack Retry-After")
         if shed.get("count") and shed.get("p99_ms", 0) > 1000:
             problems.append(f"shedding is slow: p99 {shed['p99_ms']} ms")
+        # Shedding everything would be fast too: the capacity must still be answering.
+        capacity = report["rps"] / scenario.rps_factor
+        answered = (report.get("served") or {}).get("per_s", 0.0)
+        if answered < 0.5 * capacity:
+            problems.append(f"answered {answered:g}/s, under half the capacity "
+                            f"({capacity:g}/s)")
     return problems

@@ -30,7 +30,7 @@ class ServeSettings(BaseSettings):
     adaptive_admission: bool = True
     """Lower the in-flight limit while the event loop lags (see ``serve.admission``)."""
     min_inflight: int = Field(default=4, ge=1)
-    target_loop_lag_ms: float = Field(default=50.0, gt=0)
+    target_loop_lag_ms: float = Field(default=10.0, gt=0)
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
     max_messages: int = Field(default=100, ge=1)
     max_prompt_chars: int = Field(default=32_000, ge=1)
