@@ -57,6 +57,12 @@ def test_status_json_names_every_process_and_the_database(deployment: Deployment
     replicas = [p for p in status["processes"] if p["role"] == "replica"]
     assert sorted(p["zone"] for p in replicas) == ["az1", "az2", "az3"]
     assert all(port_is_listening(p["port"]) for p in replicas)
+    # Ready replicas serve at serving_nice: request work yields the CPU to Caddy, the database
+    # and the supervisor (which stay at 0) on a shared machine.
+    for r in _ready_replicas(deployment):
+        assert os.getpriority(os.PRIO_PROCESS, r["pid"]) == 5
+    supervisor = next(p for p in status["processes"] if p["role"] == "supervisor")
+    assert os.getpriority(os.PRIO_PROCESS, supervisor["pid"]) == 0
     db = status["database"]
     assert "target_session_attrs=read-write" in db["writer"]
     assert "prefer-standby" in db["reader"]

@@ -102,7 +102,7 @@ def start_replica(topology: Topology, *, replica_id: str, zone: str, generation:
         log_path=logs / f"replica-{replica_id}.log",
     )
     # Start-up (imports, warm-up) runs at low priority so it does not take CPU from the
-    # replicas serving traffic; the supervisor restores priority 0 once this one is ready.
+    # replicas serving traffic; once it is ready the supervisor sets ``serving_nice``.
     set_priority(child.pid, STARTUP_NICE)
     return Replica(id=replica_id, zone=zone, port=port, generation=generation, proc=child,
                    app=app)

@@ -178,7 +178,7 @@ class Supervisor:
             if r.state == "starting" and r.ready:
                 r.state = "ready"
                 r.ready_at = time.time()
-                set_priority(r.proc.pid, 0)
+                set_priority(r.proc.pid, self.topo.replicas.serving_nice)
                 self.backoff.pop(r.zone, None)
                 took = time.time() - r.started_at
                 return (f"replica {r.id} ready on port {r.port} after {took:.1f}s: the "

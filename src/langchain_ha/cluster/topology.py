@@ -65,6 +65,9 @@ class Replicas(_Strict):
     min_per_zone: int = Field(default=1, ge=1)
     max_per_zone: int = Field(default=3, ge=1)
     max_inflight: int = Field(default=64, ge=1)
+    serving_nice: int = Field(default=5, ge=0, le=19, description=(
+        "nice value of a ready replica: on a shared machine, request work yields the CPU to "
+        "the balancer, the database, the supervisor and local clients"))
     scale_up_inflight: float = Field(default=8.0, gt=0,
                                      description="mean in-flight per replica that adds one")
     scale_down_inflight: float = Field(default=0.5, ge=0)

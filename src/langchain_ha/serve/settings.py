@@ -29,7 +29,7 @@ class ServeSettings(BaseSettings):
     max_inflight: int = Field(default=64, ge=1)
     adaptive_admission: bool = True
     """Lower the in-flight limit while the event loop lags (see ``serve.admission``)."""
-    min_inflight: int = Field(default=4, ge=1)
+    min_inflight: int = Field(default=8, ge=1)
     target_loop_lag_ms: float = Field(default=10.0, gt=0)
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
     max_messages: int = Field(default=100, ge=1)
