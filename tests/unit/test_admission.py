@@ -52,11 +52,14 @@ def test_a_fixed_limit_ignores_the_lag() -> None:
 
 
 def test_one_slow_tick_is_smoothed_away_a_lasting_lag_is_not() -> None:
-    a = Admission(64, floor=4, target_lag_s=0.01)  # default smoothing: newest tick 1/4
+    a = Admission(64, floor=4, target_lag_s=0.01)  # default smoothing: newest tick 1/10
     for _ in range(20):
         a.observe(0.002, inflight=30)
     a.observe(0.025, inflight=30)  # one callback ran long
     assert a.limit == 64 and a.cuts == 0
+    for _ in range(3):
+        a.observe(0.025, inflight=30)
+    assert a.cuts == 0  # 200 ms of it: still a burst
     for _ in range(3):
         a.observe(0.025, inflight=30)
     assert a.cuts == 1 and a.limit < 30
