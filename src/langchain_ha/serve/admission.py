@@ -40,7 +40,7 @@ class Admission:
     ``adaptive=False`` keeps the limit at ``ceiling`` (a plain in-flight cap).
     """
 
-    def __init__(self, ceiling: int, *, floor: int = 4, target_lag_s: float = 0.01,
+    def __init__(self, ceiling: int, *, floor: int = 8, target_lag_s: float = 0.01,
                  interval_s: float = 0.05, smoothing: float = 0.1,
                  adaptive: bool = True) -> None:
         if ceiling < 1 or floor < 1 or target_lag_s <= 0 or interval_s <= 0:

@@ -53,6 +53,9 @@ def create_app(
 ) -> ReplicaApp:
     """Serve ``runnable`` with probes, metrics, auth, limits, idempotency and draining.
 
+    Adaptive admission samples the event loop while the app's lifespan runs (uvicorn runs it;
+    mounted without a lifespan, the limit stays at ``max_inflight``).
+
     ``breakers`` defaults to the runnable's own ``breakers`` attribute (a
     :class:`~langchain_ha.resilience.chat.ResilientChatModel` has one); they feed ``/health``
     and ``/admin/breakers``.
