@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support.fixtures_serve import Replica
+from tests.support.fixtures_serve import Replica, gauge
 
 KEY, ADMIN = "test-key-1", "admin-token-1"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -158,15 +158,10 @@ def test_sigterm_drains_without_failing_a_request(serve_factory: Callable[..., R
     assert replica.child.proc.wait(30) == 0
 
 
-def _gauge(metrics: str, name: str) -> float:
-    line = next(li for li in metrics.splitlines() if li.startswith(name + " "))
-    return float(line.split()[1])
-
-
 def test_the_start_up_heap_is_frozen_unless_turned_off(
     echo: Replica, serve_factory: Callable[..., Replica]
 ) -> None:
     # Full collections must not walk the modules and clients loaded at start-up.
-    assert _gauge(httpx.get(echo.url + "/metrics").text, "lcha_gc_frozen_objects") > 10_000
+    assert gauge(httpx.get(echo.url + "/metrics").text, "lcha_gc_frozen_objects") > 10_000
     plain = serve_factory("tests.support.apps:echo", env={"LCHA_GC_FREEZE": "false"})
-    assert _gauge(httpx.get(plain.url + "/metrics").text, "lcha_gc_frozen_objects") == 0
+    assert gauge(httpx.get(plain.url + "/metrics").text, "lcha_gc_frozen_objects") == 0

@@ -50,3 +50,9 @@ def serve_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
     yield start
     for replica in started:
         replica.child.stop()
+
+
+def gauge(metrics: str, name: str) -> float:
+    """The value of an unlabelled sample ``name`` in a Prometheus text page."""
+    line = next(li for li in metrics.splitlines() if li.startswith(name + " "))
+    return float(line.split()[1])
