@@ -183,7 +183,7 @@ def test_sync_entry_points_wrap_the_async_core(store_conninfo: str) -> None:
     from langchain_core.messages import AIMessage, HumanMessage
     from langchain_core.outputs import Generation
 
-    from langchain_ha.resilience._sync import run_sync
+    from langchain_ha._sync import run_sync
     from langchain_ha.store.cache import PgCache
     from langchain_ha.store.connect import Database
     from langchain_ha.store.history import PgChatMessageHistory

@@ -192,3 +192,89 @@ def test_invariants_hold_for_any_sequence(ops: list[str]) -> None:
             assert b.try_acquire() is None
         snap = b.snapshot()
         assert 0 <= int(snap["in_flight_cold"]) <= cfg.cold_probes  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize("outage_s", [30, 60, 180, 600])
+def test_with_defaults_a_recovered_provider_is_probed_within_20_s(outage_s: float) -> None:
+    """However long the outage, the open interval is capped: one request arriving every
+    second reaches the provider within 20 s of its recovery (the README's 30 s promise
+    leaves room for sparser traffic and for the replicas' sync)."""
+    clock = FakeClock()
+    b = warm(clock=clock)  # the defaults
+    while b.state is BreakerState.CLOSED:
+        fail(b)
+    t, probes, recovered_at, back_at = 0.0, 0, float(outage_s), None
+    while back_at is None:
+        clock.advance(1.0)
+        t += 1.0
+        permit = b.try_acquire()
+        if permit is None:
+            continue
+        probes += 1
+        if t < recovered_at:
+            permit.failure(0.01)
+        else:
+            permit.success(0.01)
+            back_at = t
+    assert b.state is BreakerState.CLOSED
+    assert back_at - recovered_at <= 20.0
+    assert probes <= outage_s / 5 + 2  # one probe per open interval, never a wave
+
+
+def test_a_released_probe_gives_its_slot_back() -> None:
+    clock = FakeClock()
+    b = warm(BreakerConfig(minimum_calls=1, open_duration_s=1), clock)
+    fail(b)
+    clock.advance(1)
+    probe = b.try_acquire()
+    assert probe is not None and b.try_acquire() is None
+    probe.release()  # e.g. the caller cancelled: no evidence either way
+    again = b.try_acquire()
+    assert again is not None
+    again.success(0.01)
+    assert b.state is BreakerState.CLOSED
+
+
+async def _settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_replicas_sharing_a_store_send_one_probe_per_open_interval() -> None:
+    """Three replicas' breakers over one store: when the interval ends, one of them probes;
+    the others adopt its outcome (a new open interval, then closed)."""
+    clock = FakeClock()
+    store = InMemoryBreakerStore()
+    cfg = BreakerConfig(minimum_calls=1, open_duration_s=5, sync_interval_s=0.5)
+    replicas = [CircuitBreaker("p", cfg, clock=clock, store=store) for _ in range(3)]
+    for br in replicas:
+        succeed(br)
+    fail(replicas[0])  # one replica trips; the others learn it from the store
+    await _settle()
+    clock.advance(1)
+    for br in replicas[1:]:
+        br.try_acquire()
+    await _settle()
+    assert all(br.state is BreakerState.OPEN for br in replicas)
+    probes_per_interval = []
+    healthy = False
+    for _interval in range(4):
+        clock.advance(max(br.retry_in() or 0 for br in replicas) + 0.01)
+        permits = []
+        for _ in range(6):  # several requests on every replica, while the claim resolves
+            for br in replicas:
+                p = br.try_acquire()
+                if p is not None:
+                    permits.append(p)
+            await _settle()
+        probes_per_interval.append(len(permits))
+        for p in permits:
+            (p.success if healthy else p.failure)(0.01)
+        await _settle()
+        clock.advance(cfg.sync_interval_s)
+        for br in replicas:
+            br.try_acquire()  # pulls the claimer's outcome
+        await _settle()
+        healthy = True  # the provider recovers after the first interval
+    assert probes_per_interval[:2] == [1, 1]
+    assert all(br.state is BreakerState.CLOSED for br in replicas)

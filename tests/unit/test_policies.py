@@ -126,3 +126,91 @@ async def test_deadline_travels_into_tasks() -> None:
     with deadline(5):
         seen = await asyncio.create_task(asyncio.sleep(0, result=current_deadline()))
     assert seen is not None
+
+
+def _google(status: int, code: str, message: str, details: list[object] | None = None
+            ) -> Exception:
+    """What langchain-google-genai raises for a Gemini error: LangChain's own taxonomy classes,
+    most of them without any HTTP status, raised from the google-genai SDK's error."""
+    from google.genai.errors import ClientError, ServerError
+    from langchain_google_genai.chat_models import _handle_client_error, _handle_server_error
+
+    body = {"error": {"code": status, "message": message, "status": code,
+                      "details": details or []}}
+    sdk = (ServerError if status >= 500 else ClientError)(status, body, None)
+    try:
+        if status >= 500:
+            _handle_server_error(sdk)  # type: ignore[arg-type]
+        else:
+            _handle_client_error(sdk, {"model": "gemini-2.5-flash"})  # type: ignore[arg-type]
+    except Exception as exc:
+        return exc
+    raise AssertionError("the integration raised nothing")
+
+
+@pytest.mark.parametrize(("status", "code", "message", "kind", "reason"), [
+    (429, "RESOURCE_EXHAUSTED", "Quota exceeded", ErrorKind.RETRYABLE, "rate_limit"),
+    (401, "UNAUTHENTICATED", "API key not valid", ErrorKind.FALLBACK_ONLY, "auth"),
+    (403, "PERMISSION_DENIED", "denied", ErrorKind.FALLBACK_ONLY, "auth"),
+    (503, "UNAVAILABLE", "The model is overloaded", ErrorKind.RETRYABLE, "server_error"),
+    (500, "INTERNAL", "internal", ErrorKind.RETRYABLE, "server_error"),
+    (400, "INVALID_ARGUMENT", "The input token count (2000000) exceeds the maximum number of "
+     "tokens allowed (1048576).", ErrorKind.CONTEXT_LENGTH, "context_length"),
+    (400, "INVALID_ARGUMENT", "Invalid JSON payload", ErrorKind.FATAL, "bad_request"),
+])
+def test_gemini_errors_are_classified_by_langchains_taxonomy(
+        status: int, code: str, message: str, kind: ErrorKind, reason: str) -> None:
+    exc = _google(status, code, message)
+    assert not isinstance(getattr(exc, "status_code", None), int)  # no status on the error
+    verdict = classify(exc)
+    assert (verdict.kind, verdict.reason) == (kind, reason)
+
+
+def test_gemini_retry_delay_is_honoured() -> None:
+    exc = _google(429, "RESOURCE_EXHAUSTED", "Quota exceeded", [
+        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "12s"}])
+    assert classify(exc).retry_after == 12.0
+
+
+def test_langchain_taxonomy_decides_before_status_and_names() -> None:
+    from langchain_core.exceptions import (
+        ModelAPIError,
+        ModelConnectionError,
+        ModelError,
+        ModelRateLimitError,
+        ModelRefusalError,
+    )
+
+    assert classify(ModelRateLimitError("slow down")).kind is ErrorKind.RETRYABLE
+    assert classify(ModelAPIError("5xx")).reason == "server_error"
+    assert classify(ModelConnectionError("reset")).reason == "connect"
+    assert classify(ModelRefusalError("no")).kind is ErrorKind.REFUSAL
+
+    class Retryable(ModelError):
+        is_retryable = True
+
+    assert classify(Retryable("?")).kind is ErrorKind.RETRYABLE
+    assert classify(ModelError("?")).kind is ErrorKind.FATAL
+
+
+def test_openai_integration_errors_keep_their_status_and_headers() -> None:
+    from langchain_openai.chat_models.base import OpenAIRateLimitError
+
+    request = httpx2.Request("POST", "http://x/v1/chat/completions")
+    response = httpx2.Response(429, headers={"retry-after": "4"}, request=request)
+    verdict = classify(OpenAIRateLimitError("limited", response=response, body=None))
+    assert (verdict.kind, verdict.status, verdict.retry_after) == (
+        ErrorKind.RETRYABLE, 429, 4.0)
+
+
+def test_content_filter_rejections_are_refusals_not_bad_requests() -> None:
+    exc = _openai_error(openai.BadRequestError, 400, message=(
+        "The response was filtered due to the prompt triggering Azure OpenAI's content "
+        "management policy. (code: content_filter)"))
+    assert classify(exc).kind is ErrorKind.REFUSAL and classify(exc).reason == "content_filter"
+
+
+def test_a_malformed_chunk_is_retryable() -> None:
+    import json
+
+    assert classify(json.JSONDecodeError("Expecting value", "{", 1)).reason == "malformed"

@@ -176,7 +176,7 @@ async def test_stream_cut_mid_way_continues_on_the_fallback() -> None:
     assert meta["lcha_failovers"][0]["from"] == "a" and meta["lcha_failovers"][0]["to"] == "b"
     assert meta["lcha"]["continued_after"] == ["a"]
     assert degraded == {"primary_llm"}
-    assert b.seen[0][-1].content == CONTINUATION_INSTRUCTION
+    assert str(b.seen[0][-1].content).startswith(CONTINUATION_INSTRUCTION)
 
 
 async def test_stream_cut_can_raise_with_the_partial_text() -> None:
@@ -209,3 +209,37 @@ async def test_batch_answers_every_input() -> None:
 def test_duplicate_provider_names_are_rejected() -> None:
     with pytest.raises(ValueError, match="duplicate provider name"):
         router(Scripted(label="a"), Scripted(label="a"))
+
+
+async def test_a_content_filter_rejection_is_a_refusal_and_is_not_sent_elsewhere() -> None:
+    from langchain_core.exceptions import ModelRefusalError
+
+    from langchain_ha.resilience.errors import ProviderRefused
+
+    a = Scripted(label="a", fail=ProviderError(
+        400, "The response was filtered due to the prompt triggering Azure OpenAI's content "
+             "management policy (content_filter)"))
+    b = Scripted(label="b")
+    r = router(a, b)
+    with pytest.raises(ModelRefusalError) as info:
+        await r.ainvoke("hi")
+    assert isinstance(info.value, ProviderRefused)
+    assert (info.value.provider, info.value.reason) == ("a", "content_filter")
+    assert isinstance(info.value.__cause__, ProviderError)
+    assert (a.calls, b.calls) == (1, 0)
+    assert r.breakers["a"].state is BreakerState.CLOSED  # a healthy provider said no
+
+
+async def test_a_refused_answer_is_returned_with_its_reason_and_not_retried() -> None:
+    a, b = Scripted(label="a", refuse=True), Scripted(label="b")
+    msg = await router(a, b).ainvoke("hi")
+    assert msg.response_metadata["lcha"]["refusal"] == "refusal"
+    assert msg.additional_kwargs["refusal"]
+    assert (a.calls, b.calls) == (1, 0)
+
+
+async def test_with_refusal_fallback_the_next_provider_is_asked() -> None:
+    a, b = Scripted(label="a", refuse=True), Scripted(label="b")
+    msg = await router(a, b, refusal_fallback=True).ainvoke("hi")
+    assert msg.content == FULL and msg.response_metadata["lcha"]["provider"] == "b"
+    assert (a.calls, b.calls) == (1, 1)

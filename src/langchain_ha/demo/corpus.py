@@ -25,8 +25,8 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.vectorstores import VectorStore
 from pydantic import ConfigDict, Field, PrivateAttr
 
+from langchain_ha._sync import run_sync
 from langchain_ha.providers._answers import keywords, words
-from langchain_ha.resilience._sync import run_sync
 from langchain_ha.resilience.breaker import BreakerConfig, CircuitBreaker
 from langchain_ha.resilience.degrade import Unavailable, guarded, record_degraded
 

@@ -11,7 +11,12 @@ from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import RunnableBinding
 
-Stream = tuple[ChatGenerationChunk, AsyncIterator[ChatGenerationChunk]]
+Stream = tuple[list[ChatGenerationChunk], AsyncIterator[ChatGenerationChunk]]
+"""An opened stream: its chunks up to the first with content, and the rest."""
+
+# The finish reasons with which providers report a refusal or a content filter.
+_REFUSALS = {"content_filter": "content_filter", "refusal": "refusal", "SAFETY": "safety",
+             "PROHIBITED_CONTENT": "safety", "BLOCKLIST": "safety", "SPII": "safety"}
 
 
 def default_name(model: Any, index: int) -> str:
@@ -85,3 +90,36 @@ async def as_generation_chunks(
             content=message.content
         )
         yield ChatGenerationChunk(message=chunk)
+
+
+def is_final(chunk: ChatGenerationChunk) -> bool:
+    """True for the chunk that carries the provider's finish marker (finish or stop reason)."""
+    message = chunk.message
+    if getattr(message, "chunk_position", None) == "last":
+        return True
+    info = chunk.generation_info
+    if info and (info.get("finish_reason") or info.get("stop_reason")):
+        return True
+    meta = message.response_metadata
+    return bool(meta) and bool(meta.get("finish_reason") or meta.get("stop_reason"))
+
+
+def has_content(chunk: ChatGenerationChunk) -> bool:
+    """True for a chunk with text or a tool call (not a role, usage or empty chunk)."""
+    return bool(chunk.text) or bool(getattr(chunk.message, "tool_call_chunks", None))
+
+
+def refusal_reason(message: BaseMessage) -> str | None:
+    """Why ``message`` is a refusal (``refusal``, ``content_filter``, ``safety``), or None.
+
+    Read from the metadata the integrations set (OpenAI's ``refusal`` and ``finish_reason``,
+    Anthropic's ``stop_reason``, Gemini's finish reasons), which costs a few dict lookups.
+    """
+    if message.additional_kwargs.get("refusal"):
+        return "refusal"
+    meta = message.response_metadata
+    for key in ("finish_reason", "stop_reason"):
+        value = meta.get(key)
+        if isinstance(value, str) and value in _REFUSALS:
+            return _REFUSALS[value]
+    return None

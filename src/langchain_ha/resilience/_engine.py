@@ -9,9 +9,11 @@ off (full jitter, Retry-After honoured up to a cap) and starts another round, wi
 deadline.  Everything that went wrong is kept and raised as one :class:`AllProvidersFailed`.
 
 The first attempt of a round runs inline in the caller's task and the others as tasks (see
-:mod:`langchain_ha.resilience._racing`).  The engine knows nothing of LangChain: an attempt is
-any coroutine started by ``start(route)``; the chat model supplies one for ``invoke`` and one
-for opening a stream.
+:mod:`langchain_ha.resilience._racing`).  Launching an attempt (which provider goes next,
+whether its breaker lets the call through, waiting at a cold gate, and each attempt's timeout,
+``min(attempt timeout, time left)``) is part of the request, below.  The engine knows nothing
+of LangChain: an attempt is any coroutine started by ``start(route)``; the chat model supplies
+one for ``invoke`` and one for opening a stream.
 """
 
 from __future__ import annotations
@@ -20,19 +22,19 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from langchain_ha.resilience._clock import SYSTEM_CLOCK, Clock
-from langchain_ha.resilience._launch import Launcher
 from langchain_ha.resilience._racing import Active, Hedger, Running, first_done
 from langchain_ha.resilience._route import Attempt, Route
-from langchain_ha.resilience.breaker import Permit
+from langchain_ha.resilience.breaker import BreakerState, Permit
 from langchain_ha.resilience.deadline import Deadline
 from langchain_ha.resilience.errors import (
     AllProvidersFailed,
     BreakerOpenError,
     DeadlineExceeded,
     ErrorKind,
+    ProviderRefused,
     classify,
 )
 from langchain_ha.resilience.events import NullEvents, RouterEvents
@@ -63,8 +65,10 @@ class Engine:
         events: RouterEvents | None = None,
         clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,
+        refusal_fallback: bool = False,
     ) -> None:
         self.routes = list(routes)
+        self.refusal_fallback = refusal_fallback
         self.retry = retry
         self.hedge = hedge
         self.attempt_timeout_s = attempt_timeout_s
@@ -83,7 +87,8 @@ class Engine:
         usage: UsageFn | None = None,
         deadline: Deadline | None = None,
     ) -> Awaitable[Attempt[T]]:
-        """Run one request; the winning attempt, or raise :class:`AllProvidersFailed`.
+        """Run one request; the winning attempt, or raise :class:`AllProvidersFailed` (or
+        :class:`ProviderRefused` when the request ended on a refusal).
 
         With ``settle`` (invoke) the winner's permit is settled as a success here; without it
         (streams) the caller settles it when the stream ends.  (Not ``async def``: every
@@ -93,7 +98,9 @@ class Engine:
         return _Request(self, mode, start, set(exclude), discard, settle, usage, deadline).run()
 
 
-class _Request(Launcher[T]):
+class _Request(Generic[T]):
+    """One request's state: its attempts, errors, what it ruled out, and the lead attempt."""
+
     def __init__(
         self,
         engine: Engine,
@@ -151,6 +158,20 @@ class _Request(Launcher[T]):
             await e.clock.sleep(delay)
         raise self._failure()
 
+    def _refused(self) -> ProviderRefused | None:
+        """A refusal, if the request ended on one: the refusal itself reaches the caller."""
+        last = self.errors[-1] if self.errors else None
+        if last is None:
+            return None
+        if isinstance(last, ProviderRefused):
+            return last
+        verdict = classify(last)
+        if verdict.kind is not ErrorKind.REFUSAL:
+            return None
+        refused = ProviderRefused(self.last_failed, verdict.reason, str(last)[:300])
+        refused.__cause__ = last
+        return refused
+
     def _eligible(self) -> list[Route]:
         return [r for r in self.e.routes if self._usable(r)]
 
@@ -164,7 +185,10 @@ class _Request(Launcher[T]):
             if not isinstance(err, BreakerOpenError)
         )
 
-    def _failure(self) -> AllProvidersFailed:
+    def _failure(self) -> Exception:
+        refused = self._refused()
+        if refused is not None:
+            return refused
         errors = self.errors or [BreakerOpenError("*")]
         last = classify(errors[-1]).reason
         states = ", ".join(f"{r.name}={r.breaker.state.value}" for r in self.e.routes)
@@ -234,7 +258,8 @@ class _Request(Launcher[T]):
             self._judge(run, exc, None)
         except _Fatal:
             await self._cancel(active)
-            raise self._failure() from None
+            failure = self._failure()
+            raise failure from failure.__cause__
 
     async def _settle(self, task: asyncio.Task[T], run: Running, active: Active
                       ) -> Attempt[T] | None:
@@ -243,7 +268,8 @@ class _Request(Launcher[T]):
             return self._judge(run, exc, None if exc is not None else task.result())
         except _Fatal:
             await self._cancel(active)
-            raise self._failure() from None
+            failure = self._failure()
+            raise failure from failure.__cause__
 
     def settle_failure(self, run: Running, exc: Exception) -> None:
         """A non-fatal failure of a hedge, settled while the lead still runs."""
@@ -271,6 +297,12 @@ class _Request(Launcher[T]):
         if verdict.kind is ErrorKind.FATAL:
             run.permit.release()
             raise _Fatal
+        if verdict.kind is ErrorKind.REFUSAL:
+            run.permit.success(elapsed)  # it answered: a refusal is no sign of an outage
+            if not e.refusal_fallback:
+                raise _Fatal
+            self.skip.add(run.route.name)
+            return None
         if verdict.kind is ErrorKind.CONTEXT_LENGTH:
             run.permit.release()
             self.skip.add(run.route.name)
@@ -286,6 +318,114 @@ class _Request(Launcher[T]):
                 self.retry_after = max(self.retry_after or 0.0, verdict.retry_after)
         log.debug("%s failed on %s: %s", self.mode, run.route.name, verdict.reason)
         return None
+
+    # -- launching: admission by the breakers, cold gates, counting, timeouts ------------
+
+    def _usable(self, route: Route) -> bool:
+        """Not ruled out for this request (by a key error, or a too small context window)."""
+        return route.name not in self.skip and (
+            self.min_window is None or (route.context_window or 0) > self.min_window
+        )
+
+    def _pick(self, pending: list[Route]) -> tuple[tuple[Route, Permit] | None, list[Route]]:
+        """Pop routes off ``pending`` until one is admitted; also the closed-but-full ones."""
+        gated: list[Route] = []
+        while pending:
+            route = pending.pop(0)
+            if not self._usable(route):
+                continue
+            permit = route.breaker.try_acquire()
+            if permit is not None:
+                return (route, permit), gated
+            if route.breaker.state is BreakerState.CLOSED:
+                gated.append(route)  # closed but full: the cold gate of an unproven provider
+            else:
+                self._note_open(route)
+        return None, gated
+
+    def launch_now(self, pending: list[Route], active: Active) -> asyncio.Task[Any] | None:
+        """Start the first admitted provider of ``pending`` as a task, if any."""
+        pick, _ = self._pick(pending)
+        return None if pick is None else self._start(*pick, active)
+
+    async def _launch(self, pending: list[Route], active: Active) -> bool:
+        """Start the first admitted provider of ``pending``, else queue at a cold gate."""
+        pick, gated = self._pick(pending)
+        if pick is not None:
+            self._start(*pick, active)
+            return True
+        return bool(gated) and await self._wait_at_gates(gated, active)
+
+    async def _wait_at_gates(self, gated: list[Route], active: Active) -> bool:
+        """Every provider's cold gate is full: take the first gate that opens, in priority order.
+
+        A gate opens when its provider answers for the first time (or a probe slot frees), so
+        the wait is at most about one answer time of the fastest provider.
+        """
+        e = self.e
+        began = e.clock.monotonic()
+        while True:
+            left = self._time_left()
+            if left is not None and left <= 0:
+                return False
+            for route in gated:
+                permit = route.breaker.try_acquire()
+                if permit is not None:
+                    self._start(route, permit, active)
+                    return True
+            waitable = [r for r in gated if r.breaker.state is BreakerState.CLOSED]
+            if not waitable or e.clock.monotonic() - began >= e.hedge.max_delay_s:
+                return False
+            tick = _GATE_TICK_S if left is None else min(_GATE_TICK_S, left)
+            permit = await waitable[0].breaker.acquire(tick)
+            if permit is not None:
+                self._start(waitable[0], permit, active)
+                return True
+
+    def _begin(self, route: Route, permit: Permit, active: Active) -> Running:
+        """Count and announce an attempt about to start; its timeout is fixed here."""
+        e = self.e
+        try:
+            timeout = self._attempt_timeout(route.timeout_s or e.attempt_timeout_s)
+        except DeadlineExceeded:
+            permit.release()
+            raise
+        self.attempts += 1
+        if self.attempts > 1:
+            first = self.lead or next(iter(active.values()), None)
+            if first is not None:
+                e.events.on_hedge(first.route.name, route.name)
+            elif self.errors:
+                e.events.on_fallback(self.last_failed, route.name,
+                                     classify(self.errors[-1]).reason)
+        e.events.on_attempt(route.name, self.mode)
+        return Running(route, permit, e.clock.monotonic(), timeout)
+
+    def _start(self, route: Route, permit: Permit, active: Active) -> asyncio.Task[T]:
+        run = self._begin(route, permit, active)
+        task = asyncio.get_running_loop().create_task(self._timed(route, run.timeout))
+        active[task] = run
+        return task
+
+    def _time_left(self) -> float | None:
+        return None if self.deadline is None else self.deadline.remaining()
+
+    def _attempt_timeout(self, per_attempt: float | None) -> float | None:
+        left = self._time_left()
+        if left is not None and left <= 0:
+            raise DeadlineExceeded("the request deadline passed before the attempt started")
+        if per_attempt is None:
+            return left
+        return per_attempt if left is None else min(per_attempt, left)
+
+    async def _timed(self, route: Route, timeout: float | None) -> T:
+        async with asyncio.timeout(timeout):
+            return await self.start(route)
+
+    def _note_open(self, route: Route) -> None:
+        if route.name not in self.reported_open:
+            self.reported_open.add(route.name)
+            self.errors.append(BreakerOpenError(route.name, route.breaker.retry_in()))
 
     # -- hedging ----------------------------------------------------------------------------
 

@@ -35,6 +35,9 @@ class Running:
 
 Active = dict["asyncio.Task[Any]", Running]
 
+# A hedge failing with one of these may end the whole request: the general loop decides.
+_ENDS_REQUEST = frozenset({ErrorKind.FATAL, ErrorKind.REFUSAL})
+
 
 async def first_done(active: Mapping[asyncio.Task[Any], Any], timeout: float | None
                      ) -> list[asyncio.Task[Any]]:
@@ -150,7 +153,7 @@ class Hedger:
         if run is None:
             return
         exc = task.exception()
-        if exc is None or not isinstance(exc, Exception) or classify(exc).kind is ErrorKind.FATAL:
+        if exc is None or not isinstance(exc, Exception) or classify(exc).kind in _ENDS_REQUEST:
             self._interrupt()  # the engine's general loop settles the hedge once the lead lets go
             return
         # A hedge failed while the lead still runs: what the general loop would do, now.

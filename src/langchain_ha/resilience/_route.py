@@ -21,6 +21,8 @@ class Route:
     timeout_s: float | None
     context_window: int | None
     latency: dict[str, LatencyTracker] = field(default_factory=dict)
+    prefill: bool = False  # continues a partial answer from an assistant prefill
+    finish_marker: bool = False  # its streams end with a finish reason: one without is cut
 
     def tracker(self, mode: str) -> LatencyTracker:
         tracker = self.latency.get(mode)

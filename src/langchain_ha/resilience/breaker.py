@@ -2,8 +2,16 @@
 
 CLOSED counts outcomes in a sliding window (by count or by time) and opens when, with at least
 ``minimum_calls`` outcomes, the failure rate or the slow-call rate reaches its threshold.  OPEN
-rejects calls for ``open_duration_s``, multiplied on each repeated trip up to a cap.  HALF_OPEN
-admits a bounded number of probes: all succeed → CLOSED; any fails → OPEN again.
+rejects calls for ``open_duration_s``, multiplied on each repeated trip up to a cap
+(``open_duration_max_s``, 20 s: a provider that recovers is used again within about that long,
+however long its outage was).  HALF_OPEN admits a bounded number of probes (one by default):
+all succeed → CLOSED; any fails → OPEN again.
+
+With a shared store, the replicas take turns: when an open interval ends, a replica must claim
+the probe in the store (:meth:`BreakerStore.claim_probe`), so there is one probe per interval
+across all replicas; the others keep the breaker open until the claimer publishes the outcome
+(CLOSED or a new OPEN), which they adopt.  A claim lapses after ``probe_lease_s`` (the claimer
+may have died).
 
 A provider that has never answered is not trusted blindly: until its first success at most
 ``cold_probes`` calls are in flight (a slow start), and if that many fail in a row it opens at
@@ -49,10 +57,11 @@ class BreakerConfig:
     slow_call_rate_threshold: float = 0.8
     open_duration_s: float = 5.0
     open_duration_multiplier: float = 2.0
-    open_duration_max_s: float = 60.0
-    half_open_max_calls: int = 2
+    open_duration_max_s: float = 20.0
+    half_open_max_calls: int = 1
     cold_probes: int = 3
     sync_interval_s: float = 1.0
+    probe_lease_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.window not in ("count", "time"):
@@ -64,7 +73,7 @@ class BreakerConfig:
             if not 0.0 < getattr(self, name) <= 1.0:
                 raise ValueError(f"BreakerConfig.{name} must be in (0, 1]")
         for name in ("slow_call_duration_s", "open_duration_s", "open_duration_max_s",
-                     "sync_interval_s"):
+                     "sync_interval_s", "probe_lease_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"BreakerConfig.{name} must be > 0")
         if self.open_duration_multiplier < 1.0:
@@ -86,9 +95,20 @@ class SharedBreakerState:
 class BreakerStore(Protocol):
     """Shared breaker state (in memory, or PostgreSQL so every replica sees a trip)."""
 
-    async def load(self, name: str) -> SharedBreakerState | None: ...
+    async def load(self, name: str) -> SharedBreakerState | None:
+        """The shared state of breaker ``name`` (None if never published)."""
+        ...
 
-    async def save(self, name: str, state: SharedBreakerState) -> None: ...
+    async def save(self, name: str, state: SharedBreakerState) -> None:
+        """Publish ``state``; an older ``updated_at`` never overwrites a newer one.  A save
+        ends any probe claim."""
+        ...
+
+    async def claim_probe(self, name: str, now: float, lease_s: float) -> bool:
+        """Claim the half-open probe of breaker ``name`` at wall time ``now``: True if this
+        caller may probe (the shared open interval is over and nobody holds an unexpired
+        claim); the claim holds for ``lease_s`` or until the next save."""
+        ...
 
 
 class InMemoryBreakerStore:
@@ -96,14 +116,28 @@ class InMemoryBreakerStore:
 
     def __init__(self) -> None:
         self._states: dict[str, SharedBreakerState] = {}
+        self._claims: dict[str, float] = {}
 
     async def load(self, name: str) -> SharedBreakerState | None:
+        """The shared state of breaker ``name``."""
         return self._states.get(name)
 
     async def save(self, name: str, state: SharedBreakerState) -> None:
+        """Publish ``state`` (the newest ``updated_at`` wins); ends the probe claim."""
         current = self._states.get(name)
         if current is None or state.updated_at >= current.updated_at:
             self._states[name] = state
+            self._claims.pop(name, None)
+
+    async def claim_probe(self, name: str, now: float, lease_s: float) -> bool:
+        """Claim the half-open probe of ``name`` (see :meth:`BreakerStore.claim_probe`)."""
+        state = self._states.get(name)
+        if state is not None and state.state is BreakerState.OPEN and state.open_until > now:
+            return False
+        if self._claims.get(name, float("-inf")) > now:
+            return False
+        self._claims[name] = now + lease_s
+        return True
 
 
 TransitionHook = Callable[[str, BreakerState, BreakerState], None]
@@ -169,6 +203,9 @@ class CircuitBreaker:
         self._probes_issued = 0
         self._probe_successes = 0
         self._last_sync = float("-inf")
+        self._opened_at = float("-inf")  # wall time of the last trip (ours or adopted)
+        self._claim: Literal["none", "pending", "granted", "denied"] = "none"
+        self._claim_again_at = 0.0
         self._waiters: dict[asyncio.AbstractEventLoop, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -178,7 +215,8 @@ class CircuitBreaker:
     def state(self) -> BreakerState:
         """The current state (an expired OPEN turns HALF_OPEN here)."""
         if self._state is BreakerState.OPEN and self._clock.monotonic() >= self._open_until:
-            self._transition(BreakerState.HALF_OPEN)
+            # Not published: the probe's outcome is what the other replicas need to know.
+            self._transition(BreakerState.HALF_OPEN, publish=False)
         return self._state
 
     def retry_in(self) -> float | None:
@@ -228,6 +266,8 @@ class CircuitBreaker:
         if state is BreakerState.HALF_OPEN:
             if self._probes_issued >= self.config.half_open_max_calls:
                 return None
+            if self._store is not None and not self._probe_claimed():
+                return None
             self._probes_issued += 1
             return Permit(self, cold=False, probe=True, generation=self._generation)
         if not self._proven:
@@ -261,8 +301,12 @@ class CircuitBreaker:
         if cold:
             self._cold_in_flight -= 1
         try:
-            if outcome == "release" or generation != self._generation:
-                return  # no evidence, or evidence about a state that is already gone
+            if generation != self._generation:
+                return  # evidence about a state that is already gone
+            if outcome == "release":
+                if probe:
+                    self._probes_issued -= 1  # no evidence: the probe slot is free again
+                return
             failed = outcome != "success"
             slow = outcome == "slow" or duration >= self.config.slow_call_duration_s
             if failed and retry_after is not None:
@@ -304,6 +348,40 @@ class CircuitBreaker:
         ):
             self._trip()
 
+    def _probe_claimed(self) -> bool:
+        """With a shared store: whether this replica holds the probe of the interval that
+        ended (a claim is started in the background; until it is granted, the answer is no)."""
+        if self._claim == "granted":
+            return True
+        if self._claim == "pending":
+            return False
+        if self._claim == "denied" and self._clock.monotonic() < self._claim_again_at:
+            return False
+        self._claim = "pending"
+        self._background(self._claim_probe(self._generation))
+        return False
+
+    async def _claim_probe(self, generation: int) -> None:
+        assert self._store is not None
+        claim = getattr(self._store, "claim_probe", None)
+        if claim is None:  # a store that cannot coordinate probes: each replica probes
+            granted = True
+        else:
+            try:
+                granted = bool(await claim(self.name, self._clock.time(),
+                                           self.config.probe_lease_s))
+            except Exception as exc:  # the store is down: one probe per replica is fine
+                log.warning("breaker %s: probe claim failed (%r); probing locally", self.name,
+                            exc)
+                granted = True
+        if generation != self._generation:
+            return  # the state moved on while we asked
+        self._claim = "granted" if granted else "denied"
+        if not granted:
+            self._claim_again_at = self._clock.monotonic() + self.config.probe_lease_s
+            self._last_sync = float("-inf")  # look for the claimer's outcome at once
+        self._notify()
+
     def _trip(self) -> None:
         self._trips += 1
         cfg = self.config
@@ -320,6 +398,9 @@ class CircuitBreaker:
         self._generation += 1
         self._probes_issued = self._probe_successes = 0
         self._cold_failures = 0
+        self._claim = "none"
+        if new is BreakerState.OPEN and publish:
+            self._opened_at = self._clock.time()
         log.info("breaker %s: %s -> %s", self.name, old.value, new.value)
         if self._hook is not None:
             try:
@@ -359,12 +440,24 @@ class CircuitBreaker:
     async def _pull(self) -> None:
         assert self._store is not None
         shared = await self._store.load(self.name)
-        if shared is None or shared.state is not BreakerState.OPEN:
-            return  # a remote CLOSED never overrides a local OPEN: the probes decide
+        if shared is None:
+            return
+        if shared.state is BreakerState.CLOSED:
+            # Another replica's probe succeeded after our breaker opened: the provider is back.
+            if self._state is not BreakerState.CLOSED and shared.updated_at > self._opened_at:
+                self._trips = 0
+                self._window.clear()
+                self._proven = True
+                self._transition(BreakerState.CLOSED, publish=False)
+                self._notify()
+            return
+        if shared.state is not BreakerState.OPEN:
+            return
         left = shared.open_until - self._clock.time()
         if left > 0 and self._state is not BreakerState.OPEN:
             self._trips = max(self._trips, shared.trips)
             self._open_until = self._clock.monotonic() + left
+            self._opened_at = shared.updated_at
             self._transition(BreakerState.OPEN, publish=False)
             self._notify()
 

@@ -5,8 +5,15 @@ astream, batch, ``bind_tools``, ``with_structured_output``).  Each provider has 
 breaker shared by every request (and, through a :class:`BreakerStore`, by every replica); a
 request walks the providers in order, hedges a slow one, fails over on retryable errors, backs
 off between rounds and never outlives its deadline.  Streams fail over transparently until the
-first chunk; after it, the next provider is asked to continue the partial answer (or, with
-``stream_failover="raise"``, a :class:`StreamInterrupted` carries the partial text).
+first chunk with content; after it, the next provider is asked to continue the partial answer
+and its continuation is checked before it is passed on (see
+:mod:`langchain_ha.resilience._stream` and :mod:`langchain_ha.resilience.continuation`).
+
+A refusal (the model declined, or a content filter rejected the request) is not retried: a
+refused answer is returned as it is, with ``response_metadata["lcha"]["refusal"]`` saying why,
+and a request the provider rejected raises :class:`ProviderRefused` (a LangChain
+``ModelRefusalError``) naming the reason; with ``refusal_fallback=True`` both go to the next
+provider instead.
 
 Every answer says how it was produced in ``response_metadata["lcha"]``, and an answer from any
 provider but the first records the ``primary_llm`` degradation for the server to report.
@@ -19,21 +26,24 @@ import contextlib
 import contextvars
 from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping, Sequence
 from functools import partial
-from typing import Any, Literal
+from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
+from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
+from langchain_ha._sync import iterate_sync, run_sync
 from langchain_ha.resilience._calls import (
     Stream,
     aclose,
     as_generation_chunks,
-    close_stream,
     default_name,
+    has_content,
+    is_final,
+    refusal_reason,
     result_usage,
     runnable_result,
     threaded,
@@ -42,19 +52,23 @@ from langchain_ha.resilience._calls import (
 from langchain_ha.resilience._clock import SYSTEM_CLOCK, Clock
 from langchain_ha.resilience._engine import Engine
 from langchain_ha.resilience._route import Attempt, Route
-from langchain_ha.resilience._sync import iterate_sync, run_sync
+from langchain_ha.resilience._stream import StreamFailover, StreamFailoverMode, StreamSettings
 from langchain_ha.resilience.breaker import BreakerConfig, BreakerState, CircuitBreaker
+from langchain_ha.resilience.continuation import CONTINUATION_INSTRUCTION, continuation_messages
 from langchain_ha.resilience.deadline import Deadline, current_deadline
 from langchain_ha.resilience.degrade import record_degraded
-from langchain_ha.resilience.errors import StreamInterrupted, classify
+from langchain_ha.resilience.errors import ProviderRefused, StreamInterrupted
 from langchain_ha.resilience.events import NullEvents, RouterEvents
 from langchain_ha.resilience.hedging import HedgePolicy
 from langchain_ha.resilience.retry import RetryPolicy
 
-CONTINUATION_INSTRUCTION = (
-    "Continue your previous answer exactly where it stopped. Do not repeat any of it."
-)
-"""The request a fallback provider gets after a stream died mid-way (after the partial text)."""
+__all__ = ["CONTINUATION_INSTRUCTION", "Provider", "ResilientChatModel", "continuation_messages"]
+
+# The integrations whose streams end with a finish reason (a stream without one was cut).
+_FINISH_MARKED = frozenset({
+    "openai-chat", "azure-openai-chat", "anthropic-chat", "chat-google-generative-ai",
+    "vertexai", "chat-mistralai", "groq-chat", "chat-deepseek", "xai-chat", "chat-ollama",
+})
 
 
 # Set by the sync entry points: the shared async core then calls the providers' sync clients
@@ -65,7 +79,21 @@ _SYNC_CLIENTS: contextvars.ContextVar[bool] = contextvars.ContextVar(
 
 
 class Provider(BaseModel):
-    """One provider (model + endpoint + key) the router may use, in priority order."""
+    """One provider (model + endpoint + key) the router may use, in priority order.
+
+    Args:
+        name: a short unique label (metrics, breakers, provenance).
+        model: the chat model (or any Runnable answering messages), with its own retries off.
+        timeout_s: this provider's attempt timeout, instead of the router's.
+        context_window: its context window in tokens; after a context-length error only
+            providers with a larger window are tried.
+        accepts_prefill: it continues an answer from an assistant prefill (a conversation that
+            ends with the partial answer), as older Claude models do; otherwise a stream cut
+            mid-answer is continued with a user message.  A provider that answers a prefill
+            with a 400 is asked again with the user message, and not given a prefill again.
+        finish_marker: its streams end with a finish reason, so a stream that ends without one
+            was cut; None: decided by the model's kind (true for OpenAI, Anthropic, Gemini...).
+    """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
 
@@ -73,6 +101,15 @@ class Provider(BaseModel):
     model: Runnable[Any, Any]
     timeout_s: float | None = Field(default=None, gt=0)
     context_window: int | None = Field(default=None, gt=0)
+    accepts_prefill: bool = False
+    finish_marker: bool | None = None
+
+    def sends_finish_marker(self) -> bool:
+        """Whether this provider's streams end with a finish reason (see ``finish_marker``)."""
+        if self.finish_marker is not None:
+            return self.finish_marker
+        model, _ = unwrap(self.model)
+        return isinstance(model, BaseChatModel) and model._llm_type in _FINISH_MARKED
 
 
 class ResilientChatModel(BaseChatModel):
@@ -87,8 +124,16 @@ class ResilientChatModel(BaseChatModel):
         hedge: when to also ask the next provider if the current one is slow.
         attempt_timeout_s: per-attempt timeout (to the whole answer, or the first chunk).
         stream_idle_timeout_s: longest silence between two chunks of a stream.
+        stream_finish_grace_s: how long trailing chunks (usage) are awaited after a stream's
+            finish marker before the answer is complete without them.
         deadline_s: the whole request's budget; an enclosing ``deadline()`` may shorten it.
-        stream_failover: ``"continue"`` on the next provider, or ``"raise"``.
+        stream_failover: after a stream died mid-answer: ``"continue"`` it on the next
+            provider, checked (default); ``"restart"`` the answer on the next provider with a
+            restart signal (for consumers that honour it, see
+            :mod:`langchain_ha.resilience.continuation`); or ``"raise"``
+            :class:`StreamInterrupted` with the partial text.
+        refusal_fallback: ask the next provider when one refuses (default: a refusal is
+            final; its reason reaches the caller).
         events: hooks for metrics, e.g. ``langchain_ha.resilience.prometheus.PrometheusEvents``.
     """
 
@@ -100,9 +145,11 @@ class ResilientChatModel(BaseChatModel):
     breaker_store: Any = None
     hedge: HedgePolicy = Field(default_factory=HedgePolicy)
     attempt_timeout_s: float | None = Field(default=60.0, gt=0)
-    stream_idle_timeout_s: float | None = Field(default=30.0, gt=0)
+    stream_idle_timeout_s: float | None = Field(default=15.0, gt=0)
+    stream_finish_grace_s: float = Field(default=1.0, ge=0)
     deadline_s: float | None = Field(default=120.0, gt=0)
-    stream_failover: Literal["continue", "raise"] = "continue"
+    stream_failover: StreamFailoverMode = "continue"
+    refusal_fallback: bool = False
     events: Any = None
     degraded_component: str = "primary_llm"
     clock: Any = SYSTEM_CLOCK
@@ -143,12 +190,14 @@ class ResilientChatModel(BaseChatModel):
                 ),
                 timeout_s=p.timeout_s,
                 context_window=p.context_window,
+                prefill=p.accepts_prefill,
+                finish_marker=p.sends_finish_marker(),
             )
             for i, p in enumerate(self.providers)
         ]
         self._engine = Engine(
             routes, retry=self.retry, hedge=self.hedge, attempt_timeout_s=self.attempt_timeout_s,
-            events=events, clock=clock,
+            events=events, clock=clock, refusal_fallback=self.refusal_fallback,
         )
 
     # -- introspection ------------------------------------------------------------------------
@@ -191,7 +240,11 @@ class ResilientChatModel(BaseChatModel):
         )
         result = attempt.value
         for gen in result.generations:
-            gen.message.response_metadata["lcha"] = self._provenance(attempt)
+            meta = self._provenance(attempt)
+            refusal = refusal_reason(gen.message)
+            if refusal:
+                meta["refusal"] = refusal
+            gen.message.response_metadata["lcha"] = meta
         self._note_degraded(attempt.route)
         return result
 
@@ -217,9 +270,12 @@ class ResilientChatModel(BaseChatModel):
         args = {**bound, **kwargs}
         if isinstance(model, BaseChatModel):
             if _SYNC_CLIENTS.get():
-                return asyncio.to_thread(model._generate, messages, stop, None, **args)
-            return model._agenerate(messages, stop=stop, **args)
-        return runnable_result(model, messages, stop, args, sync=_SYNC_CLIENTS.get())
+                call = asyncio.to_thread(model._generate, messages, stop, None, **args)
+            else:
+                call = model._agenerate(messages, stop=stop, **args)
+        else:
+            call = runnable_result(model, messages, stop, args, sync=_SYNC_CLIENTS.get())
+        return _refusing(call, route.name) if self.refusal_fallback else call
 
     # -- stream ---------------------------------------------------------------------------------
 
@@ -230,63 +286,18 @@ class ResilientChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        deadline = self._deadline(self._engine.clock)
-        conversation = messages
-        text = ""
-        switches: list[dict[str, Any]] = []
-        excluded: frozenset[str] = frozenset()
-        while True:
-            opener = partial(self._open_stream, conversation, stop, kwargs)
-            attempt = await self._engine.run(
-                "stream", opener, exclude=excluded, discard=close_stream, settle=False,
-                deadline=deadline,
-            )
-            if switches:
-                switches[-1]["to"] = attempt.route.name
-                yield ChatGenerationChunk(
-                    message=AIMessageChunk(content="", response_metadata={
-                        "lcha_failovers": [dict(switches[-1])]})
-                )
-            first, rest = attempt.value
-            tool_calls = False
-            try:
-                chunk: ChatGenerationChunk | None = first
-                while chunk is not None:
-                    text += chunk.text
-                    tool_calls = tool_calls or bool(
-                        getattr(chunk.message, "tool_call_chunks", None)
-                    )
-                    yield chunk
-                    chunk = await self._next_chunk(rest, deadline)
-            except Exception as exc:
-                await close_stream((first, rest))
-                elapsed = self._engine.clock.monotonic() - attempt.started
-                attempt.permit.failure(elapsed)
-                self._engine.events.on_failure(
-                    attempt.route.name, "stream", classify(exc).reason, elapsed
-                )
-                if self.stream_failover == "raise" or tool_calls:
-                    raise StreamInterrupted(text, attempt.route.name, exc) from exc
-                switches.append({"from": attempt.route.name, "at_chars": len(text),
-                                 "reason": classify(exc).reason})
-                excluded = excluded | {attempt.route.name}
-                conversation = continuation_messages(messages, text) if text else messages
-                continue
-            except BaseException:
-                attempt.permit.release()
-                await close_stream((first, rest))
-                raise
-            attempt.permit.success(self._engine.clock.monotonic() - attempt.started)
-            meta = self._provenance(attempt)
-            if switches:
-                meta["continued_after"] = [s["from"] for s in switches]
-                meta["fallback"] = True
+        engine = self._engine
+        settings = StreamSettings(failover=self.stream_failover,
+                                  idle_timeout_s=self.stream_idle_timeout_s,
+                                  finish_grace_s=self.stream_finish_grace_s)
+        run = StreamFailover(engine, partial(self._open_stream, stop, kwargs), messages,
+                             settings, self._deadline(engine.clock))
+        async for chunk in run.run():
+            meta = chunk.message.response_metadata.get("lcha") if chunk.message.response_metadata \
+                else None
+            if meta is not None and meta["fallback"]:
                 record_degraded(self.degraded_component)
-            self._note_degraded(attempt.route)
-            yield ChatGenerationChunk(
-                message=AIMessageChunk(content="", response_metadata={"lcha": meta})
-            )
-            return
+            yield chunk
 
     def _stream(
         self,
@@ -302,9 +313,10 @@ class ResilientChatModel(BaseChatModel):
             _SYNC_CLIENTS.reset(token)
 
     async def _open_stream(
-        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: Mapping[str, Any],
-        route: Route,
+        self, stop: list[str] | None, kwargs: Mapping[str, Any], route: Route,
+        messages: list[BaseMessage],
     ) -> Stream:
+        """Open ``route``'s stream: its chunks up to the first with content, and the rest."""
         model, bound = unwrap(self.providers[route.index].model)
         if _SYNC_CLIENTS.get() and isinstance(model, BaseChatModel):
             stream = threaded(model._stream(messages, stop, None, **{**bound, **kwargs}))
@@ -314,28 +326,21 @@ class ResilientChatModel(BaseChatModel):
             stream = as_generation_chunks(
                 model.astream(messages, stop=stop, **{**bound, **kwargs})
             )
+        leading: list[ChatGenerationChunk] = []
         try:
-            first = await anext(stream)
+            while True:
+                chunk = await anext(stream)
+                leading.append(chunk)
+                if has_content(chunk) or is_final(chunk):
+                    return leading, stream
         except StopAsyncIteration:
-            raise StreamInterrupted("", route.name) from None
+            if not route.finish_marker and leading:
+                return leading, stream  # ended before any content: an empty answer
+            raise StreamInterrupted("", route.name, reason="truncated") from None
         except BaseException:
             with contextlib.suppress(Exception):
                 await aclose(stream)
             raise
-        return first, stream
-
-    async def _next_chunk(
-        self, stream: AsyncIterator[ChatGenerationChunk], deadline: Deadline | None
-    ) -> ChatGenerationChunk | None:
-        limit = self.stream_idle_timeout_s
-        if deadline is not None:
-            left = deadline.remaining()
-            limit = left if limit is None else min(limit, left)
-        try:
-            async with asyncio.timeout(limit):
-                return await anext(stream)
-        except StopAsyncIteration:
-            return None
 
     # -- tools and structured output ---------------------------------------------------------
 
@@ -383,11 +388,12 @@ class ResilientChatModel(BaseChatModel):
             record_degraded(self.degraded_component)
 
 
-def continuation_messages(messages: Sequence[BaseMessage], partial_text: str) -> list[BaseMessage]:
-    """The conversation a fallback provider gets to continue ``partial_text`` (a new list)."""
-    return [
-        *messages,
-        AIMessage(content=partial_text),
-        HumanMessage(content=CONTINUATION_INSTRUCTION),
-    ]
-
+async def _refusing(call: Awaitable[ChatResult], provider: str) -> ChatResult:
+    """``call``'s result, or :class:`ProviderRefused` if the model refused (for the engine to
+    fail over, with ``refusal_fallback``)."""
+    result = await call
+    for gen in result.generations:
+        reason = refusal_reason(gen.message)
+        if reason:
+            raise ProviderRefused(provider, reason, str(gen.message.content)[:200])
+    return result

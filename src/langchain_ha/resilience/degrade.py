@@ -32,7 +32,7 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool, ToolException
 from pydantic import ConfigDict, Field
 
-from langchain_ha.resilience._sync import run_sync
+from langchain_ha._sync import run_sync
 from langchain_ha.resilience.breaker import CircuitBreaker
 from langchain_ha.resilience.errors import classify
 

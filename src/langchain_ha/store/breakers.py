@@ -4,7 +4,9 @@ Implements the ``BreakerStore`` protocol of :mod:`langchain_ha.resilience.breake
 path never waits on the database per call: :meth:`PgBreakerStore.load` answers from a local
 cache for ``cache_ttl_s`` and only then reads again (one read at a time per breaker, bounded by
 ``timeout_s``; if the database does not answer, the last known state is kept).  :meth:`save`
-is an upsert that keeps the newest ``updated_at``, so concurrent replicas converge.
+is an upsert that keeps the newest ``updated_at``, so concurrent replicas converge, and ends any
+probe claim.  :meth:`PgBreakerStore.claim_probe` is one conditional upsert: the first replica
+to ask after the shared open interval ended gets the probe, for a lease.
 """
 
 from __future__ import annotations
@@ -117,7 +119,7 @@ class PgBreakerStore:
                 "INSERT INTO lcha_breakers AS b (name, state, open_until, trips, updated_at)"
                 " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET"
                 " state = EXCLUDED.state, open_until = EXCLUDED.open_until,"
-                " trips = EXCLUDED.trips, updated_at = EXCLUDED.updated_at"
+                " trips = EXCLUDED.trips, updated_at = EXCLUDED.updated_at, probe_until = NULL"
                 " WHERE b.updated_at < EXCLUDED.updated_at",
                 (self.namespace + name, _state_text(state.state), state.open_until, state.trips,
                  state.updated_at),
@@ -127,3 +129,30 @@ class PgBreakerStore:
             await asyncio.wait_for(on_writer(self.db, write), self.timeout_s)
         except _FAILED as exc:
             log.warning("breaker store: save of %s failed (%s); kept locally", name, exc)
+
+    async def claim_probe(self, name: str, now: float, lease_s: float) -> bool:
+        """Claim the half-open probe of ``name``: True for the first replica to ask once the
+        shared open interval is over, while nobody holds an unexpired claim.
+
+        Raises what the database raises when it cannot answer (the breaker then probes
+        locally: one probe per replica is a fine fallback for a database outage).
+        """
+        await ensure_schema(self.db)
+
+        async def claim(conn: AsyncConn) -> bool:
+            cur = await conn.execute(
+                "INSERT INTO lcha_breakers AS b"
+                " (name, state, open_until, trips, updated_at, probe_until)"
+                " VALUES (%s, 'half_open', 0, 0, %s, %s) ON CONFLICT (name) DO UPDATE SET"
+                " probe_until = EXCLUDED.probe_until"
+                " WHERE NOT (b.state = 'open' AND b.open_until > %s)"
+                " AND (b.probe_until IS NULL OR b.probe_until <= %s)"
+                " RETURNING 1",
+                (self.namespace + name, now, now + lease_s, now, now),
+            )
+            return await cur.fetchone() is not None
+
+        granted = await asyncio.wait_for(on_writer(self.db, claim), self.timeout_s)
+        if granted:
+            self._cache.pop(name, None)
+        return granted

@@ -26,7 +26,7 @@ from langchain_core.outputs import Generation
 from psycopg import sql
 from psycopg.errors import UndefinedTable
 
-from langchain_ha.resilience._sync import run_sync
+from langchain_ha._sync import run_sync
 from langchain_ha.resilience.degrade import record_degraded
 from langchain_ha.store._db import (
     UNAVAILABLE,

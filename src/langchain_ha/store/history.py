@@ -24,7 +24,7 @@ from psycopg.errors import UndefinedTable
 from psycopg.types.json import Jsonb
 
 from langchain_ha._context import current_request_key
-from langchain_ha.resilience._sync import run_sync
+from langchain_ha._sync import run_sync
 from langchain_ha.store._db import AsyncConn, ConnectionSource, on_writer, on_writer_then_reader
 from langchain_ha.store.schema import ensure_schema
 

@@ -43,6 +43,9 @@ BASE_DDL: tuple[str, ...] = (
         open_until double precision NOT NULL,
         trips integer NOT NULL,
         updated_at double precision NOT NULL)""",
+    # Who holds the half-open probe, until when (wall time); NULL: nobody.  Added later than
+    # the table, so existing databases get the column here.
+    "ALTER TABLE lcha_breakers ADD COLUMN IF NOT EXISTS probe_until double precision",
     """CREATE TABLE IF NOT EXISTS lcha_idempotency (
         key text PRIMARY KEY,
         status integer,

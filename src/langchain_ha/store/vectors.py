@@ -27,7 +27,7 @@ from psycopg import sql
 from psycopg.errors import UndefinedTable
 from psycopg.types.json import Jsonb
 
-from langchain_ha.resilience._sync import run_sync
+from langchain_ha._sync import run_sync
 from langchain_ha.resilience.degrade import record_degraded
 from langchain_ha.store._db import (
     AsyncConn,
