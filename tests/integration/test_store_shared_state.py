@@ -105,3 +105,60 @@ async def test_schema_apply_is_idempotent_under_concurrency(store_db: Any) -> No
         cur = await conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
         row = await cur.fetchone()
     assert row is not None and row[0] >= "0.8"
+
+
+async def test_one_probe_claim_per_open_interval_across_replicas(store_db: Any) -> None:
+    name = f"prov-{uuid.uuid4().hex[:8]}"
+    stores = [PgBreakerStore(store_db) for _ in range(4)]
+    now = time.time()
+    await stores[0].save(name, SharedBreakerState(BreakerState.OPEN, now + 0.3, 1, now))
+    assert not any(await asyncio.gather(*(s.claim_probe(name, time.time(), 5) for s in stores)))
+    await asyncio.sleep(0.35)  # the open interval is over: exactly one replica gets the probe
+    claims = await asyncio.gather(*(s.claim_probe(name, time.time(), 5) for s in stores))
+    assert claims.count(True) == 1
+    assert not await stores[0].claim_probe(name, time.time(), 5)
+    # The probe's outcome is published: the claim ends with it.
+    later = time.time()
+    await stores[claims.index(True)].save(
+        name, SharedBreakerState(BreakerState.OPEN, later + 0.2, 2, later))
+    await asyncio.sleep(0.25)
+    assert [await s.claim_probe(name, time.time(), 5) for s in stores].count(True) == 1
+    # A claimer that died: its lease lapses and another replica probes.
+    lapsed = f"prov-{uuid.uuid4().hex[:8]}"
+    assert await stores[0].claim_probe(lapsed, time.time(), 0.2)  # no row yet: claimable
+    assert not await stores[1].claim_probe(lapsed, time.time(), 0.2)
+    await asyncio.sleep(0.25)
+    assert await stores[1].claim_probe(lapsed, time.time(), 0.2)
+
+
+async def test_a_recovered_provider_is_closed_on_every_replica_after_one_probe(
+        store_db: Any) -> None:
+    """Three replicas' breakers over PostgreSQL: when the open interval ends one replica
+    probes; its success closes the breaker on the others too."""
+    name = f"prov-{uuid.uuid4().hex[:8]}"
+    config = BreakerConfig(minimum_calls=1, open_duration_s=0.4, sync_interval_s=0.05)
+    replicas = [CircuitBreaker(name, config, store=PgBreakerStore(store_db, cache_ttl_s=0.05))
+                for _ in range(3)]
+    replicas[0].force_open(0.4)
+    await asyncio.sleep(0.2)
+    for br in replicas:
+        br.try_acquire()
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)  # the interval is over
+    probes = []
+    until = time.monotonic() + 3
+    while not probes and time.monotonic() < until:
+        for br in replicas:
+            permit = br.try_acquire()
+            if permit is not None:
+                probes.append((br, permit))
+        await asyncio.sleep(0.02)
+    more = [br.try_acquire() for br in replicas for _ in range(3)]
+    assert len(probes) == 1 and not any(more)
+    probes[0][1].success(0.01)
+    until = time.monotonic() + 5
+    while not all(br.state is BreakerState.CLOSED for br in replicas):
+        assert time.monotonic() < until, [br.state for br in replicas]
+        for br in replicas:
+            br.try_acquire()
+        await asyncio.sleep(0.05)
