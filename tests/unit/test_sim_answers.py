@@ -20,15 +20,14 @@ from langchain_ha.providers._answers import (
     continuation_of,
     cut_at_stop,
     expected_answer,
-    fill_schema,
     first_tokens,
     reword,
     tool_calls_for,
     words,
 )
 from langchain_ha.providers._faults import Faults, FaultSetting
-from langchain_ha.providers._openai_api import strict_schema_problem
 from langchain_ha.providers._reply import Ask, context_overflow, reply
+from langchain_ha.providers._schema import fill_schema, strict_schema_problem
 from langchain_ha.providers._stream import Event, malformed, write
 
 Q = "How long do refunds take for annual plans?"
@@ -119,7 +118,7 @@ class Order(BaseModel):
 
 def test_fill_schema_is_valid_for_nested_refs_unions_and_bounds() -> None:
     schema = Order.model_json_schema()
-    value = fill_schema(schema, "Order AB-1234 please", order_id="AB-1234", answer="A")
+    value = fill_schema(schema, topic="order ab 1234", order_id="AB-1234", answer="A")
     jsonschema.validate(value, schema)
     assert value == {"order_id": "AB-1234", "lines": [], "note": "order ab 1234", "rush": False,
                      "total": 0.0}
@@ -133,12 +132,12 @@ def test_fill_schema_is_valid_for_nested_refs_unions_and_bounds() -> None:
         "maybe": {"type": ["null", "string"]}},
         "$defs": {"Tag": {"type": "object", "properties": {"name": {"type": "string",
                                                                     "pattern": "^[A-Z]"}}}}}
-    got = fill_schema(bounded, "summer sale")
+    got = fill_schema(bounded, topic="summer sale")
     jsonschema.validate(got, bounded)
     assert got["tags"] == [{"name": "Summer sale"}] * 2 and got["n"] == 3
     gemini = {"type": "OBJECT", "properties": {"count": {"type": "INTEGER"},
                                                "answer": {"type": "STRING"}}}
-    assert fill_schema(gemini, Q, answer="yes") == {"count": 0, "answer": "yes"}
+    assert fill_schema(gemini, topic="q", answer="yes") == {"count": 0, "answer": "yes"}
 
 
 def test_stream_pieces_join_back_and_cuts() -> None:

@@ -32,6 +32,7 @@ from langchain_ha.providers._core import (
 )
 from langchain_ha.providers._embeddings import embed, embed_tokens
 from langchain_ha.providers._reply import Ask, Finish, Reply
+from langchain_ha.providers._schema import strict_schema_problem
 from langchain_ha.providers._stream import Event
 
 MAX_N = 128
@@ -68,38 +69,6 @@ _FILTERED = {
 
 def _mask(key: str) -> str:
     return f"{key[:3]}***{key[-4:]}" if len(key) > 12 else "***"
-
-
-def strict_schema_problem(schema: Any, context: tuple[str, ...] = ()) -> str | None:
-    """Why ``schema`` is not allowed with ``strict: true`` (OpenAI's wording), or None."""
-    if not isinstance(schema, dict):
-        return None
-    if schema.get("type") == "object" or "properties" in schema:
-        where = f"In context={context!r}, " if context else "In context=(), "
-        if schema.get("additionalProperties") is not False:
-            return (where + "'additionalProperties' is required to be supplied and to be "
-                    "false.")
-        required = schema.get("required") or []
-        missing = [p for p in schema.get("properties") or {} if p not in required]
-        if missing:
-            return (where + "'required' is required to be supplied and to be an array "
-                    f"including every key in properties. Missing '{missing[0]}'.")
-    subs: list[tuple[tuple[str, ...], Any]] = []
-    for name, sub in (schema.get("properties") or {}).items():
-        subs.append(((*context, "properties", name), sub))
-    for key in ("$defs", "definitions"):
-        for name, sub in (schema.get(key) or {}).items():
-            subs.append(((*context, key, name), sub))
-    if "items" in schema:
-        subs.append(((*context, "items"), schema["items"]))
-    for key in ("anyOf", "allOf"):
-        for i, sub in enumerate(schema.get(key) or []):
-            subs.append(((*context, key, str(i)), sub))
-    for inner, sub in subs:
-        problem = strict_schema_problem(sub, inner)
-        if problem:
-            return problem
-    return None
 
 
 class OpenAIApi(Api):

@@ -22,12 +22,13 @@ from langchain_ha.providers._answers import (
     Turn,
     answer_for,
     cut_at_stop,
-    fill_schema,
     first_tokens,
     token_count,
     tool_calls_for,
+    topic,
 )
 from langchain_ha.providers._faults import Faults
+from langchain_ha.providers._schema import fill_schema
 
 Finish = Literal["stop", "stop_sequence", "length", "tool_calls", "refusal", "content_filter",
                  "blocked"]
@@ -117,8 +118,8 @@ def reply(ask: Ask, fault: Faults) -> Reply:
                       fault.restart_style if fault.ignore_continuation else None)
     if ask.schema is not None:
         ids = ORDER_ID.findall(ask.question)
-        value = fill_schema(ask.schema, ask.question, order_id=ids[0] if ids else None,
-                            answer=text)
+        value = fill_schema(ask.schema, topic=topic(ask.question),
+                            order_id=ids[0] if ids else None, answer=text)
         text = orjson.dumps(value).decode()
     elif ask.json_object:
         text = orjson.dumps({"answer": text}).decode()

@@ -38,14 +38,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from langchain_ha.providers import _gemini_api, _openai_api
+from langchain_ha.providers import ADMIN_TOKEN_ENV, _gemini_api, _openai_api
 from langchain_ha.providers._anthropic_api import AnthropicApi
 from langchain_ha.providers._core import Api, Sim, json_response, read_json
 from langchain_ha.providers._faults import Faults
 from langchain_ha.providers._gemini_api import GeminiApi
 from langchain_ha.providers._openai_api import OpenAIApi
 
-ADMIN_TOKEN_ENV = "LCHA_SIM_ADMIN_TOKEN"  # noqa: S105 (the variable's name, not a token)
 _ORDER = re.compile(r"^[A-Z0-9-]{3,20}$")
 _STATUSES = ("processing", "packed", "shipped", "in transit", "out for delivery", "delivered")
 _CARRIERS = ("UPS", "DHL", "FedEx", "PostNL")
