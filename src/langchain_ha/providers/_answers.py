@@ -15,8 +15,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
+from langchain_ha.providers._faults import RestartStyle
 from langchain_ha.providers._schema import fill_schema
 
 CONTINUATION_INSTRUCTION = (
@@ -39,7 +40,6 @@ STOP_WORDS = frozenset({
 Turn = tuple[str, str]
 ToolSpec = tuple[str, dict[str, Any]]  # (name, JSON schema of its parameters)
 ToolCall = tuple[str, dict[str, Any]]  # (name, arguments)
-Restart = Literal["replay", "preamble", "reword"]
 
 
 def words(text: str) -> list[str]:
@@ -117,7 +117,7 @@ def continuation_of(conversation: Sequence[Turn]) -> tuple[list[Turn], str] | No
     return None
 
 
-def answer_for(conversation: Sequence[Turn], restart: Restart | None = None) -> str:
+def answer_for(conversation: Sequence[Turn], restart: RestartStyle | None = None) -> str:
     """The deterministic answer to ``conversation`` (a list of ``(role, text)``).
 
     A continuation request gets the rest of the full answer after the partial one (the full
@@ -144,7 +144,7 @@ def answer_for(conversation: Sequence[Turn], restart: Restart | None = None) -> 
             f"in your question, so every provider gives the same one.")
 
 
-def restarted(full: str, style: Restart) -> str:
+def restarted(full: str, style: RestartStyle) -> str:
     """How a model that ignores a continuation request starts over.
 
     ``replay``: the identical full answer.  ``preamble``: :data:`RESTART_PREAMBLE` then the

@@ -16,7 +16,6 @@ import random
 import socket
 import struct
 import zlib
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -24,11 +23,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from langchain_ha.providers._faults import FaultSetting, Stats
+from langchain_ha.providers._faults import Faults, FaultSetting, Stats
 from langchain_ha.providers._reply import Ask, Reply, context_overflow, reply
 from langchain_ha.providers._stream import Event, stream_response
 
-ErrorFormat = Callable[[int, str], dict[str, Any]]
 _HANG_POLL_S = 0.1
 _HANG_MAX_S = 600.0
 
@@ -201,11 +199,16 @@ class Sim:
             return False
         return not self.keys or key in self.keys
 
-    async def gate(self, request: Request, route: str, api: Api,
-                   *, auth: bool = True, jitter_key: bytes | None = None) -> Response | None:
-        """Everything before the answer; returns an error response, or None to answer."""
+    async def gate(self, request: Request, route: str, api: Api, *, auth: bool = True,
+                   jitter_key: bytes | None = None, fault: Faults | None = None,
+                   ) -> Response | None:
+        """Everything before the answer; returns an error response, or None to answer.
+
+        ``fault``: the faults this request meets, if the caller read them already (one
+        request sees one state of a flapping fault).
+        """
         self.stats.arrive(route)
-        fault = self.faults.for_route(route)
+        fault = fault or self.faults.for_route(route)
         if fault.reset_before_headers:
             self.stats.finish(route, "reset")
             return ConnectionReset()
@@ -230,10 +233,10 @@ class Sim:
         body = await read_json(request)
         messages = (body.get("messages") or body.get("contents")) if body is not None else None
         last = messages[-1] if isinstance(messages, list) and messages else None
-        early = await self.gate(request, "chat", api, jitter_key=_jitter_key(last))
+        fault = self.faults.for_route("chat")
+        early = await self.gate(request, "chat", api, jitter_key=_jitter_key(last), fault=fault)
         if early is not None:
             return early
-        fault = self.faults.for_route("chat")
         try:
             if body is None:
                 raise api.error(400, "the request body must be a JSON object")

@@ -7,7 +7,8 @@ carries ``"usage": null``); tool-call arguments streamed in several pieces; ``re
 of ``content`` when the model refuses; errors as ``{"error": {message, type, param, code}}``
 with an ``x-request-id`` header.  A prompt the content filter rejects gets Azure OpenAI's 400
 (``code: content_filter`` with ``innererror.content_filter_result``), the one OpenAI service
-that filters prompts.
+that filters prompts.  A conversation ending with an assistant message is continued like an
+Anthropic prefill (OpenAI promises nothing there; the ``reject_prefill`` fault makes it a 400).
 """
 
 from __future__ import annotations
