@@ -21,7 +21,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def _add_sim(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("sim", help="run an LLM provider simulator (OpenAI + Anthropic APIs)")
+    p = sub.add_parser("sim", help="run an LLM provider simulator (OpenAI, Anthropic, Gemini)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8900)
     p.add_argument("--name", default="sim", help="provider name shown in answers and stats")

@@ -71,6 +71,10 @@ def test_status_json_names_every_process_and_the_database(deployment: Deployment
     slots = {u["address"] for u in status["balancer"]["upstreams"]}
     assert len(slots) == 3 * 4
     assert {f"127.0.0.1:{p['port']}" for p in replicas} <= slots
+    # the simulators' faults are read through their authenticated admin API
+    assert status["simulators"] and all(
+        s["faults"] is not None and s["faults"]["active"] is False
+        for s in status["simulators"].values())
     text = deployment.lcha("status")
     assert "az1" in text.stdout and "leader" in text.stdout
     assert "ready: http" in deployment.lcha("logs").stdout  # the supervisor's sentences

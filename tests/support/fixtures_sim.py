@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,21 +14,33 @@ from langchain_ha._proc import Child, free_port, python_argv
 
 
 class SimProcess:
-    """A running simulator and its admin API."""
+    """A running simulator and its admin API (authenticated with a token made for it)."""
 
     def __init__(self, name: str, logdir: Path, latency_ms: float = 0.0,
                  jitter_ms: float = 0.0) -> None:
         self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.admin_token = secrets.token_urlsafe(24)
         self.child = Child(
             python_argv("-m", "langchain_ha.providers.simulator", "--port", str(self.port),
                         "--name", name, "--latency-ms", str(latency_ms),
                         "--jitter-ms", str(jitter_ms)),
             name=f"sim-{name}", log_path=logdir / f"sim-{name}-{self.port}.log",
+            env={"LCHA_SIM_ADMIN_TOKEN": self.admin_token},
         )
         self.child.wait_http(self.url + "/v1/models", timeout=30)
-        self._admin = httpx.Client(base_url=self.url, timeout=5)
+        self._admin = httpx.Client(base_url=self.url, timeout=5, headers=self.admin_headers)
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """The header the admin API (``/_faults``, ``/_stats``) wants."""
+        return {"Authorization": f"Bearer {self.admin_token}"}
+
+    def faults(self) -> dict[str, Any]:
+        """``GET /_faults``: the faults set, and whether they are active now."""
+        data: dict[str, Any] = self._admin.get("/_faults").raise_for_status().json()
+        return data
 
     def set_faults(self, **faults: Any) -> None:
         resp = self._admin.post("/_faults", json=faults)

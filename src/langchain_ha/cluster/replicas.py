@@ -21,6 +21,7 @@ import httpx
 
 from langchain_ha._proc import Adopted, Child, free_port, port_is_free, python_argv
 from langchain_ha.cluster.topology import ProviderSpec, Topology
+from langchain_ha.providers import ADMIN_TOKEN_ENV
 
 STARTUP_NICE = 10
 ReplicaState = Literal["starting", "ready", "draining"]
@@ -173,13 +174,19 @@ def sim_marker(name: str, port: int) -> str:
     return f"--name {name} --port {port}"
 
 
-def start_simulator(spec: ProviderSpec, logs: Path, port: int | None = None) -> Simulator:
-    """Start ``lcha sim`` for ``spec`` and wait until it answers."""
+def start_simulator(spec: ProviderSpec, logs: Path, port: int | None = None, *,
+                    admin_token: str) -> Simulator:
+    """Start ``lcha sim`` for ``spec`` and wait until it answers.
+
+    ``admin_token`` (the deployment's ``sim_admin_token`` secret) guards its admin API; it
+    goes in the environment, never on the command line other users can read.
+    """
     port = port or free_port()
     child = Child(
         python_argv("-m", "langchain_ha.cli", "sim", "--name", spec.name, "--port", str(port),
                     "--latency-ms", str(spec.latency_ms), "--jitter-ms", str(spec.jitter_ms)),
-        name=f"sim-{spec.name}", log_path=logs / f"sim-{spec.name}.log")
+        name=f"sim-{spec.name}", log_path=logs / f"sim-{spec.name}.log",
+        env={ADMIN_TOKEN_ENV: admin_token})
     child.wait_http(f"http://127.0.0.1:{port}/v1/models", timeout=30)
     return Simulator(spec=spec, port=port, proc=child)
 

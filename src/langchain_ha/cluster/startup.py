@@ -48,7 +48,8 @@ async def bring_up(sup: Supervisor) -> None:
         if spec.simulated and spec.name not in sup.sims:
             port = prior.get("simulators", {}).get(spec.name, {}).get("port")
             sup.sims[spec.name] = await asyncio.to_thread(
-                start_simulator, spec, sup.sd.logs, _reuse(port))
+                start_simulator, spec, sup.sd.logs, _reuse(port),
+                admin_token=sup.sim_admin_token)
             sup._say(f"simulator {spec.name}: {sup.sims[spec.name].url}", progress=True)
     def want() -> int:
         return sum(sup._target(z) for z in sup.topo.zones)

@@ -4,7 +4,8 @@
 
 - ``topology.json``: the validated topology the supervisor runs;
 - ``state.json``: written by the supervisor every cycle (PIDs, ports, roles, phase, decisions);
-- ``secrets.json`` (0600): the API key clients use and the replicas' admin token;
+- ``secrets.json`` (0600): the API key clients use, the replicas' admin token and the
+  simulators' admin token (``sim_admin_token``, for ``/_faults`` and ``/_stats``);
 - ``control.json``: operator requests (scale, rollout) that the supervisor applies in order;
 - ``db/``: the PostgreSQL cluster; ``logs/``: every process's log.
 
@@ -76,13 +77,15 @@ class StateDir:
         return read_json(self.state_file)
 
     def secrets(self) -> dict[str, str]:
-        """The API key and admin token, created (0600) on first use."""
+        """The API key and admin tokens, created (0600) on first use."""
         path = self.root / "secrets.json"
         stored = read_json(path)
         if not stored:
             self.root.mkdir(parents=True, exist_ok=True)
             stored = {"api_key": "lcha-" + secrets.token_urlsafe(24),
                       "admin_token": secrets.token_urlsafe(24)}
+        if "sim_admin_token" not in stored:  # also added to a deployment made before it existed
+            stored["sim_admin_token"] = secrets.token_urlsafe(24)
             write_json(path, stored, mode=0o600)
         return {k: str(v) for k, v in stored.items()}
 

@@ -85,6 +85,7 @@ class Supervisor:
         secrets = state_dir.secrets()
         self.api_key = secrets["api_key"]
         self.admin_token = secrets["admin_token"]
+        self.sim_admin_token = secrets["sim_admin_token"]
 
     # -- start-up -----------------------------------------------------------------------------
 
@@ -188,7 +189,8 @@ class Supervisor:
     def _heal_infrastructure(self) -> str | None:
         for name, sim in list(self.sims.items()):
             if not sim.proc.alive():
-                self.sims[name] = start_simulator(sim.spec, self.sd.logs, sim.port)
+                self.sims[name] = start_simulator(sim.spec, self.sd.logs, sim.port,
+                                                  admin_token=self.sim_admin_token)
                 return f"simulator {name} was gone: restarted on port {sim.port}"
         if self.lb is not None and self.caddy is not None and not self.caddy.alive():
             self.lb.upstreams = ()

@@ -23,6 +23,7 @@ from langchain_ha.cluster.dbcli import member_table, text_table
 from langchain_ha.cluster.replicas import replica_marker, sim_marker
 from langchain_ha.cluster.state import SUPERVISOR_MARKER, StateDir
 from langchain_ha.cluster.topology import Topology, load_topology
+from langchain_ha.providers import admin_headers
 
 UP_TIMEOUT_S = 300.0
 QUESTION = '{"input": {"question": "How do I reset my password?", "session_id": "me"}}'
@@ -180,7 +181,9 @@ def collect_status(sd: StateDir, state: dict[str, Any]) -> dict[str, Any]:
     sims = {}
     for name, sim in (state.get("simulators") or {}).items():
         try:
-            faults = httpx.get(f"{sim['url']}/_faults", timeout=2).json()
+            faults = httpx.get(f"{sim['url']}/_faults", timeout=2,
+                               headers=admin_headers(secrets["sim_admin_token"])
+                               ).raise_for_status().json()
         except (httpx.HTTPError, ValueError):
             faults = None
         sims[name] = {**sim, "faults": faults}

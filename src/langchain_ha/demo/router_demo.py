@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import tempfile
 import time
 from collections import Counter
@@ -22,19 +23,20 @@ from langchain_core.messages import HumanMessage
 from langchain_openai import ChatOpenAI
 
 from langchain_ha._proc import Child, free_port, python_argv
-from langchain_ha.providers._answers import expected_answer
+from langchain_ha.providers import ADMIN_TOKEN_ENV, admin_headers, expected_answer
 from langchain_ha.resilience.breaker import BreakerConfig
 from langchain_ha.resilience.chat import Provider, ResilientChatModel
 
 KEY = "demo-key"
 
 
-def _start_sim(name: str, logdir: Path) -> tuple[Child, str]:
+def _start_sim(name: str, logdir: Path, admin_token: str) -> tuple[Child, str]:
     port = free_port()
     child = Child(
         python_argv("-m", "langchain_ha.providers.simulator", "--port", str(port), "--name",
                     name, "--latency-ms", "40", "--jitter-ms", "30"),
         name=f"sim-{name}", log_path=logdir / f"{name}.log",
+        env={ADMIN_TOKEN_ENV: admin_token},
     )
     url = f"http://127.0.0.1:{port}"
     child.wait_http(url + "/v1/models", timeout=30, status=None)
@@ -71,24 +73,26 @@ async def _phase(model: ResilientChatModel, label: str, count: int, start: int) 
     return tally
 
 
-async def _run(primary: str, secondary: str, requests: int) -> int:
+async def _run(primary: str, secondary: str, requests: int, admin_token: str) -> int:
     model = _router(primary, secondary)
     third = max(1, requests // 3)
     total: Counter[str] = Counter()
-    async with httpx.AsyncClient() as admin:
+    async with httpx.AsyncClient(headers=admin_headers(admin_token)) as admin:
         print("phase 1: both providers healthy")
         total += await _phase(model, "healthy", third, 0)
         print("phase 2: primary returns HTTP 500 to every request")
-        await admin.post(primary + "/_faults", json={"status": 500})
+        (await admin.post(primary + "/_faults", json={"status": 500})).raise_for_status()
         total += await _phase(model, "outage", third, third)
-        calls = (await admin.get(primary + "/_stats")).json()["received"].get("chat", 0)
+        calls = (await admin.get(primary + "/_stats")).raise_for_status().json()[
+            "received"].get("chat", 0)
         print(f"  the dead primary was called {calls} times in all (circuit breaker)")
         print("phase 3: primary recovers; the breaker probes it and closes")
-        await admin.delete(primary + "/_faults")
+        (await admin.delete(primary + "/_faults")).raise_for_status()
         await asyncio.sleep(2.2)
         total += await _phase(model, "recovered", requests - 2 * third, 2 * third)
         print("phase 4: the primary's stream dies after 3 chunks")
-        await admin.post(primary + "/_faults", json={"disconnect_after_chunks": 3})
+        (await admin.post(primary + "/_faults", json={"disconnect_after_chunks": 3})
+         ).raise_for_status()
         model = _router(primary, secondary)
         question = "What does the premium plan include?"
         parts = [str(c.content) async for c in model.astream([HumanMessage(content=question)])]
@@ -106,13 +110,14 @@ def main(requests: int = 60) -> int:
     logdir = Path(os.environ.get("LCHA_DEMO_LOGDIR") or tempfile.mkdtemp(prefix="lcha-demo-"))
     children: list[Child] = []
     began = time.monotonic()
+    token = secrets.token_urlsafe(24)  # the simulators' admin API, for this run only
     try:
-        p_child, primary = _start_sim("primary", logdir)
+        p_child, primary = _start_sim("primary", logdir, token)
         children.append(p_child)
-        s_child, secondary = _start_sim("secondary", logdir)
+        s_child, secondary = _start_sim("secondary", logdir, token)
         children.append(s_child)
         print(f"simulators: primary {primary}, fallback {secondary} (logs in {logdir})")
-        code = asyncio.run(_run(primary, secondary, requests))
+        code = asyncio.run(_run(primary, secondary, requests, token))
     finally:
         for child in children:
             child.stop()

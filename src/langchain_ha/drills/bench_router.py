@@ -27,6 +27,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
@@ -38,7 +39,7 @@ import httpx
 from langchain_ha._proc import Child, free_port, python_argv
 from langchain_ha._usage import UsageError
 from langchain_ha.drills._contenders import CONTENDERS, Endpoints, build_contender
-from langchain_ha.providers._answers import expected_answer
+from langchain_ha.providers import ADMIN_TOKEN_ENV, admin_headers, expected_answer
 
 SCENARIOS: dict[str, dict[str, Any]] = {
     "healthy": {},
@@ -74,6 +75,7 @@ class Simulators:
 
     def __init__(self, latency_ms: float, jitter_ms: float, logdir: Path) -> None:
         self.children: list[Child] = []
+        self.admin_token = secrets.token_urlsafe(24)  # this run's simulators' admin API
         self.realistic = self._pair(latency_ms, jitter_ms, logdir, "lat")
         self.instant = self._pair(0.0, 0.0, logdir, "zero")
 
@@ -86,6 +88,7 @@ class Simulators:
                             "--name", name, "--latency-ms", str(latency),
                             "--jitter-ms", str(jitter)),
                 name=f"sim-{tag}-{name}", log_path=logdir / f"sim-{tag}-{name}.log",
+                env={ADMIN_TOKEN_ENV: self.admin_token},
             )
             self.children.append(child)
             url = f"http://127.0.0.1:{port}"
@@ -99,15 +102,15 @@ class Simulators:
 
 
 async def _admin(client: httpx.AsyncClient, url: str, faults: dict[str, Any]) -> None:
-    await client.delete(url + "/_faults")
-    await client.delete(url + "/_stats")
+    (await client.delete(url + "/_faults")).raise_for_status()
+    (await client.delete(url + "/_stats")).raise_for_status()
     if faults:
         resp = await client.post(url + "/_faults", json={**faults, "routes": ["chat"]})
         resp.raise_for_status()
 
 
 async def _primary_calls(client: httpx.AsyncClient, url: str) -> int:
-    stats = (await client.get(url + "/_stats")).json()
+    stats = (await client.get(url + "/_stats")).raise_for_status().json()
     return int(stats.get("received", {}).get("chat", 0))
 
 
@@ -179,7 +182,7 @@ async def _run(requests: int, concurrency: int, scenarios: list[str], contenders
     (another process, thermal state) falls on every contender alike.
     """
     rows: list[Row] = []
-    async with httpx.AsyncClient(timeout=10) as admin:
+    async with httpx.AsyncClient(timeout=10, headers=admin_headers(sims.admin_token)) as admin:
         for scenario in scenarios:
             overhead = scenario.startswith("overhead")
             ends = sims.instant if overhead else sims.realistic

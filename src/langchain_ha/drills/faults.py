@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from langchain_ha.cluster.state import StateDir
+from langchain_ha.providers import admin_headers
 
 Undo = Callable[[], None]
 
@@ -115,10 +116,11 @@ class Injector:
 
     def provider_fault(self, name: str, label: str, **faults: Any) -> dict[str, str]:
         sim = self.state["simulators"][name]
-        resp = httpx.post(f"{sim['url']}/_faults", json=faults, timeout=5)
+        headers = admin_headers(self.sd.secrets()["sim_admin_token"])
+        resp = httpx.post(f"{sim['url']}/_faults", json=faults, timeout=5, headers=headers)
         resp.raise_for_status()
         url = sim["url"]
-        self.undos.append(lambda: _clear_faults(url))
+        self.undos.append(lambda: _clear_faults(url, headers))
         return {"action": label, "target": f"{name} {faults}"}
 
     def undo(self) -> None:
@@ -133,8 +135,8 @@ def _signal(pid: int, sig: int) -> None:
         os.kill(pid, sig)
 
 
-def _clear_faults(url: str) -> None:
-    httpx.delete(f"{url}/_faults", timeout=5)
+def _clear_faults(url: str, headers: dict[str, str]) -> None:
+    httpx.delete(f"{url}/_faults", timeout=5, headers=headers).raise_for_status()
 
 
 def _rest_port(sd: StateDir, zone: str) -> int:

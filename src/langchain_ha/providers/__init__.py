@@ -1,0 +1,22 @@
+"""The LLM provider simulator (OpenAI, Anthropic and Gemini APIs with fault injection).
+
+Run it with ``lcha sim`` or ``python -m langchain_ha.providers.simulator``; its admin API
+(``/_faults``, ``/_stats``) wants ``Authorization: Bearer`` the token given to the process in
+:data:`ADMIN_TOKEN_ENV`.  :func:`expected_answer` is the simulator's deterministic answer, the
+oracle drills and benchmarks judge answers by.
+"""
+
+from __future__ import annotations
+
+from langchain_ha.providers._answers import CONTINUATION_INSTRUCTION, expected_answer
+from langchain_ha.providers._faults import Faults
+
+__all__ = ["ADMIN_TOKEN_ENV", "CONTINUATION_INSTRUCTION", "Faults", "admin_headers",
+           "expected_answer"]
+
+ADMIN_TOKEN_ENV = "LCHA_SIM_ADMIN_TOKEN"  # noqa: S105 (the variable's name, not a token)
+
+
+def admin_headers(token: str) -> dict[str, str]:
+    """The headers a call to a simulator's admin API carries."""
+    return {"Authorization": f"Bearer {token}"}

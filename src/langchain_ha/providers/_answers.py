@@ -2,7 +2,12 @@
 
 The answer depends only on the conversation (never on which simulator answers), so a drill can
 check that an answer is right, and a stream continued on another provider ends up identical to
-an uninterrupted one.
+an uninterrupted one.  Everything here is a pure function of its arguments.
+
+A *continuation request* is a conversation that ends with an assistant prefill (the answer
+continues that text) or with :data:`CONTINUATION_INSTRUCTION` after an assistant turn; either
+way the reply is the rest of the full answer.  A model that ignores such a request restarts in
+one of the styles of :func:`restarted`.
 """
 
 from __future__ import annotations
@@ -12,12 +17,18 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from langchain_ha.providers._faults import RestartStyle
+from langchain_ha.providers._schema import fill_schema
+
 CONTINUATION_INSTRUCTION = (
     "Continue your previous answer exactly where it stopped. Do not repeat any of it."
 )
+REFUSAL_TEXT = "I'm sorry, but I can't help with that request."
+RESTART_PREAMBLE = "Sure, here is the full answer again: "
 ORDER_ID = re.compile(r"\b([A-Z]{2}-?\d{4,8})\b")
 _DOC = re.compile(r"\[doc:([A-Za-z0-9_.-]+)\]\s*(.*?)(?=\[doc:|\Z)", re.S)
 _WORD = re.compile(r"[a-z0-9]+")
+_ARG_PIECE = re.compile(r"[A-Za-z]{1,8}|\d{1,3}|\s+|[^A-Za-z\d\s]{1,2}")
 STOP_WORDS = frozenset({
     "a", "about", "an", "and", "are", "at", "be", "by", "can", "could", "did", "do", "does",
     "for", "from", "how", "i", "in", "is", "it", "its", "me", "my", "of", "on", "or", "our",
@@ -27,6 +38,8 @@ STOP_WORDS = frozenset({
 })
 
 Turn = tuple[str, str]
+ToolSpec = tuple[str, dict[str, Any]]  # (name, JSON schema of its parameters)
+ToolCall = tuple[str, dict[str, Any]]  # (name, arguments)
 
 
 def words(text: str) -> list[str]:
@@ -43,6 +56,11 @@ def keywords(text: str) -> list[str]:
     return list(seen)
 
 
+def topic(question: str) -> str:
+    """What ``question`` is about: its first eight keywords ('' if it has none)."""
+    return " ".join(keywords(question)[:8])
+
+
 def documents(conversation: Sequence[Turn]) -> list[tuple[str, str]]:
     """``(id, text)`` of every ``[doc:ID] text`` block in system and user turns."""
     found: list[tuple[str, str]] = []
@@ -52,9 +70,15 @@ def documents(conversation: Sequence[Turn]) -> list[tuple[str, str]]:
     return found
 
 
+def _split_first_sentence(text: str) -> tuple[str, str]:
+    match = re.match(r"(.+?[.!?])(\s|$)", text, re.S)
+    if not match:
+        return text.strip(), ""
+    return match.group(1).strip(), text[match.end(1):]
+
+
 def _first_sentence(text: str) -> str:
-    match = re.match(r"(.+?[.!?])(\s|$)", text)
-    return (match.group(1) if match else text).strip()
+    return _split_first_sentence(text)[0]
 
 
 def _last(conversation: Sequence[Turn], role: str) -> str:
@@ -75,94 +99,207 @@ def best_document(question: str, docs: Sequence[tuple[str, str]]) -> tuple[str, 
     return best
 
 
-def answer_for(conversation: Sequence[Turn]) -> str:
-    """The deterministic answer to ``conversation`` (a list of ``(role, text)``)."""
+def continuation_of(conversation: Sequence[Turn]) -> tuple[list[Turn], str] | None:
+    """``(conversation before the partial answer, partial answer)`` for a continuation request.
+
+    Either the last turn is an assistant prefill, or it is :data:`CONTINUATION_INSTRUCTION`
+    from the user right after an assistant turn.  None for any other conversation.
+    """
+    if len(conversation) >= 2 and conversation[-1][0] == "assistant":
+        return list(conversation[:-1]), conversation[-1][1]
     if (
-        len(conversation) >= 2
+        len(conversation) >= 3
         and conversation[-1][0] == "user"
         and conversation[-1][1].startswith(CONTINUATION_INSTRUCTION)
         and conversation[-2][0] == "assistant"
     ):
-        partial = conversation[-2][1]
-        full = answer_for(conversation[:-2])
+        return list(conversation[:-2]), conversation[-2][1]
+    return None
+
+
+def answer_for(conversation: Sequence[Turn], restart: RestartStyle | None = None) -> str:
+    """The deterministic answer to ``conversation`` (a list of ``(role, text)``).
+
+    A continuation request gets the rest of the full answer after the partial one (the full
+    answer if the partial one is not a prefix of it).  With ``restart`` set the model ignores
+    the continuation and starts over in that style (see :func:`restarted`).
+    """
+    cont = continuation_of(conversation)
+    if cont is not None:
+        before, partial = cont
+        full = answer_for(before)
+        if restart is not None:
+            return restarted(full, restart)
         return full[len(partial):] if full.startswith(partial) else full
     if conversation and conversation[-1][0] == "tool":
         return _tool_answer(conversation)
     question = _last(conversation, "user")
     docs = documents(conversation)
-    topic = " ".join(keywords(question)[:8]) or "your question"
+    about = topic(question) or "your question"
     if docs:
         doc = best_document(question, docs)
         assert doc is not None
-        return f"According to [doc:{doc[0]}]: {_first_sentence(doc[1])} (asked about: {topic})"
-    return (f"Answer: you asked about {topic}. This reply is deterministic and grounded only "
+        return f"According to [doc:{doc[0]}]: {_first_sentence(doc[1])} (asked about: {about})"
+    return (f"Answer: you asked about {about}. This reply is deterministic and grounded only "
             f"in your question, so every provider gives the same one.")
 
 
+def restarted(full: str, style: RestartStyle) -> str:
+    """How a model that ignores a continuation request starts over.
+
+    ``replay``: the identical full answer.  ``preamble``: :data:`RESTART_PREAMBLE` then the
+    full answer.  ``reword``: :func:`reword` of the full answer.
+    """
+    if style == "preamble":
+        return RESTART_PREAMBLE + full
+    if style == "reword":
+        return reword(full)
+    return full
+
+
+_OPENINGS = [
+    (re.compile(r"^Answer: you asked about "), "your question was regarding "),
+    (re.compile(r"^According to (\[doc:[^\]]+\]): "), r"as \1 puts it, "),
+    (re.compile(r"^Order ([A-Z0-9-]+): "), r"order \1 is "),
+]
+_SYNONYMS = {
+    "about": "regarding", "according": "as per", "answer": "reply", "asked": "enquired",
+    "can": "may", "days": "days' time", "expected": "due", "get": "obtain", "in": "within",
+    "is": "stands", "must": "has to", "need": "require", "needs": "requires", "order": "purchase",
+    "said": "reported", "take": "need", "takes": "needs", "the": "this", "to": "towards",
+    "with": "via", "your": "the", "you": "one",
+}
+_TOKEN = re.compile(r"[A-Za-z']+|[^A-Za-z']+")
+
+
+def reword(text: str) -> str:
+    """``text`` said differently, deterministically (what a model restarting in its own words
+    sends; no prefix of it matches the original).
+
+    The rules, applied to the first sentence only (the rest is kept as it is):
+
+    1. The opening ``"Put differently, "`` is put in front.
+    2. The template opening of the simulator's answers is rephrased: ``"Answer: you asked
+       about X"`` becomes ``"your question was regarding X"``, ``"According to [doc:ID]: S"``
+       becomes ``"as [doc:ID] puts it, S"`` and ``"Order ID: S"`` becomes ``"order ID is S"``.
+    3. Every other word found in a small synonym table (``the`` → ``this``, ``with`` → ``via``,
+       ``takes`` → ``needs``, ``in`` → ``within``, …) is replaced, keeping a leading capital.
+    4. The sentence's final ``.``/``!``/``?`` becomes ``", in other words."``.
+    """
+    first, rest = _split_first_sentence(text)
+    opening = ""
+    for pattern, replacement in _OPENINGS:
+        match = pattern.match(first)
+        if match:
+            opening, first = match.expand(replacement), first[match.end():]
+            break
+    out = [opening]
+    for token in _TOKEN.findall(first):
+        synonym = _SYNONYMS.get(token.lower())
+        if synonym is None:
+            out.append(token)
+        else:
+            out.append(synonym.capitalize() if token[0].isupper() else synonym)
+    sentence = "".join(out)
+    if sentence and sentence[-1] in ".!?":
+        sentence = sentence[:-1] + ", in other words."
+    return "Put differently, " + sentence + rest
+
+
+def _tool_results(conversation: Sequence[Turn]) -> list[str]:
+    results: list[str] = []
+    for role, text in reversed(conversation):
+        if role != "tool":
+            break
+        results.append(text)
+    return results[::-1]
+
+
 def _tool_answer(conversation: Sequence[Turn]) -> str:
-    result = conversation[-1][1]
-    try:
-        data = json.loads(result)
-    except ValueError:
-        data = None
-    if isinstance(data, dict) and "order_id" in data:
-        return (f"Order {data['order_id']}: {data.get('status', 'unknown')}, expected in "
+    """The answer after the trailing tool results: one sentence per result, in order."""
+    asked = ORDER_ID.findall(_last(conversation, "user"))
+    sentences = []
+    for i, result in enumerate(_tool_results(conversation)):
+        try:
+            data = json.loads(result)
+        except ValueError:
+            data = None
+        if isinstance(data, dict) and "order_id" in data:
+            sentences.append(
+                f"Order {data['order_id']}: {data.get('status', 'unknown')}, expected in "
                 f"{data.get('eta_days', '?')} days with {data.get('carrier', 'the carrier')}.")
-    match = ORDER_ID.search(_last(conversation, "user"))
-    order = match.group(1) if match else "unknown"
-    return f"Order {order}: the order system said: {' '.join(result.split())[:160]}"
+            continue
+        order = asked[i] if i < len(asked) else (asked[0] if asked else "unknown")
+        sentences.append(f"Order {order}: the order system said: {' '.join(result.split())[:160]}")
+    return " ".join(sentences)
 
 
-ToolSpec = tuple[str, dict[str, Any]]  # (name, JSON schema of its parameters)
+def tool_calls_for(
+    conversation: Sequence[Turn], tools: Sequence[ToolSpec], forced: str | bool = False,
+    parallel: bool = True,
+) -> list[ToolCall]:
+    """The tool calls the last user turn calls for (``[]`` for none).
 
-
-def tool_call_for(
-    conversation: Sequence[Turn], tools: Sequence[ToolSpec], forced: str | bool = False
-) -> tuple[str, dict[str, Any]] | None:
-    """``(tool name, arguments)`` when the last user turn calls for a tool.
-
-    An order id in the question selects a tool whose name mentions "order".  When the caller
-    forces a tool (``forced`` is its name, or True for "any"), that tool is called with
-    arguments filled from the question (structured output works this way).
+    Auto (``forced`` False): an order id in the question selects a tool whose name mentions
+    "order".  Forced (``forced`` is a tool's name, or True for "any tool"): that tool (for
+    "any", an order tool when the question has an order id, else the first) is called with
+    arguments filled from its schema (structured output works this way).  Two order ids ask
+    for two calls of an order tool, unless ``parallel`` is False.
     """
     if not conversation or conversation[-1][0] != "user" or not tools:
-        return None
+        return []
     question = conversation[-1][1]
-    match = ORDER_ID.search(question)
+    ids = list(dict.fromkeys(ORDER_ID.findall(question)))
+    order_tools = [t for t in tools if "order" in t[0].lower()]
+    chosen: ToolSpec | None = None
     if forced:
-        name, schema = next((t for t in tools if t[0] == forced), tools[0])
-        return name, _fill(schema, question, match.group(1) if match else None)
-    if match is None:
-        return None
-    for name, _schema in tools:
-        if "order" in name.lower():
-            return name, {"order_id": match.group(1)}
-    return None
-
-
-def _fill(schema: dict[str, Any], question: str, order_id: str | None) -> dict[str, Any]:
-    props: dict[str, Any] = schema.get("properties") or {}
-    wanted = schema.get("required") or list(props)
-    topic = " ".join(keywords(question)[:8])
-    args: dict[str, Any] = {}
-    for prop in wanted:
-        kind = (props.get(prop) or {}).get("type", "string")
-        if kind in ("integer", "number"):
-            args[prop] = 0
-        elif kind == "boolean":
-            args[prop] = False
-        elif kind == "array":
-            args[prop] = []
-        elif "id" in prop.lower() and order_id:
-            args[prop] = order_id
-        else:
-            args[prop] = topic
-    return args
+        if isinstance(forced, str):
+            chosen = next((t for t in tools if t[0] == forced), None)
+        if chosen is None:
+            chosen = order_tools[0] if ids and order_tools else tools[0]
+    elif ids and order_tools:
+        chosen = order_tools[0]
+    if chosen is None:
+        return []
+    name, schema = chosen
+    targets: list[str | None] = list(ids) if parallel and "order" in name.lower() else ids[:1]
+    answer = answer_for(conversation)
+    return [(name, fill_schema(schema, topic=topic(question), order_id=oid, answer=answer))
+            for oid in targets or [None]]
 
 
 def chunks(text: str) -> list[str]:
-    """How a stream splits ``text``: one word with its trailing space per chunk."""
-    return re.findall(r"\S+\s*", text) or [text]
+    """How a stream splits ``text``: one word with its trailing space per chunk (the first
+    also with any leading space, so the chunks always join to ``text``)."""
+    return re.findall(r"\s*\S+\s*", text) or [text]
+
+
+def argument_pieces(arguments: str) -> list[str]:
+    """How a stream splits a tool call's JSON arguments: token-sized pieces, as OpenAI and
+    Anthropic send them (they join to ``arguments``)."""
+    return _ARG_PIECE.findall(arguments) or [arguments]
+
+
+def token_count(text: str) -> int:
+    """Tokens in ``text`` as the simulator counts them: whitespace-separated words."""
+    return len(text.split())
+
+
+def first_tokens(text: str, limit: int) -> str | None:
+    """``text`` cut to its first ``limit`` tokens (no trailing space), or None if shorter."""
+    pieces = chunks(text)
+    if len(text.split()) <= limit:
+        return None
+    return "".join(pieces[:limit]).rstrip()
+
+
+def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, str] | None:
+    """``(text before the earliest stop sequence, that sequence)``, or None if none occurs."""
+    found = [(text.find(s), s) for s in stops if s and s in text]
+    if not found:
+        return None
+    at, stop = min(found)
+    return text[:at], stop
 
 
 def expected_answer(messages: Sequence[Any]) -> str:

@@ -1,19 +1,33 @@
-"""The LLM provider simulator: OpenAI- and Anthropic-compatible APIs with fault injection.
+"""The LLM provider simulator: OpenAI-, Anthropic- and Gemini-compatible APIs with faults.
 
 The one stand-in for SaaS we cannot reach in tests and demos.  Real LangChain clients
-(``ChatOpenAI``, ``ChatAnthropic``, ``OpenAIEmbeddings``) talk to it over HTTP.  Answers are
-deterministic and grounded in the prompt (see :mod:`langchain_ha.providers._answers`), so a
-drill can check that an answer is right.
+(``ChatOpenAI``, ``ChatAnthropic``, ``ChatGoogleGenerativeAI``, ``OpenAIEmbeddings``) and the
+official SDKs talk to it over HTTP, with the request and response shapes the real providers
+use (tool calls, usage, structured output, errors).  Answers are deterministic and grounded in
+the prompt (see :mod:`langchain_ha.providers._answers`), so a drill can check that an answer
+is right.
 
-Routes: ``POST /v1/chat/completions``, ``POST /v1/embeddings``, ``GET /v1/models``,
-``POST /v1/messages``, ``GET /tools/order_status/{order_id}``; admin: ``POST|GET|DELETE
-/_faults`` and ``GET|DELETE /_stats``.  Base latency plus uniform jitter model a real
-provider's answer time; a chat request's jitter is derived from its last message, so the same
-question always takes as long (benchmarks compare contenders on paired samples).
+Routes:
+
+- OpenAI: ``POST /v1/chat/completions``, ``POST /v1/embeddings``, ``GET /v1/models``;
+- Anthropic: ``POST /v1/messages``;
+- Gemini: ``POST /v1beta/models/{model}:generateContent``, ``…:streamGenerateContent``
+  (also under ``/v1/``, which google-genai 3.x uses by default), ``GET /v1beta/models`` (and
+  ``GET /v1/models`` with a Gemini key: ``x-goog-api-key`` or ``?key=``);
+- the order API the demo's tool calls: ``GET /tools/order_status/{order_id}``;
+- admin (``Authorization: Bearer $LCHA_SIM_ADMIN_TOKEN``; refused when the simulator was
+  started without that variable): ``POST|GET|DELETE /_faults`` and ``GET|DELETE /_stats``.
+
+Base latency plus uniform jitter model a real provider's answer time; a chat request's jitter
+is derived from its last message, so the same question always takes as long (benchmarks
+compare contenders on paired samples).  Faults (:class:`~langchain_ha.providers._faults.Faults`)
+inject errors, slow or broken streams, connection resets and model misbehaviour at run time.
 """
 
 from __future__ import annotations
 
+import hmac
+import os
 import re
 import zlib
 from functools import partial
@@ -24,9 +38,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from langchain_ha.providers import _anthropic_api, _openai_api
-from langchain_ha.providers._core import Sim, json_response, read_json
-from langchain_ha.providers._faults import NO_FAULTS, Faults
+from langchain_ha.providers import ADMIN_TOKEN_ENV, _gemini_api, _openai_api
+from langchain_ha.providers._anthropic_api import AnthropicApi
+from langchain_ha.providers._core import Api, Sim, json_response, read_json
+from langchain_ha.providers._faults import Faults
+from langchain_ha.providers._gemini_api import GeminiApi
+from langchain_ha.providers._openai_api import OpenAIApi
 
 _ORDER = re.compile(r"^[A-Z0-9-]{3,20}$")
 _STATUSES = ("processing", "packed", "shipped", "in transit", "out for delivery", "delivered")
@@ -40,71 +57,92 @@ def order_status(order_id: str) -> dict[str, object]:
             "eta_days": h % 7, "carrier": _CARRIERS[(h >> 8) % len(_CARRIERS)]}
 
 
-def _tool_error(status: int, message: str) -> dict[str, object]:
-    return {"error": {"message": message, "status": status}}
-
-
-async def _order_status(sim: Sim, request: Request) -> Response:
-    early = await sim.gate(request, "tools", _tool_error, auth=False)
+async def _order_status(sim: Sim, api: Api, request: Request) -> Response:
+    early = await sim.gate(request, "tools", api, auth=False)
     if early is not None:
         return early
     order_id = request.path_params["order_id"]
     if not _ORDER.match(order_id):
-        return sim.fail("tools", 400, "order_id must be 3-20 characters of A-Z, 0-9 and '-'",
-                        _tool_error)
+        return sim.fail("tools", api.error(
+            400, "order_id must be 3-20 characters of A-Z, 0-9 and '-'"))
     if order_id.startswith("MISSING"):
-        return sim.fail("tools", 404, f"no order {order_id}", _tool_error)
+        return sim.fail("tools", api.error(404, f"no order {order_id}"))
     return sim.ok("tools", order_status(order_id))
 
 
-async def _set_faults(sim: Sim, request: Request) -> Response:
-    body = await read_json(request)
-    if body is None:
-        return json_response({"error": {"message": "body must be a JSON object",
-                                        "field": None}}, 422)
-    try:
-        sim.faults = Faults.model_validate(body)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or None
-        return json_response({"error": {"message": f"{field}: {first['msg']}",
-                                        "field": field}}, 422)
-    return json_response(sim.faults.model_dump())
+async def _models(sim: Sim, openai: OpenAIApi, gemini: GeminiApi, request: Request) -> Response:
+    if _gemini_api.wants_gemini(request):
+        return await _gemini_api.models(sim, gemini, request)
+    return await _openai_api.models(sim, openai, request)
 
 
-async def _get_faults(sim: Sim, request: Request) -> Response:
-    return json_response(sim.faults.model_dump())
+def _admin_refusal(token: str | None, request: Request) -> Response | None:
+    """A 401/403 unless ``request`` carries the admin token (compared in constant time)."""
+    if not token:
+        return json_response({"error": {"message": f"admin API disabled: start the simulator "
+                                                   f"with {ADMIN_TOKEN_ENV} set",
+                                        "field": None}}, 403)
+    auth = request.headers.get("authorization", "")
+    given = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+    if not hmac.compare_digest(given.encode(), token.encode()):
+        return json_response({"error": {"message": "admin API: missing or wrong bearer token",
+                                        "field": "authorization"}}, 401,
+                             {"www-authenticate": 'Bearer realm="lcha-sim-admin"'})
+    return None
 
 
-async def _clear_faults(sim: Sim, request: Request) -> Response:
-    sim.faults = NO_FAULTS
-    return json_response(sim.faults.model_dump())
+async def _faults(sim: Sim, token: str | None, request: Request) -> Response:
+    refused = _admin_refusal(token, request)
+    if refused is not None:
+        return refused
+    if request.method == "DELETE":
+        sim.faults.clear()
+    elif request.method == "POST":
+        body = await read_json(request)
+        if body is None:
+            return json_response({"error": {"message": "body must be a JSON object",
+                                            "field": None}}, 422)
+        try:
+            sim.faults.set(Faults.model_validate(body))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"]) or None
+            return json_response({"error": {"message": f"{field}: {first['msg']}",
+                                            "field": field}}, 422)
+    return json_response(sim.faults.as_dict())
 
 
-async def _get_stats(sim: Sim, request: Request) -> Response:
+async def _stats(sim: Sim, token: str | None, request: Request) -> Response:
+    refused = _admin_refusal(token, request)
+    if refused is not None:
+        return refused
+    if request.method == "DELETE":
+        sim.stats.clear()
     return json_response(sim.stats.as_dict(sim.name))
 
 
-async def _reset_stats(sim: Sim, request: Request) -> Response:
-    sim.stats.received.clear()
-    sim.stats.by_status.clear()
-    return json_response(sim.stats.as_dict(sim.name))
+def create_app(name: str = "sim", latency_ms: float = 0.0, jitter_ms: float = 0.0,
+               admin_token: str | None = None) -> Starlette:
+    """The simulator as an ASGI app (one provider named ``name``).
 
-
-def create_app(name: str = "sim", latency_ms: float = 0.0, jitter_ms: float = 0.0) -> Starlette:
-    """The simulator as an ASGI app (one provider named ``name``)."""
+    ``admin_token`` guards ``/_faults`` and ``/_stats``; by default it is read from
+    ``LCHA_SIM_ADMIN_TOKEN``, and without one the admin API is refused.
+    """
     sim = Sim(name, latency_ms, jitter_ms)
+    token = admin_token if admin_token is not None else os.environ.get(ADMIN_TOKEN_ENV)
+    openai, anthropic, gemini, tools = OpenAIApi(name), AnthropicApi(), GeminiApi(), Api()
     routes = [
-        Route("/v1/chat/completions", partial(_openai_api.chat, sim), methods=["POST"]),
-        Route("/v1/embeddings", partial(_openai_api.embeddings, sim), methods=["POST"]),
-        Route("/v1/models", partial(_openai_api.models, sim), methods=["GET"]),
-        Route("/v1/messages", partial(_anthropic_api.messages, sim), methods=["POST"]),
-        Route("/tools/order_status/{order_id}", partial(_order_status, sim), methods=["GET"]),
-        Route("/_faults", partial(_set_faults, sim), methods=["POST"]),
-        Route("/_faults", partial(_get_faults, sim), methods=["GET"]),
-        Route("/_faults", partial(_clear_faults, sim), methods=["DELETE"]),
-        Route("/_stats", partial(_get_stats, sim), methods=["GET"]),
-        Route("/_stats", partial(_reset_stats, sim), methods=["DELETE"]),
+        Route("/v1/chat/completions", partial(sim.chat, api=openai), methods=["POST"]),
+        Route("/v1/embeddings", partial(_openai_api.embeddings, sim, openai), methods=["POST"]),
+        Route("/v1/models", partial(_models, sim, openai, gemini), methods=["GET"]),
+        Route("/v1/messages", partial(sim.chat, api=anthropic), methods=["POST"]),
+        *(Route(f"/{version}/models/{{target}}", partial(sim.chat, api=gemini),
+                methods=["POST"]) for version in ("v1beta", "v1")),
+        Route("/v1beta/models", partial(_gemini_api.models, sim, gemini), methods=["GET"]),
+        Route("/tools/order_status/{order_id}", partial(_order_status, sim, tools),
+              methods=["GET"]),
+        Route("/_faults", partial(_faults, sim, token), methods=["GET", "POST", "DELETE"]),
+        Route("/_stats", partial(_stats, sim, token), methods=["GET", "DELETE"]),
     ]
     app = Starlette(routes=routes)
     app.state.sim = sim
