@@ -18,11 +18,11 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
 from langchain_ha._proc import Child, free_port, python_argv
 from langchain_ha.providers._answers import (
-    CONTINUATION_INSTRUCTION,
     RESTART_PREAMBLE,
     expected_answer,
     reword,
 )
+from langchain_ha.resilience.continuation import CONTINUATION_INSTRUCTION
 from tests.support.sim_clients import an, gm, oa, sdk
 
 Q = "How long do refunds take for annual plans?"

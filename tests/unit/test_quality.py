@@ -60,11 +60,6 @@ def _imports(module: str, path: Path, modules: dict[str, Path]) -> list[tuple[st
 # Known debt, to be paid by step 8 (issue 19): this list may only shrink.
 _KNOWN_PRIVATE = {
     ("langchain_ha.cluster.upcli", "langchain_ha.cluster.dbcli._cluster"),
-    ("langchain_ha.demo.support_bot", "langchain_ha.providers._answers"),
-    ("langchain_ha.demo.corpus", "langchain_ha.providers._answers"),
-    ("langchain_ha.demo.local_model", "langchain_ha.providers._answers"),
-    ("langchain_ha.drills.bench_router", "langchain_ha.providers._answers"),
-    ("langchain_ha.demo.router_demo", "langchain_ha.providers._answers"),
 }
 _KNOWN_CYCLES = {
     frozenset({"langchain_ha.cli", "langchain_ha.drills.capacity", "langchain_ha.drills.drill",

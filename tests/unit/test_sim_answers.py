@@ -11,7 +11,6 @@ import pytest
 from pydantic import BaseModel
 
 from langchain_ha.providers._answers import (
-    CONTINUATION_INSTRUCTION,
     REFUSAL_TEXT,
     RESTART_PREAMBLE,
     answer_for,
@@ -29,6 +28,11 @@ from langchain_ha.providers._faults import Faults, FaultSetting
 from langchain_ha.providers._reply import Ask, context_overflow, reply
 from langchain_ha.providers._schema import fill_schema, strict_schema_problem
 from langchain_ha.providers._stream import Event, malformed, write
+from langchain_ha.resilience.continuation import (
+    CONTINUATION_INSTRUCTION,
+    continuation_cue,
+    continuation_request,
+)
 
 Q = "How long do refunds take for annual plans?"
 PLAIN = ("Answer: you asked about long refunds take annual plans. This reply is deterministic "
@@ -47,9 +51,9 @@ def test_plain_answers_are_unchanged_and_expected_answer_agrees() -> None:
 
 def test_continuations_by_prefill_and_by_instruction() -> None:
     partial = PLAIN[:20]
-    assert continuation_of([("user", Q), ("assistant", partial)]) == ([("user", Q)], partial)
+    assert continuation_of([("user", Q), ("assistant", partial)]) == ([("user", Q)], partial, "")
     by_instruction = [("user", Q), ("assistant", partial), ("user", CONTINUATION_INSTRUCTION)]
-    assert continuation_of(by_instruction) == ([("user", Q)], partial)
+    assert continuation_of(by_instruction) == ([("user", Q)], partial, "")
     assert continuation_of([("user", Q)]) is None
     assert continuation_of([("user", CONTINUATION_INSTRUCTION)]) is None
     assert answer_for([("user", Q), ("assistant", partial)]) == PLAIN[20:]
@@ -58,6 +62,15 @@ def test_continuations_by_prefill_and_by_instruction() -> None:
     assert answer_for(by_instruction, "replay") == PLAIN
     assert answer_for(by_instruction, "preamble") == RESTART_PREAMBLE + PLAIN
     assert answer_for(by_instruction, "reword") == reword(PLAIN)
+
+
+def test_the_routers_continuation_request_is_answered_from_its_cue() -> None:
+    partial = PLAIN[:32]  # ends inside a word: "...about long re"
+    asked = [("user", Q), ("assistant", partial), ("user", continuation_request(partial))]
+    cue = continuation_cue(partial)
+    assert continuation_of(asked) == ([("user", Q)], partial, cue)
+    reply = answer_for(asked)
+    assert reply.startswith(cue) and partial + reply[len(cue):] == PLAIN
 
 
 def test_reword_changes_the_opening_and_the_words_of_the_first_sentence() -> None:

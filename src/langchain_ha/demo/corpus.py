@@ -26,7 +26,7 @@ from langchain_core.vectorstores import VectorStore
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from langchain_ha._sync import run_sync
-from langchain_ha.providers._answers import keywords, words
+from langchain_ha.providers import keywords, words
 from langchain_ha.resilience.breaker import BreakerConfig, CircuitBreaker
 from langchain_ha.resilience.degrade import Unavailable, guarded, record_degraded
 

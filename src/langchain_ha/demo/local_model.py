@@ -14,7 +14,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
-from langchain_ha.providers._answers import answer_for
+from langchain_ha.providers import answer_for
 
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
 

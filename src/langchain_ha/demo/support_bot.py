@@ -43,7 +43,7 @@ from langchain_ha._sync import run_sync
 from langchain_ha._usage import InvalidInput
 from langchain_ha.demo.corpus import CorpusRetriever, load_corpus
 from langchain_ha.demo.local_model import LocalExtractiveModel
-from langchain_ha.providers._answers import ORDER_ID
+from langchain_ha.providers import ORDER_ID
 from langchain_ha.resilience.breaker import BreakerConfig, CircuitBreaker
 from langchain_ha.resilience.chat import Provider, ResilientChatModel
 from langchain_ha.resilience.degrade import (

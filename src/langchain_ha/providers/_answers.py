@@ -5,9 +5,11 @@ check that an answer is right, and a stream continued on another provider ends u
 an uninterrupted one.  Everything here is a pure function of its arguments.
 
 A *continuation request* is a conversation that ends with an assistant prefill (the answer
-continues that text) or with :data:`CONTINUATION_INSTRUCTION` after an assistant turn; either
-way the reply is the rest of the full answer.  A model that ignores such a request restarts in
-one of the styles of :func:`restarted`.
+continues that text) or with the router's continuation request after an assistant turn
+(:func:`langchain_ha.resilience.continuation.continuation_request`: go on from the partial
+answer, starting with its last words, the *cue*).  An obedient model sends the rest of the full
+answer, after the cue when it was asked to echo one.  A model that ignores such a request
+restarts in one of the styles of :func:`restarted`.
 """
 
 from __future__ import annotations
@@ -19,10 +21,8 @@ from typing import Any
 
 from langchain_ha.providers._faults import RestartStyle
 from langchain_ha.providers._schema import fill_schema
+from langchain_ha.resilience.continuation import requested_cue
 
-CONTINUATION_INSTRUCTION = (
-    "Continue your previous answer exactly where it stopped. Do not repeat any of it."
-)
 REFUSAL_TEXT = "I'm sorry, but I can't help with that request."
 RESTART_PREAMBLE = "Sure, here is the full answer again: "
 ORDER_ID = re.compile(r"\b([A-Z]{2}-?\d{4,8})\b")
@@ -99,38 +99,43 @@ def best_document(question: str, docs: Sequence[tuple[str, str]]) -> tuple[str, 
     return best
 
 
-def continuation_of(conversation: Sequence[Turn]) -> tuple[list[Turn], str] | None:
-    """``(conversation before the partial answer, partial answer)`` for a continuation request.
+def continuation_of(conversation: Sequence[Turn]) -> tuple[list[Turn], str, str] | None:
+    """``(conversation before the partial answer, partial answer, cue)`` for a continuation
+    request, or None for any other conversation.
 
-    Either the last turn is an assistant prefill, or it is :data:`CONTINUATION_INSTRUCTION`
-    from the user right after an assistant turn.  None for any other conversation.
+    Either the last turn is an assistant prefill (the cue is ``""``: the model extends the
+    text), or it is the router's continuation request from the user right after an assistant
+    turn (the cue is the partial answer's last words, which the reply is to begin with).
     """
     if len(conversation) >= 2 and conversation[-1][0] == "assistant":
-        return list(conversation[:-1]), conversation[-1][1]
-    if (
-        len(conversation) >= 3
-        and conversation[-1][0] == "user"
-        and conversation[-1][1].startswith(CONTINUATION_INSTRUCTION)
-        and conversation[-2][0] == "assistant"
-    ):
-        return list(conversation[:-2]), conversation[-2][1]
+        return list(conversation[:-1]), conversation[-1][1], ""
+    if len(conversation) >= 3 and conversation[-1][0] == "user" and \
+            conversation[-2][0] == "assistant":
+        cue = requested_cue(conversation[-1][1])
+        if cue is not None:
+            return list(conversation[:-2]), conversation[-2][1], cue
     return None
 
 
 def answer_for(conversation: Sequence[Turn], restart: RestartStyle | None = None) -> str:
     """The deterministic answer to ``conversation`` (a list of ``(role, text)``).
 
-    A continuation request gets the rest of the full answer after the partial one (the full
-    answer if the partial one is not a prefix of it).  With ``restart`` set the model ignores
-    the continuation and starts over in that style (see :func:`restarted`).
+    A continuation request gets the rest of the full answer after the partial one, beginning
+    with the cue if one was asked for (the full answer if the partial one is not a prefix of
+    it).  With ``restart`` set the model ignores the continuation and starts over in that
+    style (see :func:`restarted`).
     """
     cont = continuation_of(conversation)
     if cont is not None:
-        before, partial = cont
+        before, partial, cue = cont
         full = answer_for(before)
         if restart is not None:
             return restarted(full, restart)
-        return full[len(partial):] if full.startswith(partial) else full
+        if not full.startswith(partial):
+            return full
+        if cue and partial.rstrip().endswith(cue):
+            return full[len(partial.rstrip()) - len(cue):]
+        return full[len(partial):]
     if conversation and conversation[-1][0] == "tool":
         return _tool_answer(conversation)
     question = _last(conversation, "user")

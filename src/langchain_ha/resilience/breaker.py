@@ -206,6 +206,7 @@ class CircuitBreaker:
         self._opened_at = float("-inf")  # wall time of the last trip (ours or adopted)
         self._claim: Literal["none", "pending", "granted", "denied"] = "none"
         self._claim_again_at = 0.0
+        self._refresh: asyncio.TimerHandle | None = None
         self._waiters: dict[asyncio.AbstractEventLoop, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -401,6 +402,8 @@ class CircuitBreaker:
         self._claim = "none"
         if new is BreakerState.OPEN and publish:
             self._opened_at = self._clock.time()
+        if new is not BreakerState.CLOSED:
+            self._keep_fresh()
         log.info("breaker %s: %s -> %s", self.name, old.value, new.value)
         if self._hook is not None:
             try:
@@ -429,6 +432,26 @@ class CircuitBreaker:
                 loop.call_soon_threadsafe(event.set)
 
     # -- the shared store ----------------------------------------------------------------------
+
+    def _keep_fresh(self) -> None:
+        """While not closed, read the shared state every ``sync_interval_s`` in the background,
+        so a replica with sparse traffic learns of another's successful probe before its next
+        request (a timer on the event loop: nothing runs once the breaker is closed)."""
+        if self._store is None or self._refresh is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._refresh = loop.call_later(self.config.sync_interval_s, self._refresh_now)
+
+    def _refresh_now(self) -> None:
+        self._refresh = None
+        if self.state is BreakerState.CLOSED:
+            return
+        self._last_sync = self._clock.monotonic()
+        self._background(self._pull())
+        self._keep_fresh()
 
     def _maybe_sync(self) -> None:
         now = self._clock.monotonic()
