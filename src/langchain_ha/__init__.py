@@ -49,6 +49,7 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     "CONTINUATION_INSTRUCTION",
+    "RESTART_KEY",
     "AllProvidersFailed",
     "BreakerConfig",
     "BreakerState",
@@ -66,7 +67,6 @@ __all__ = [
     "PrometheusEvents",
     "Provider",
     "ProviderRefused",
-    "RESTART_KEY",
     "ResilientChatModel",
     "ResilientRetriever",
     "RetryPolicy",
