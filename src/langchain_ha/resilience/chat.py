@@ -64,10 +64,10 @@ from langchain_ha.resilience.retry import RetryPolicy
 
 __all__ = ["CONTINUATION_INSTRUCTION", "Provider", "ResilientChatModel", "continuation_messages"]
 
-# The integrations whose streams end with a finish reason (a stream without one was cut).
+# The integrations whose streams are known to end with a finish reason (a stream without one
+# was cut); others declare it with ``Provider(finish_marker=True)``.
 _FINISH_MARKED = frozenset({
     "openai-chat", "azure-openai-chat", "anthropic-chat", "chat-google-generative-ai",
-    "vertexai", "chat-mistralai", "groq-chat", "chat-deepseek", "xai-chat", "chat-ollama",
 })
 
 
