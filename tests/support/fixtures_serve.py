@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -10,6 +11,9 @@ import pytest
 from langchain_ha._proc import Child, free_port, python_argv
 
 ROOT = Path(__file__).resolve().parents[2]
+# The tests' own modules, then whatever the caller put first (PYTHONPATH=$PWD/src: this
+# checkout's package rather than the one installed).
+PYTHONPATH = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
 
 
 class Replica:
@@ -24,7 +28,7 @@ class Replica:
                         "--zone", "az-test", "--replica-id", f"r{self.port}", *args),
             name=f"serve-{target}", cwd=ROOT, log_path=logdir / f"serve-{self.port}.log",
             # Short drain by default so teardown is quick; the drain test sets its own.
-            env={"LCHA_TEST_CALLS": str(self.calls_file), "PYTHONPATH": str(ROOT),
+            env={"LCHA_TEST_CALLS": str(self.calls_file), "PYTHONPATH": PYTHONPATH,
                  "LCHA_DRAIN_GRACE_S": "0.1", **env},
         )
         self.child.wait_http(self.url + "/readyz", timeout=60)
