@@ -24,6 +24,10 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+_LINGER_S = 1.0
+"""After a refusal, how long to read (and drop) what the client still sends before closing:
+closing with unread data would reset the connection, and the client might lose the answer."""
+
 
 class _Refused(Exception):
     """Raised inside a parser callback to stop parsing a refused request."""
@@ -120,4 +124,8 @@ class BoundedHttpTools(HttpToolsProtocol):
                 "content-type: application/json\r\n"
                 f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode()
         self.transport.write(head + body)
-        self.transport.close()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.loop.call_later(_LINGER_S, self.transport.close)
+        else:
+            self.transport.close()
