@@ -117,7 +117,8 @@ async def test_idempotency_fingerprint_and_an_old_table_migrated(store_conninfo:
     # database of its own.
     name = f"lcha_migrate_{uuid.uuid4().hex[:8]}"
     async with await psycopg.AsyncConnection.connect(store_conninfo, autocommit=True) as admin:
-        await admin.execute(f'CREATE DATABASE "{name}"')
+        # template0: CREATE DATABASE from template1 fails while anyone is connected to it
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
     conninfo = make_conninfo(store_conninfo, dbname=name)
     try:
         async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:

@@ -126,7 +126,10 @@ class Gate:
             if refusal is not None:
                 await _respond(send_with_ids, *refusal)
                 return
-            state["caller"] = caller_id(digest) if digest and not admin else None
+            # Who is calling, for the app and the idempotency keys: only a verified API key
+            # names a caller (with no keys configured, every client is the same one).
+            verified = digest and self.key_hashes and not admin
+            state["caller"] = caller_id(digest) if verified else None
             body = await self._read_body(receive, headers)
             if body is None:  # the client went away mid-body: nobody to answer
                 return
