@@ -53,3 +53,9 @@ def caller_scope(caller: str | None) -> Iterator[None]:
 def current_caller() -> str | None:
     """The id of the API key the request being served came with (``None``: no keys)."""
     return _CALLER.get()
+
+
+def caller_scoped(name: str, caller: str | None) -> str:
+    """``name`` (a session id, say) as kept for ``caller``: prefixed with the caller's id, so
+    two callers choosing the same name get two things (unchanged when there is no caller)."""
+    return f"{caller}:{name}" if caller else name

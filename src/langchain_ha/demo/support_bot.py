@@ -39,7 +39,7 @@ from langchain_core.tools import BaseTool, StructuredTool
 from langchain_core.vectorstores import InMemoryVectorStore
 from langchain_openai import ChatOpenAI, OpenAIEmbeddings
 
-from langchain_ha._context import current_caller, current_request_key
+from langchain_ha._context import caller_scoped, current_caller, current_request_key
 from langchain_ha._usage import InvalidInput
 from langchain_ha.demo.corpus import CorpusRetriever, load_corpus
 from langchain_ha.demo.local_model import LocalExtractiveModel
@@ -281,8 +281,7 @@ class SupportBot(Runnable[Any, dict[str, Any]]):
 
 def _session_key(session_id: str) -> str:
     """Where a session's history is kept: under the caller's id when there is a caller."""
-    caller = current_caller()
-    return f"{caller}:{session_id}" if caller else session_id
+    return caller_scoped(session_id, current_caller())
 
 
 def _parse(value: Any) -> tuple[str, str | None]:
