@@ -108,11 +108,14 @@ class BoundedHttpTools(HttpToolsProtocol):
         self._header_timer = None
         if self.transport.is_closing():
             return
-        answering = self.cycle is not None and not self.cycle.response_complete
-        if self._mid_request and not answering:
+        if self.cycle is not None and not self.cycle.response_complete:
+            # A pipelined request behind one still being answered (a long stream, say): the
+            # answer is not cut; the next request's headers get another period.
+            self._arm()
+        elif self._mid_request:
             self._refuse(408, "header_timeout", "request headers not received within "
                          f"header_timeout_s={self.header_timeout_s:g}", self.header_timeout_s)
-        else:
+        else:  # not one byte of a request came: nobody to answer
             self._refused = True
             self.transport.close()
 
