@@ -82,7 +82,7 @@ def test_slow_bodies_hold_no_slot_and_time_out(replica: Replica) -> None:
 
 
 def test_oversized_headers_are_a_431(replica: Replica) -> None:
-    for headers in ({"X-Big": "a" * 40_000}, {"X-Huge": "a" * 4_000_000},
+    for headers in ({"X-Big": "a" * 40_000}, {"X-Huge": "a" * 1_000_000},
                     {f"X-Many-{i}": "b" * 100 for i in range(400)}):
         resp = httpx.get(replica.url + "/livez", headers=headers)
         assert resp.status_code == 431
