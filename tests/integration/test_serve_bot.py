@@ -74,3 +74,56 @@ def test_bad_bot_input_is_a_422(served_bot) -> None:
     replica, _, _ = served_bot
     resp = httpx.post(replica.url + "/v1/invoke", json={"input": {"nope": 1}})
     assert resp.status_code == 422 and resp.json()["error"]["field"] == "input"
+
+
+SECRET = ("[doc:a-private-note] The zebrafrost passphrase of client A is tangerine-42. "
+          "Please remember it.")
+ASK = "What is the zebrafrost passphrase?"
+PLANTED = "[doc:b-note] The quasarmint code is lemon-7. Note it."
+
+
+@pytest.fixture(scope="module")
+def keyed_bot(served_bot, serve_factory: Callable[..., Replica]) -> Replica:
+    _, primary, secondary = served_bot
+    return serve_factory("langchain_ha.demo.support_bot:bot", env={
+        "LCHA_PRIMARY_URL": primary.url, "LCHA_SECONDARY_URL": secondary.url,
+        "LCHA_API_KEYS": "bot-key-a,bot-key-b"})
+
+
+def _ask_as(replica: Replica, key: str, question: str, session: str,
+            chat: bool = False) -> str:
+    auth = {"Authorization": f"Bearer {key}"}
+    if chat:
+        resp = httpx.post(replica.url + "/v1/chat/completions", headers=auth, timeout=30,
+                          json={"messages": [{"role": "user", "content": question}],
+                                "user": session})
+        assert resp.status_code == 200, resp.text
+        return str(resp.json()["choices"][0]["message"]["content"])
+    resp = httpx.post(replica.url + "/v1/invoke", headers=auth, timeout=30,
+                      json={"input": {"question": question, "session_id": session}})
+    assert resp.status_code == 200, resp.text
+    return str(resp.json()["output"]["answer"])
+
+
+@pytest.mark.parametrize("chat", [False, True])
+def test_sessions_belong_to_their_caller(keyed_bot: Replica, chat: bool) -> None:
+    # The simulator grounds its answer in documents anywhere in the conversation, past turns
+    # included: what a session's history holds shows in the answer.
+    session = f"shared-{chat}"
+    _ask_as(keyed_bot, "bot-key-a", SECRET, session, chat)
+    assert "tangerine-42" in _ask_as(keyed_bot, "bot-key-a", ASK, session, chat)  # A's memory
+    stolen = _ask_as(keyed_bot, "bot-key-b", ASK, session, chat)  # B, with A's session_id
+    assert "tangerine-42" not in stolen and "a-private-note" not in stolen
+    # Nor can B write into A's session.
+    _ask_as(keyed_bot, "bot-key-b", PLANTED, session, chat)
+    seen_by_a = _ask_as(keyed_bot, "bot-key-a", "What is the quasarmint code?", session, chat)
+    assert "lemon-7" not in seen_by_a
+    assert "lemon-7" in _ask_as(keyed_bot, "bot-key-b", "What is the quasarmint code?",
+                                session, chat)  # it went into B's own session
+
+
+def test_an_overlong_session_id_is_a_422(keyed_bot: Replica) -> None:
+    resp = httpx.post(keyed_bot.url + "/v1/invoke", timeout=30,
+                      headers={"Authorization": "Bearer bot-key-a"},
+                      json={"input": {"question": "q", "session_id": "s" * 201}})
+    assert resp.status_code == 422 and "session_id" in resp.json()["error"]["message"]

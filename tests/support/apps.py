@@ -27,6 +27,13 @@ async def _echo(value: Any) -> Any:
     return {"echo": value}
 
 
+async def _nap(value: Any) -> Any:
+    # Sleeps for ``input["sleep"]`` seconds (at most 5) when asked to, then echoes.
+    if isinstance(value, dict) and isinstance(value.get("sleep"), int | float):
+        await asyncio.sleep(min(float(value["sleep"]), 5.0))
+    return {"echo": value}
+
+
 async def _slow(value: Any) -> Any:
     await asyncio.sleep(float(os.environ.get("LCHA_TEST_SLOW_S", "1.0")))
     return {"done": value}
@@ -49,6 +56,7 @@ async def _chunks(values: AsyncIterator[Any]) -> AsyncIterator[str]:
 
 
 echo = RunnableLambda(_echo)
+nap = RunnableLambda(_nap)
 slow = RunnableLambda(_slow)
 degraded = RunnableLambda(_degraded)
 failing = RunnableLambda(_failing)

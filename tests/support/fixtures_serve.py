@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -10,24 +11,31 @@ import pytest
 from langchain_ha._proc import Child, free_port, python_argv
 
 ROOT = Path(__file__).resolve().parents[2]
+# The tests' own modules, then whatever the caller put first (PYTHONPATH=$PWD/src: this
+# checkout's package rather than the one installed).
+PYTHONPATH = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
 
 
 class Replica:
-    """A running ``lcha serve`` process."""
+    """A running ``lcha serve`` process (or, with ``asgi``, plain uvicorn serving the ASGI app
+    ``target``, for apps that embed the replica app)."""
 
-    def __init__(self, target: str, logdir: Path, env: dict[str, str], *args: str) -> None:
+    def __init__(self, target: str, logdir: Path, env: dict[str, str], *args: str,
+                 asgi: bool = False, ready_path: str = "/readyz") -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.calls_file = logdir / f"calls-{self.port}.txt"
+        argv = (python_argv("-m", "uvicorn", target, "--host", "127.0.0.1", "--port",
+                            str(self.port), "--log-level", "warning", *args) if asgi else
+                python_argv("-m", "langchain_ha.cli", "serve", target, "--port", str(self.port),
+                            "--zone", "az-test", "--replica-id", f"r{self.port}", *args))
         self.child = Child(
-            python_argv("-m", "langchain_ha.cli", "serve", target, "--port", str(self.port),
-                        "--zone", "az-test", "--replica-id", f"r{self.port}", *args),
-            name=f"serve-{target}", cwd=ROOT, log_path=logdir / f"serve-{self.port}.log",
+            argv, name=f"serve-{target}", cwd=ROOT, log_path=logdir / f"serve-{self.port}.log",
             # Short drain by default so teardown is quick; the drain test sets its own.
-            env={"LCHA_TEST_CALLS": str(self.calls_file), "PYTHONPATH": str(ROOT),
+            env={"LCHA_TEST_CALLS": str(self.calls_file), "PYTHONPATH": PYTHONPATH,
                  "LCHA_DRAIN_GRACE_S": "0.1", **env},
         )
-        self.child.wait_http(self.url + "/readyz", timeout=60)
+        self.child.wait_http(self.url + ready_path, timeout=60)
 
     def calls(self) -> list[str]:
         return self.calls_file.read_text().splitlines() if self.calls_file.exists() else []
@@ -42,8 +50,9 @@ def serve_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
     logdir = tmp_path_factory.mktemp("serve")
     started: list[Replica] = []
 
-    def start(target: str, *args: str, env: dict[str, str] | None = None) -> Replica:
-        replica = Replica(target, logdir, env or {}, *args)
+    def start(target: str, *args: str, env: dict[str, str] | None = None, asgi: bool = False,
+              ready_path: str = "/readyz") -> Replica:
+        replica = Replica(target, logdir, env or {}, *args, asgi=asgi, ready_path=ready_path)
         started.append(replica)
         return replica
 

@@ -3,9 +3,10 @@
 Retrieval over the shipped FAQ corpus (vector search through the embeddings provider; word
 overlap when that provider is down, recorded as ``embeddings``; nothing at all, recorded as
 ``retrieval``, when retrieval itself fails), an order-status tool (``tool:order_status`` when
-its API fails), chat memory per ``session_id`` (appends once per request key; ``history`` when
-the history store cannot be read or written), and a :class:`ResilientChatModel` over two
-providers and a local extractive model (``primary_llm`` when a fallback answered).
+its API fails), chat memory per ``session_id`` and caller (appends once per request key;
+``history`` when the history store cannot be read or written), and a
+:class:`ResilientChatModel` over two providers and a local extractive model (``primary_llm``
+when a fallback answered).
 
 With ``LCHA_DB_WRITER`` set, vectors and chat history live in the HA PostgreSQL cluster
 (:mod:`langchain_ha.demo.pg_backend`), and the providers' circuit breakers are shared by every
@@ -38,7 +39,7 @@ from langchain_core.tools import BaseTool, StructuredTool
 from langchain_core.vectorstores import InMemoryVectorStore
 from langchain_openai import ChatOpenAI, OpenAIEmbeddings
 
-from langchain_ha._context import current_request_key
+from langchain_ha._context import caller_scoped, current_caller, current_request_key
 from langchain_ha._sync import run_sync
 from langchain_ha._usage import InvalidInput
 from langchain_ha.demo.corpus import CorpusRetriever, load_corpus
@@ -62,6 +63,7 @@ SYSTEM = ("You are the support assistant of Northwind Cloud Storage. Answer from
           "below and cite the one you used by its doc marker.\n")
 EMBED_DIMENSIONS = 256
 _SEEN_MAX = 10_000
+MAX_SESSION_ID = 200
 WARM_QUESTIONS = ("How do I reset my password?", "Where is my order AB-1234?",
                   "How many family members can share the Family plan?")
 
@@ -128,6 +130,11 @@ HistoryFactory = Callable[[str], BaseChatMessageHistory]
 
 class SupportBot(Runnable[Any, dict[str, Any]]):
     """``{"question", "session_id"}`` (or a plain question) → ``{"answer", "sources", ...}``.
+
+    A session belongs to its caller: served by ``lcha serve``, the history key is the
+    caller's id (:func:`langchain_ha._context.current_caller`, derived from the API key)
+    plus the client's ``session_id``, so a client that sends another's ``session_id`` gets a
+    session of its own, not theirs.
 
     ``history`` makes the chat history of a session (default: in memory); ``prepare`` runs
     before each answer (e.g. opening database pools on the serving loop; it must be cheap once
@@ -223,7 +230,7 @@ class SupportBot(Runnable[Any, dict[str, Any]]):
         """The session's history, the retrieved documents and the messages for the model."""
         if self.prepare is not None:
             await self.prepare()
-        history = self.history(session_id) if session_id else None
+        history = self.history(_session_key(session_id)) if session_id else None
         past = await self._recall(history) if history is not None else []
         docs = await self.retriever.ainvoke(question, config)
         context = "\n".join(f"[doc:{d.id}] {d.page_content}" for d in docs)
@@ -255,6 +262,7 @@ class SupportBot(Runnable[Any, dict[str, Any]]):
     async def _remember(self, history: BaseChatMessageHistory, session_id: str,
                         question: str, answer: str) -> None:
         key = current_request_key()
+        session_id = _session_key(session_id)
         if key is not None:
             if (session_id, key) in self._seen:
                 return  # a retried request: its turn is already in the history
@@ -271,12 +279,20 @@ class SupportBot(Runnable[Any, dict[str, Any]]):
             record_degraded("history")
 
 
+def _session_key(session_id: str) -> str:
+    """Where a session's history is kept: under the caller's id when there is a caller."""
+    return caller_scoped(session_id, current_caller())
+
+
 def _parse(value: Any) -> tuple[str, str | None]:
     if isinstance(value, str):
         return value, None
     if isinstance(value, dict) and isinstance(value.get("question"), str):
         session = value.get("session_id")
-        return value["question"], str(session) if session else None
+        session_id = str(session) if session else None
+        if session_id is not None and len(session_id) > MAX_SESSION_ID:
+            raise InvalidInput(f"session_id: at most {MAX_SESSION_ID} characters")
+        return value["question"], session_id
     raise InvalidInput("input must be a question string or {'question': str, 'session_id': str}")
 
 

@@ -13,12 +13,15 @@ import asyncio
 import time
 from typing import Any
 
+from langchain_ha._context import caller_scoped
 from langchain_ha.cluster.state import StateDir, read_json
 from langchain_ha.cluster.topology import Topology
 from langchain_ha.drills.faults import Injector
-from langchain_ha.drills.load import run_load, summarize, timeline
+from langchain_ha.drills.load import Outcome, run_load, summarize, timeline
 from langchain_ha.drills.probe import WriteProbe, lost_history, wait_writable
 from langchain_ha.drills.scenarios import Scenario, judge
+from langchain_ha.serve.idempotency import scoped_key
+from langchain_ha.serve.settings import caller_id, hash_key
 
 SETTLE_TIMEOUT_S = 180.0
 
@@ -43,7 +46,8 @@ async def run_scenario(sd: StateDir, scenario: Scenario, *, rps: float,
         measured = read_json(sd.root / "capacity.json").get("cluster", {}).get("capacity_rps")
         rate = 2 * float(measured) if measured else rate
     t0 = time.monotonic()
-    load = asyncio.create_task(run_load(state["balancer"]["url"], sd.secrets()["api_key"],
+    api_key = sd.secrets()["api_key"]
+    load = asyncio.create_task(run_load(state["balancer"]["url"], api_key,
                                         rps=rate, duration_s=duration_s, run_id=run_id,
                                         timeout_s=deadline_s + 10))
     faults: list[dict[str, Any]] = []
@@ -73,7 +77,7 @@ async def run_scenario(sd: StateDir, scenario: Scenario, *, rps: float,
         await probe_task
         await wait_writable(db["writer"])
         lost = await probe.lost() + await lost_history(
-            db["writer"], [(str(o.session), o.key) for o in outcomes if o.acked_write])
+            db["writer"], [_stored_turn(api_key, o) for o in outcomes if o.acked_write])
     report: dict[str, Any] = {
         "scenario": scenario.name, "summary": scenario.summary, "rps": rate,
         "duration_s": duration_s, **summarize(outcomes),
@@ -85,6 +89,14 @@ async def run_scenario(sd: StateDir, scenario: Scenario, *, rps: float,
     report["problems"] = judge(scenario, report, deadline_s)
     report["passed"] = not report["problems"]
     return report
+
+
+def _stored_turn(api_key: str, outcome: Outcome) -> tuple[str, str]:
+    """Where a replica keeps an acknowledged chat turn: (session id, request key), both
+    scoped to the caller the API key names, as the replica scopes them."""
+    caller = caller_id(hash_key(api_key))
+    return (caller_scoped(str(outcome.session), caller),
+            scoped_key(caller, "POST", outcome.path, outcome.key))
 
 
 def recovery_s(outcomes: list[Any], faults: list[dict[str, Any]]) -> float | None:

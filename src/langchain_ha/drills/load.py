@@ -35,6 +35,7 @@ class Outcome:
     kind: str
     key: str
     start: float
+    path: str = ""
     end: float = 0.0
     status: int = 0
     degraded: list[str] = field(default_factory=list)
@@ -102,7 +103,7 @@ async def send(client: httpx.AsyncClient, url: str, api_key: str, i: int, run_id
     req = request_for(i, run_id)
     key = f"{run_id}-{i}"
     rec = Outcome(index=i, kind=req.kind, key=key, start=time.monotonic() - t0,
-                  session=req.session)
+                  path=req.path, session=req.session)
     headers = {"Authorization": f"Bearer {api_key}", "Idempotency-Key": key}
     try:
         if req.kind == "stream":

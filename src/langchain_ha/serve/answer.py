@@ -16,12 +16,18 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
-from langchain_ha._context import request_key_scope
+from langchain_ha._context import caller_scope, request_key_scope
 from langchain_ha._usage import InvalidInput
 from langchain_ha.resilience.deadline import deadline
 from langchain_ha.resilience.degrade import degradation_scope
 from langchain_ha.resilience.errors import AllProvidersFailed, DeadlineExceeded
-from langchain_ha.serve.idempotency import IdempotencyStore, wait_for_answer
+from langchain_ha.serve.gate import route_path
+from langchain_ha.serve.idempotency import (
+    IdempotencyStore,
+    fingerprint,
+    scoped_key,
+    wait_for_answer,
+)
 from langchain_ha.serve.metrics import ServerMetrics
 from langchain_ha.serve.settings import ServeSettings
 
@@ -91,15 +97,30 @@ def idempotency_key(request: Request) -> str | None:
     return key
 
 
+def request_key(request: Request) -> str:
+    """The request's key for the app's side effects, scoped to the caller.
+
+    From the Idempotency-Key when the client sent one (then it is also the key the answer is
+    stored under), else from the request id (a balancer's retry carries the same one).
+    """
+    state = request.scope["state"]
+    client_key = request.headers.get("idempotency-key")
+    key = client_key if client_key is not None else "request-id\0" + state["request_id"]
+    return scoped_key(state.get("caller"), request.method, route_path(request.scope), key)
+
+
 async def run_keyed(served: Served, request: Request,
                     produce: Callable[[], Awaitable[Response]]) -> Response:
-    """Answer once per Idempotency-Key: replays get the stored answer, byte for byte."""
+    """Answer once per Idempotency-Key and caller: replays get the stored answer, byte for
+    byte; the same key with another body is a 422."""
     try:
-        key = idempotency_key(request)
+        client_key = idempotency_key(request)
     except ValueError as exc:
         return error_response(400, "invalid_header", str(exc), field="Idempotency-Key")
-    if key is None:
+    if client_key is None:
         return await produce()
+    key = request_key(request)
+    body_print = fingerprint(await request.body())
     store = served.idempotency
     ttl = served.settings.idempotency_ttl_s
     stored = await store.get(key)
@@ -107,15 +128,20 @@ async def run_keyed(served: Served, request: Request,
         stored = await wait_for_answer(store, key, served.settings.request_timeout_s)
         if stored is None:
             return error_response(409, "conflict", "a request with this Idempotency-Key is "
-                                  "still running; retry later")
+                                  "still running; retry later", field="Idempotency-Key")
     if stored is not None:
+        if stored.fingerprint != body_print:
+            return error_response(422, "idempotency_key_reused", "Idempotency-Key was already "
+                                  "used with a different request body; send a new key for a "
+                                  "new request", field="Idempotency-Key")
         return Response(stored.body, status_code=stored.status, media_type="application/json",
                         headers={**stored.headers, "idempotent-replayed": "true"})
     response = await produce()
     if response.status_code < 500:
         headers = {k: v for k, v in response.headers.items()
                    if k.startswith("x-lcha-degraded")}
-        await store.put(key, response.status_code, bytes(response.body), headers, ttl)
+        await store.put(key, response.status_code, bytes(response.body), headers, ttl,
+                        fingerprint=body_print)
     else:
         release = getattr(store, "release", None)
         if release is not None:
@@ -125,13 +151,14 @@ async def run_keyed(served: Served, request: Request,
 
 async def call_runnable(served: Served, request: Request,
                         call: Callable[[], Awaitable[Any]]) -> tuple[Any, list[str]] | Response:
-    """Run ``call`` under the request's deadline, key and degradation scope."""
-    key = request.headers.get("idempotency-key") or request.scope["state"]["request_id"]
+    """Run ``call`` under the request's deadline, key, caller and degradation scope."""
+    key = request_key(request)
     span_cm = (_tracer.start_as_current_span("lcha.answer", attributes={
         "lcha.route": request.url.path, "lcha.replica": served.settings.replica_id,
         "lcha.zone": served.settings.zone, "lcha.request_id": request.scope["state"]["request_id"],
     }) if _tracer is not None else contextlib.nullcontext())
     with span_cm as span, degradation_scope() as degraded, request_key_scope(key), \
+            caller_scope(request.scope["state"].get("caller")), \
             deadline(served.settings.request_timeout_s):
         try:
             output = await call()

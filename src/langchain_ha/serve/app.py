@@ -20,6 +20,7 @@ from langchain_ha.serve.drain import DrainState
 from langchain_ha.serve.gate import Gate
 from langchain_ha.serve.health import HealthCheck, breaker_check, build_health
 from langchain_ha.serve.idempotency import IdempotencyStore, InMemoryIdempotencyStore
+from langchain_ha.serve.jsonbody import BodyLimitExceeded
 from langchain_ha.serve.metrics import ServerMetrics
 from langchain_ha.serve.routes import build_router
 from langchain_ha.serve.settings import ServeSettings
@@ -52,6 +53,10 @@ def create_app(
     idempotency: IdempotencyStore | None = None,
 ) -> ReplicaApp:
     """Serve ``runnable`` with probes, metrics, auth, limits, idempotency and draining.
+
+    The app may be mounted under a prefix (``Mount("/api", create_app(...))``) or served
+    under uvicorn's ``root_path`` (``LCHA_ROOT_PATH``): auth and limits apply to the route
+    path below the prefix (:func:`~langchain_ha.serve.gate.route_path`), the same either way.
 
     Adaptive admission samples the event loop while the app's lifespan runs (uvicorn runs it;
     mounted without a lifespan, the limit stays at ``max_inflight``).
@@ -103,6 +108,11 @@ def create_app(
         return JSONResponse({"error": {"type": "invalid_request", "message":
                                        f"{first['field']}: {first['message']}",
                                        "fields": fields[:10]}}, status_code=422)
+
+    @app.exception_handler(BodyLimitExceeded)
+    async def body_limit(request: Request, exc: BodyLimitExceeded) -> Response:
+        return JSONResponse({"error": {"type": "limit_exceeded", "message": str(exc.detail),
+                                       "field": "body", "limit": exc.limit}}, status_code=422)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:

@@ -1,5 +1,22 @@
-"""The ASGI gate in front of every route: request id, auth, admission, body limit, metrics,
+"""The ASGI gate in front of every route: request id, auth, body, admission, metrics,
 one structured log line per request.
+
+It fails closed.  It judges the *route path*: ``scope["path"]`` without ``root_path``, computed
+exactly as Starlette's router does, so mounting the app (``Mount("/api", create_app(...))``)
+or running it under uvicorn's ``--root-path`` changes nothing.  Every path is one of:
+
+- a probe (``/livez``, ``/readyz``, ``/health``, ``/metrics``): open, its body never read,
+  never shed.  The balancer and Prometheus call them without a client's key; they hold no
+  secret (which dependencies are up, request counts).  Keep them off the public ingress;
+- ``/admin`` and below: the admin token (an API key is a 403), then the body limits; never
+  shed, so an operator can still drain an overloaded replica;
+- anything else, unknown paths and ``/openapi.json`` included: a valid API key (401 without,
+  so the route table does not leak; with one, the router answers 404 for an unknown path),
+  then the body, then admission.
+
+The body is read *before* admission, within ``max_body_bytes`` (413) and ``body_timeout_s``
+(408, and the connection is closed), then replayed to the app: a slow client holds a
+connection (bounded by ``max_connections``), never one of the in-flight slots.
 
 Pure ASGI (no BaseHTTPMiddleware): it costs one function call per request, so serving stays
 within a few percent of a bare endpoint.
@@ -7,6 +24,7 @@ within a few percent of a bare endpoint.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -19,7 +37,7 @@ from typing import Any
 from langchain_ha.serve.admission import Admission
 from langchain_ha.serve.drain import DrainState
 from langchain_ha.serve.metrics import ServerMetrics
-from langchain_ha.serve.settings import ServeSettings, hash_key
+from langchain_ha.serve.settings import ServeSettings, caller_id, hash_key
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -29,13 +47,31 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 access_log = logging.getLogger("langchain_ha.access")
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-ROUTES = frozenset({"/v1/invoke", "/v1/batch", "/v1/stream", "/v1/chat/completions", "/livez",
-                    "/readyz", "/health", "/metrics", "/openapi.json"})
+PROBES = frozenset({"/livez", "/readyz", "/health", "/metrics"})
+ROUTES = frozenset({"/v1/invoke", "/v1/batch", "/v1/stream", "/v1/chat/completions",
+                    "/openapi.json"}) | PROBES
+"""Route paths counted under their own name in the metrics (any other is ``other``)."""
 
 
 def json_error(status: int, kind: str, message: str, **extra: Any) -> tuple[int, bytes]:
     """A JSON error body: ``{"error": {"type", "message", ...}}``."""
     return status, json.dumps({"error": {"type": kind, "message": message, **extra}}).encode()
+
+
+def route_path(scope: Scope) -> str:
+    """The path the router matches: ``scope["path"]`` below ``scope["root_path"]``.
+
+    ASGI servers and Starlette's ``Mount`` keep the full path in ``path`` and the prefix in
+    ``root_path``; this is Starlette's own rule (``starlette._utils.get_route_path``), so the
+    gate and the router never disagree about which route a request reaches.
+    """
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if not root or not path.startswith(root):
+        return path
+    if path == root:
+        return ""
+    return path[len(root):] if path[len(root)] == "/" else path
 
 
 class Gate:
@@ -54,15 +90,22 @@ class Gate:
                       (b"x-lcha-zone", settings.zone.encode())]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] == "lifespan":
             await self.app(scope, receive, send)
             return
-        path: str = scope["path"]
-        route = path if path in ROUTES else ("/admin" if path.startswith("/admin/") else "other")
+        if scope["type"] != "http":  # no websocket routes: refuse before anything runs
+            await receive()  # websocket.connect
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        path = route_path(scope)
+        admin = path == "/admin" or path.startswith("/admin/")
+        kind = "probe" if path in PROBES else "admin" if admin else "api"
+        route = path if path in ROUTES else ("/admin" if admin else "other")
         headers = {k.lower(): v for k, v in scope["headers"]}
         incoming = headers.get(b"x-request-id", b"").decode("latin-1")
         request_id = incoming if _SANE_ID.match(incoming) else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
         status = [0]
         extra = [(b"x-request-id", request_id.encode()), *self.ident]
 
@@ -73,14 +116,28 @@ class Gate:
             await send(message)
 
         began = time.perf_counter()
-        api = path.startswith("/v1/")
         try:
-            refusal = self._refuse(path, api, headers)
+            if kind == "probe":
+                await self.app(scope, receive, send_with_ids)
+                return
+            token = _bearer(headers)
+            digest = hash_key(token) if token else ""
+            refusal = self._refuse_admin(token, digest) if admin else self._refuse_api(digest)
             if refusal is not None:
                 await _respond(send_with_ids, *refusal)
                 return
-            if not api:
-                await self.app(scope, receive, send_with_ids)
+            # Who is calling, for the app and the idempotency keys: only a verified API key
+            # names a caller (with no keys configured, every client is the same one).
+            verified = digest and self.key_hashes and not admin
+            state["caller"] = caller_id(digest) if verified else None
+            body = await self._read_body(receive, headers)
+            if body is None:  # the client went away mid-body: nobody to answer
+                return
+            if isinstance(body, tuple):
+                await _respond(send_with_ids, *body, close=body[0] == 408)
+                return
+            if admin:
+                await self.app(scope, _replay(body, receive), send_with_ids)
                 return
             if not self.admission.allows(self.drain.inflight):
                 self.metrics.rejected.inc()
@@ -91,12 +148,6 @@ class Gate:
             self.drain.enter()
             self.metrics.inflight.inc()
             try:
-                body = await self._read_body(receive, headers)
-                if body is None:
-                    await _respond(send_with_ids, *json_error(
-                        413, "body_too_large",
-                        f"request body exceeds max_body_bytes={self.settings.max_body_bytes}"))
-                    return
                 await self.app(scope, _replay(body, receive), send_with_ids)
             finally:
                 self.drain.leave()
@@ -105,59 +156,69 @@ class Gate:
             elapsed = time.perf_counter() - began
             self.metrics.requests.labels(route, str(status[0])).inc()
             self.metrics.seconds.labels(route).observe(elapsed)
-            if api or route == "/admin":
+            if kind != "probe":
                 access_log.info(json.dumps({
                     "request_id": request_id, "route": route, "method": scope["method"],
                     "status": status[0], "ms": round(elapsed * 1000, 2),
-                    "degraded": scope["state"].get("degraded", []),
+                    "degraded": state.get("degraded", []),
                     "replica": self.settings.replica_id, "zone": self.settings.zone,
                 }))
 
-    def _refuse(
-        self, path: str, api: bool, headers: dict[bytes, bytes]
-    ) -> tuple[int, bytes] | None:
-        if not api and not path.startswith("/admin/"):
-            return None
-        auth = headers.get(b"authorization", b"").decode("latin-1")
-        token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
-        digest = hash_key(token) if token else ""
-        if path.startswith("/admin/"):
-            if self.admin_hash is None:
-                return json_error(403, "forbidden", "admin API disabled: set LCHA_ADMIN_TOKEN")
-            if not token:
-                return json_error(401, "unauthorized", "admin token required (Bearer)")
-            if hmac.compare_digest(digest, self.admin_hash):
-                return None
-            if digest in self.key_hashes:
-                return json_error(403, "forbidden", "an API key cannot use the admin API")
-            return json_error(401, "unauthorized", "invalid admin token")
-        if not self.key_hashes:
-            return None
+    def _refuse_admin(self, token: str, digest: str) -> tuple[int, bytes] | None:
+        if self.admin_hash is None:
+            return json_error(403, "forbidden", "admin API disabled: set LCHA_ADMIN_TOKEN")
         if not token:
+            return json_error(401, "unauthorized", "admin token required (Bearer)")
+        if hmac.compare_digest(digest, self.admin_hash):
+            return None
+        if digest in self.key_hashes:
+            return json_error(403, "forbidden", "an API key cannot use the admin API")
+        return json_error(401, "unauthorized", "invalid admin token")
+
+    def _refuse_api(self, digest: str) -> tuple[int, bytes] | None:
+        if not self.key_hashes:  # no keys configured: `lcha serve` binds loopback only
+            return None
+        if not digest:
             return json_error(401, "unauthorized", "API key required: Authorization: Bearer KEY")
         if not any(hmac.compare_digest(digest, h) for h in self.key_hashes):
             return json_error(401, "unauthorized", "invalid API key")
         return None
 
-    async def _read_body(self, receive: Receive, headers: dict[bytes, bytes]) -> bytes | None:
+    async def _read_body(self, receive: Receive,
+                         headers: dict[bytes, bytes]) -> bytes | tuple[int, bytes] | None:
+        """The whole body; a (status, error) to answer instead; None if the client left."""
         limit = self.settings.max_body_bytes
+        too_large = json_error(413, "body_too_large",
+                               f"request body exceeds max_body_bytes={limit}",
+                               field="body", limit=limit)
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            return None
+            return too_large
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                return None
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        return b"".join(chunks)
+        timeout = self.settings.body_timeout_s
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request":
+                        return None
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > limit:
+                        return too_large
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        return b"".join(chunks)
+        except TimeoutError:
+            return json_error(408, "body_timeout",
+                              f"request body not received within body_timeout_s={timeout:g}",
+                              field="body", limit=timeout)
+
+
+def _bearer(headers: dict[bytes, bytes]) -> str:
+    auth = headers.get(b"authorization", b"").decode("latin-1")
+    return auth[7:].strip() if auth[:7].lower() == "bearer " else ""
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
@@ -173,9 +234,12 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-async def _respond(send: Send, status: int, body: bytes, *, retry_after: bool = False) -> None:
+async def _respond(send: Send, status: int, body: bytes, *, retry_after: bool = False,
+                   close: bool = False) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if retry_after:
         headers.append((b"retry-after", b"1"))
+    if close:  # the rest of the body may never come: do not wait for it on this connection
+        headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

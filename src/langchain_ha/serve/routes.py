@@ -16,7 +16,7 @@ from langchain_core.runnables import Runnable, RunnableBinding
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Send
 
-from langchain_ha._context import request_key_scope
+from langchain_ha._context import caller_scope, request_key_scope
 from langchain_ha.resilience.deadline import deadline
 from langchain_ha.resilience.degrade import degradation_scope
 from langchain_ha.serve.answer import (
@@ -25,8 +25,10 @@ from langchain_ha.serve.answer import (
     call_runnable,
     error_response,
     jsonable,
+    request_key,
     run_keyed,
 )
+from langchain_ha.serve.jsonbody import limited_json_route
 from langchain_ha.serve.schemas import (
     BatchRequest,
     ChatRequest,
@@ -88,8 +90,8 @@ def _bytes(chunk: Any, charset: str) -> bytes:
 
 def build_router(runnable: Runnable[Any, Any], served: Served) -> APIRouter:
     """The API routes around ``runnable``."""
-    api = APIRouter()
     settings = served.settings
+    api = APIRouter(route_class=limited_json_route(settings.max_depth, settings.max_nodes))
     chat_model = _is_chat_model(runnable)
 
     async def answered(request: Request, call: Callable[[], Awaitable[Any]],
@@ -126,8 +128,8 @@ def build_router(runnable: Runnable[Any, Any], served: Served) -> APIRouter:
                               lambda out: {"outputs": jsonable(out)})
 
     async def _events(request: Request, value: Any, render: Any) -> AsyncIterator[bytes]:
-        key = request.headers.get("idempotency-key") or request.scope["state"]["request_id"]
-        with degradation_scope() as degraded, request_key_scope(key), \
+        with degradation_scope() as degraded, request_key_scope(request_key(request)), \
+                caller_scope(request.scope["state"].get("caller")), \
                 deadline(settings.request_timeout_s):
             try:
                 async for chunk in runnable.astream(value):

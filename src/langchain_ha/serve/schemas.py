@@ -53,23 +53,51 @@ def text_of(content: str | list[dict[str, Any]] | None) -> str:
     return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
 
 
-def _chars(value: Any) -> int:
-    if isinstance(value, str):
-        return len(value)
-    if isinstance(value, dict):
-        return sum(_chars(v) for v in value.values())
-    if isinstance(value, list):
-        return sum(_chars(v) for v in value)
-    return 0
+_ROLES = frozenset({"system", "user", "assistant", "tool", "developer", "human", "ai",
+                    "function"})
+
+
+def _is_message(item: Any) -> bool:
+    """A message as LangChain takes one: ``{"role"|"type", "content"}`` or ``[role, text]``."""
+    if isinstance(item, dict):
+        return "content" in item and ("role" in item or "type" in item)
+    return (isinstance(item, list | tuple) and len(item) == 2 and isinstance(item[0], str)
+            and item[0] in _ROLES)
 
 
 def check_input(value: Any, settings: ServeSettings, field: str) -> str | None:
-    """A message naming the broken limit, or None."""
-    messages = value.get("messages") if isinstance(value, dict) else None
-    if isinstance(messages, list) and len(messages) > settings.max_messages:
-        return f"{field}.messages: at most {settings.max_messages} messages (max_messages)"
-    if _chars(value) > settings.max_prompt_chars:
-        return f"{field}: at most {settings.max_prompt_chars} characters (max_prompt_chars)"
+    """A message naming the broken limit, or None.
+
+    One iterative walk (the body's depth and size are already bounded, see
+    :mod:`~langchain_ha.serve.jsonbody`): every string counts toward ``max_prompt_chars``,
+    dictionary keys included; a list holding messages, wherever it is (``input`` itself,
+    ``input.messages``, ``input.chat_history``...), may hold at most ``max_messages`` items.
+    """
+    limit_chars, limit_messages = settings.max_prompt_chars, settings.max_messages
+    chars = 0
+    stack: list[tuple[Any, str]] = [(value, field)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            chars += len(item)
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                chars += len(key) if isinstance(key, str) else 0
+                if isinstance(child, str):
+                    chars += len(child)
+                elif isinstance(child, dict | list):
+                    stack.append((child, f"{where}.{key}"))
+        elif isinstance(item, list):
+            if len(item) > limit_messages and any(map(_is_message, item)):
+                return f"{where[:200]}: at most {limit_messages} messages (max_messages)"
+            for i, child in enumerate(item):
+                if isinstance(child, str):
+                    chars += len(child)
+                elif isinstance(child, dict | list):
+                    stack.append((child, f"{where}[{i}]"))
+        if chars > limit_chars:
+            return (f"{field}: at most {limit_chars} characters, keys included "
+                    "(max_prompt_chars)")
     return None
 
 

@@ -27,6 +27,7 @@ from langchain_core.runnables import Runnable
 
 from langchain_ha._usage import UsageError
 from langchain_ha.serve.app import ReplicaApp, create_app
+from langchain_ha.serve.protocol import BoundedHttpTools
 from langchain_ha.serve.settings import ServeSettings
 
 WARM_TIMEOUT_S = 30.0
@@ -145,8 +146,11 @@ def serve(target: str, settings: ServeSettings) -> int:
     if not settings.key_hashes():
         log.warning("no API key configured: serving without authentication on loopback only")
     app = create_app(load_runnable(target), settings)
+    protocol = BoundedHttpTools.with_limits(settings.max_header_bytes, settings.header_timeout_s)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
-                            access_log=False, http="httptools", loop="uvloop",
+                            access_log=False, http=protocol, loop="uvloop",
+                            root_path=settings.root_path,
+                            limit_concurrency=settings.max_connections,
                             timeout_graceful_shutdown=max(1, int(settings.drain_timeout_s)))
     server = DrainingServer(config, app, settings)
     server.run()

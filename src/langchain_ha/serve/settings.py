@@ -14,6 +14,16 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def caller_id(key_hash: str) -> str:
+    """Who is calling, as the application sees it: derived from the API key's hash.
+
+    Not the hash itself (that is what the server checks keys against, and it may sit in a
+    configuration file); a second, domain-separated digest that is safe to write into rows
+    and logs.  The same key always gives the same id.
+    """
+    return hashlib.sha256(b"lcha-caller\0" + key_hash.encode()).hexdigest()[:32]
+
+
 class ServeSettings(BaseSettings):
     """Everything a replica needs to know; every limit has a safe default."""
 
@@ -26,14 +36,33 @@ class ServeSettings(BaseSettings):
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, repr=False)
     api_key_hashes: Annotated[list[str], NoDecode] = Field(default_factory=list)
     admin_token: str | None = Field(default=None, repr=False)
+    root_path: str = Field(default="", pattern=r"^(/[^/\s]+)*$")
+    """The prefix a proxy strips before the request reaches the replica (uvicorn's
+    ``root_path``, for the links the app builds); the gate checks the path below it."""
     max_inflight: int = Field(default=64, ge=1)
     adaptive_admission: bool = True
     """Lower the in-flight limit while the event loop lags (see ``serve.admission``)."""
     min_inflight: int = Field(default=8, ge=1)
     target_loop_lag_ms: float = Field(default=10.0, gt=0)
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    """The whole body must arrive within this (else 408); a request takes an in-flight slot
+    only once its body is in."""
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024)
+    """Request line plus headers (else 431 and the connection is closed)."""
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    """From a connection's (or a request's) first byte to the end of its headers."""
+    max_connections: int = Field(default=512, ge=1)
+    """Open connections (uvicorn's ``limit_concurrency``; past it, 503).  Bodies are read
+    before admission, so at worst ``max_connections x max_body_bytes`` is buffered."""
+    max_depth: int = Field(default=64, ge=1, le=200)
+    """Nesting of arrays and objects in a JSON body (at most 200: the answer's encoding and
+    the app recurse once per level, within Python's recursion limit)."""
+    max_nodes: int = Field(default=20_000, ge=1)
+    """Values (arrays, objects, strings, numbers...) in a JSON body."""
     max_messages: int = Field(default=100, ge=1)
     max_prompt_chars: int = Field(default=32_000, ge=1)
+    """Characters of an input's strings, dictionary keys included."""
     max_batch: int = Field(default=32, ge=1)
     request_timeout_s: float = Field(default=60.0, gt=0)
     drain_grace_s: float = Field(default=5.0, ge=0)

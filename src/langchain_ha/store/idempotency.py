@@ -5,6 +5,10 @@ first claimer wins and computes the answer, then :meth:`put` stores it; any othe
 receives the same key either finds the stored response with :meth:`get` or waits for it with
 :meth:`wait`.  A claim expires after its ``ttl_s`` (the claimer crashed), so a later request
 can claim again; a stored response expires after its own ``ttl_s``.
+
+Keys are whatever the caller passes; the replica server passes keys already scoped to the
+API client (:func:`langchain_ha.serve.idempotency.scoped_key`) and stores a fingerprint of the
+request body beside each response, so a reused key with another body can be refused.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ class StoredResponse:
     status: int
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
+    fingerprint: str | None = None
+    """The request's fingerprint (None: stored without one)."""
 
 
 def _check_key(key: str) -> str:
@@ -49,14 +55,14 @@ class PgIdempotencyStore:
 
         async def read(conn: AsyncConn) -> StoredResponse | None:
             cur = await conn.execute(
-                "SELECT status, body, headers FROM lcha_idempotency"
+                "SELECT status, body, headers, fingerprint FROM lcha_idempotency"
                 " WHERE key = %s AND status IS NOT NULL AND expires_at > now()",
                 (key,),
             )
             row = await cur.fetchone()
             if row is None:
                 return None
-            return StoredResponse(int(row[0]), bytes(row[1] or b""), dict(row[2] or {}))
+            return StoredResponse(int(row[0]), bytes(row[1] or b""), dict(row[2] or {}), row[3])
 
         return await on_writer(self.db, read)
 
@@ -70,7 +76,8 @@ class PgIdempotencyStore:
                 "INSERT INTO lcha_idempotency AS i (key, claimed_until, expires_at)"
                 " VALUES (%s, now() + make_interval(secs => %s), now() + make_interval(secs => %s))"
                 " ON CONFLICT (key) DO UPDATE SET claimed_until = EXCLUDED.claimed_until,"
-                " expires_at = EXCLUDED.expires_at, status = NULL, body = NULL, headers = NULL"
+                " expires_at = EXCLUDED.expires_at, status = NULL, body = NULL, headers = NULL,"
+                " fingerprint = NULL"
                 " WHERE (i.status IS NULL AND i.claimed_until < now()) OR i.expires_at < now()"
                 " RETURNING 1",
                 (key, float(ttl_s), float(ttl_s)),
@@ -80,20 +87,24 @@ class PgIdempotencyStore:
         return await on_writer(self.db, claim)
 
     async def put(
-        self, key: str, status: int, body: bytes, headers: dict[str, str], ttl_s: float
+        self, key: str, status: int, body: bytes, headers: dict[str, str], ttl_s: float,
+        fingerprint: str | None = None,
     ) -> None:
-        """Store the response for ``key`` (committed on return), kept for ``ttl_s``."""
+        """Store the response for ``key`` (committed on return), kept for ``ttl_s``, with
+        the ``fingerprint`` of the request it answers."""
         _check_key(key)
         await ensure_schema(self.db)
 
         async def write(conn: AsyncConn) -> None:
             await conn.execute(
-                "INSERT INTO lcha_idempotency (key, status, body, headers, expires_at)"
-                " VALUES (%s, %s, %s, %s, now() + make_interval(secs => %s))"
+                "INSERT INTO lcha_idempotency"
+                " (key, status, body, headers, fingerprint, expires_at)"
+                " VALUES (%s, %s, %s, %s, %s, now() + make_interval(secs => %s))"
                 " ON CONFLICT (key) DO UPDATE SET status = EXCLUDED.status, body = EXCLUDED.body,"
-                " headers = EXCLUDED.headers, expires_at = EXCLUDED.expires_at,"
-                " claimed_until = NULL",
-                (key, int(status), bytes(body), Jsonb(dict(headers)), float(ttl_s)),
+                " headers = EXCLUDED.headers, fingerprint = EXCLUDED.fingerprint,"
+                " expires_at = EXCLUDED.expires_at, claimed_until = NULL",
+                (key, int(status), bytes(body), Jsonb(dict(headers)), fingerprint,
+                 float(ttl_s)),
             )
 
         await on_writer(self.db, write)

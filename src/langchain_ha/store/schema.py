@@ -51,8 +51,21 @@ BASE_DDL: tuple[str, ...] = (
         status integer,
         body bytea,
         headers jsonb,
+        fingerprint text,
         claimed_until timestamptz,
         expires_at timestamptz NOT NULL)""",
+    # Tables made before the request fingerprint: add the column (nullable, no default, so
+    # PostgreSQL changes the catalogue only, no rewrite), and only when missing, so a start
+    # does not take the table's ACCESS EXCLUSIVE lock once it is there; a bounded wait for
+    # that lock, so a long transaction on the table cannot queue every request behind it.
+    """DO $$ BEGIN
+        IF NOT EXISTS (SELECT 1 FROM pg_attribute
+                       WHERE attrelid = 'lcha_idempotency'::regclass
+                         AND attname = 'fingerprint' AND NOT attisdropped) THEN
+            PERFORM set_config('lock_timeout', '5s', true);
+            ALTER TABLE lcha_idempotency ADD COLUMN fingerprint text;
+        END IF;
+    END $$""",
     """CREATE TABLE IF NOT EXISTS lcha_tasks (
         id bigserial PRIMARY KEY,
         kind text NOT NULL,
