@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import httpx
@@ -127,3 +128,53 @@ def test_an_overlong_session_id_is_a_422(keyed_bot: Replica) -> None:
                       headers={"Authorization": "Bearer bot-key-a"},
                       json={"input": {"question": "q", "session_id": "s" * 201}})
     assert resp.status_code == 422 and "session_id" in resp.json()["error"]["message"]
+
+
+def _events(resp: httpx.Response) -> list[tuple[str, dict]]:
+    out = []
+    for block in resp.text.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines())
+        out.append((lines["event"], json.loads(lines["data"])))
+    return out
+
+
+def test_a_restarted_answer_reaches_sse_clients_as_a_restart_event(served_bot) -> None:
+    """The primary's stream dies mid-answer and the secondary restarts in other words: on
+    /v1/stream (whose clients honour ``event: restart``) the answer is restarted; on the
+    OpenAI-compatible stream (which has no such event) another provider continues it."""
+    replica, primary, secondary = served_bot
+    question, _ = load_questions()[9]
+    baseline = _ask_plain(replica, question)
+    primary.set_faults(disconnect_after_chunks=6, routes=["chat"])
+    secondary.set_faults(ignore_continuation=True, restart_style="reword", routes=["chat"])
+    try:
+        resp = httpx.post(replica.url + "/v1/stream", timeout=30,
+                          json={"input": {"question": question}})
+        events = _events(resp)
+        kinds = [k for k, _ in events]
+        assert kinds.count("restart") == 1 and kinds[-1] == "end", kinds
+        restart = kinds.index("restart")
+        before = "".join(d.get("delta", "") for k, d in events[:restart] if k == "data")
+        after = "".join(d.get("delta", "") for k, d in events[restart:] if k == "data")
+        final = events[-2][1]
+        assert before and baseline.startswith(before)  # what the client had, then discarded
+        assert final["answer"] == after and after.startswith("Put differently")
+        assert events[restart][1]["discard_chars"] == len(before)
+        chat = httpx.post(replica.url + "/v1/chat/completions", timeout=30, json={
+            "model": "bot", "stream": True, "messages": [{"role": "user", "content": question}]})
+        chunks = [json.loads(line[6:]) for line in chat.text.splitlines()
+                  if line.startswith("data: {")]
+        assert all("choices" in c for c in chunks), chat.text[-300:]
+        text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks
+                       if c["choices"])
+        assert text == baseline  # continued by the local model, checked: no repeat, no gap
+    finally:
+        primary.clear_faults()
+        secondary.clear_faults()
+
+
+def _ask_plain(replica: Replica, question: str) -> str:
+    resp = httpx.post(replica.url + "/v1/invoke", timeout=30,
+                      json={"input": {"question": question}})
+    assert resp.status_code == 200, resp.text
+    return str(resp.json()["output"]["answer"])

@@ -241,3 +241,27 @@ async def test_any_cut_with_any_obedience_gives_the_answer_exactly_once(cut: int
     b = Scripted(label="b", ignore_continuation=style != "polite",
                  restart_style="replay" if style == "polite" else style)  # type: ignore[arg-type]
     assert text(await collect(router(a, b))) == FULL
+
+
+async def test_a_provider_that_cannot_stream_answers_a_stream_whole() -> None:
+    """A chat model with no streaming of its own (like the demo's local model) still serves a
+    stream, as one chunk, and can continue one that another provider started."""
+    from langchain_core.language_models import BaseChatModel
+    from langchain_core.outputs import ChatGeneration, ChatResult
+
+    class Plain(BaseChatModel):
+        @property
+        def _llm_type(self) -> str:
+            return "plain"
+
+        def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None,
+                      **kwargs: Any) -> ChatResult:
+            answer = Scripted(label="x")._answer(messages)
+            return ChatResult(generations=[ChatGeneration(message=AIMessage(content=answer))])
+
+    alone = ResilientChatModel(providers=[Provider(name="plain", model=Plain())])
+    assert text(await collect(alone)) == FULL
+    cut = Scripted(label="a", cut_after=4)
+    chunks = await collect(ResilientChatModel(providers=[
+        Provider(name="a", model=cut, finish_marker=True), Provider(name="plain", model=Plain())]))
+    assert text(chunks) == FULL and lcha(chunks)["continued_after"] == ["a"]

@@ -47,6 +47,7 @@ from langchain_ha.demo.local_model import LocalExtractiveModel
 from langchain_ha.providers import ORDER_ID
 from langchain_ha.resilience.breaker import BreakerConfig, CircuitBreaker
 from langchain_ha.resilience.chat import Provider, ResilientChatModel
+from langchain_ha.resilience.continuation import RESTART_KEY, is_restart
 from langchain_ha.resilience.degrade import (
     ResilientRetriever,
     Unavailable,
@@ -204,7 +205,9 @@ class SupportBot(Runnable[Any, dict[str, Any]]):
                       **kwargs: Any) -> AsyncIterator[dict[str, Any]]:
         """``{"delta": text}`` chunks as the model writes, then the full answer (as from
         :meth:`ainvoke`).  A provider whose stream dies mid-way is continued by the next one
-        (the router's streaming failover).  Order questions (a tool round trip) come whole."""
+        (the router's streaming failover); where the consumer accepts restarts and the next
+        provider restarted the answer, a ``{RESTART_KEY: ...}`` chunk says to discard the
+        deltas so far.  Order questions (a tool round trip) come whole."""
         question, session_id = _parse(input)
         if ORDER_ID.search(question):
             yield await self.ainvoke(input, config)
@@ -213,6 +216,10 @@ class SupportBot(Runnable[Any, dict[str, Any]]):
         parts: list[str] = []
         provider = None
         async for chunk in self.model.astream(messages, config):
+            if is_restart(chunk):  # the answer starts over: so do we, and we say so
+                parts.clear()
+                yield {RESTART_KEY: chunk.response_metadata[RESTART_KEY]}
+                continue
             text = chunk.text
             if text:
                 parts.append(text)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import RunnableBinding
@@ -123,3 +125,24 @@ def refusal_reason(message: BaseMessage) -> str | None:
         if isinstance(value, str) and value in _REFUSALS:
             return _REFUSALS[value]
     return None
+
+
+def streams(model: BaseChatModel) -> bool:
+    """True if ``model`` implements streaming (else its ``_astream`` raises)."""
+    cls = type(model)
+    return cls._stream is not BaseChatModel._stream or cls._astream is not BaseChatModel._astream
+
+
+async def as_one_chunk(call: Awaitable[ChatResult]) -> AsyncIterator[ChatGenerationChunk]:
+    """A model that does not stream, as a stream of one chunk (its whole answer, finished)."""
+    result = await call
+    message = result.generations[0].message
+    yield ChatGenerationChunk(
+        message=AIMessageChunk(content=message.content, id=message.id,
+                               response_metadata=message.response_metadata,
+                               usage_metadata=getattr(message, "usage_metadata", None),
+                               tool_call_chunks=[
+                                   {"name": c["name"], "args": json.dumps(c["args"]),
+                                    "id": c["id"], "index": i, "type": "tool_call_chunk"}
+                                   for i, c in enumerate(getattr(message, "tool_calls", []))]),
+        generation_info=result.generations[0].generation_info)

@@ -40,12 +40,14 @@ from langchain_ha.resilience._calls import (
     Stream,
     aclose,
     as_generation_chunks,
+    as_one_chunk,
     default_name,
     has_content,
     is_final,
     refusal_reason,
     result_usage,
     runnable_result,
+    streams,
     threaded,
     unwrap,
 )
@@ -318,7 +320,9 @@ class ResilientChatModel(BaseChatModel):
     ) -> Stream:
         """Open ``route``'s stream: its chunks up to the first with content, and the rest."""
         model, bound = unwrap(self.providers[route.index].model)
-        if _SYNC_CLIENTS.get() and isinstance(model, BaseChatModel):
+        if isinstance(model, BaseChatModel) and not streams(model):
+            stream = as_one_chunk(self._invoke_one(messages, stop, kwargs, route))
+        elif _SYNC_CLIENTS.get() and isinstance(model, BaseChatModel):
             stream = threaded(model._stream(messages, stop, None, **{**bound, **kwargs}))
         elif isinstance(model, BaseChatModel):
             stream = model._astream(messages, stop=stop, **{**bound, **kwargs})

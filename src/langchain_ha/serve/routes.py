@@ -17,6 +17,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Send
 
 from langchain_ha._context import caller_scope, request_key_scope
+from langchain_ha.resilience.continuation import RESTART_KEY, accept_restarts
 from langchain_ha.resilience.deadline import deadline
 from langchain_ha.resilience.degrade import degradation_scope
 from langchain_ha.serve.answer import (
@@ -54,6 +55,18 @@ def answer_text(output: Any) -> str:
     if isinstance(output, dict) and isinstance(output.get("answer"), str):
         return str(output["answer"])
     return json.dumps(jsonable(output))
+
+
+def restart_of(chunk: Any) -> dict[str, Any] | None:
+    """The restart signal's details if ``chunk`` is one (a message chunk with
+    ``response_metadata[RESTART_KEY]``, or an app's ``{RESTART_KEY: ...}``), else None."""
+    if isinstance(chunk, BaseMessage):
+        found = chunk.response_metadata.get(RESTART_KEY)
+    elif isinstance(chunk, dict) and len(chunk) == 1:
+        found = chunk.get(RESTART_KEY)
+    else:
+        return None
+    return dict(found) if isinstance(found, dict) else None
 
 
 def _sse(event: str, data: Any) -> bytes:
@@ -127,10 +140,14 @@ def build_router(runnable: Runnable[Any, Any], served: Served) -> APIRouter:
         return await answered(request, lambda: runnable.abatch(body.inputs),
                               lambda out: {"outputs": jsonable(out)})
 
-    async def _events(request: Request, value: Any, render: Any) -> AsyncIterator[bytes]:
+    async def _events(request: Request, value: Any, render: Any, *, restarts: bool = False
+                      ) -> AsyncIterator[bytes]:
+        # ``restarts``: this route's clients are told to discard what they have on a restart
+        # signal (``event: restart``), so the router may restart an answer instead of failing.
         with degradation_scope() as degraded, request_key_scope(request_key(request)), \
                 caller_scope(request.scope["state"].get("caller")), \
-                deadline(settings.request_timeout_s):
+                deadline(settings.request_timeout_s), \
+                (accept_restarts() if restarts else contextlib.nullcontext()):
             try:
                 async for chunk in runnable.astream(value):
                     for item in render(chunk):
@@ -152,10 +169,13 @@ def build_router(runnable: Runnable[Any, Any], served: Served) -> APIRouter:
 
         def render(chunk: Any, degraded: list[str] | None = None) -> list[bytes]:
             if degraded is None:
+                restart = restart_of(chunk)
+                if restart is not None:
+                    return [_sse("restart", restart)]
                 return [_sse("data", jsonable(chunk))]
             return [_sse("end", served.envelope(request, degraded))]
 
-        return FirstChunkStreamingResponse(_events(request, body.input, render),
+        return FirstChunkStreamingResponse(_events(request, body.input, render, restarts=True),
                                            media_type="text/event-stream")
 
     @api.post("/v1/chat/completions", summary="OpenAI-compatible chat completions")
