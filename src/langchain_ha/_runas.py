@@ -64,8 +64,8 @@ def is_open(path: Path, uid: int, gid: int) -> bool:
 def plan(reach: list[str], uid: int, gid: int) -> dict[Path, list[str]]:
     """The directories to cover, outermost first, each with the children to keep visible."""
     targets = sorted({Path(os.path.realpath(p)) for p in reach if os.path.exists(p)})
-    # A path inside another reached one is reached through it.
-    targets = [t for t in targets if not any(o != t and o in t.parents for o in targets)]
+    # A reached directory the user cannot traverse is covered like any other when a path
+    # inside it is reached: its other content stays out of sight, as it was.
     cover: dict[Path, set[str]] = {}
     for target in targets:
         for parent in sorted(target.parents, key=lambda p: len(p.parts)):

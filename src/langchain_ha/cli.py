@@ -98,11 +98,47 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     c.set_defaults(handler=run_capacity)
 
 
+DB_HELP = ("writer conninfo (libpq, multi-host allowed) without a password: it comes from "
+           "$PGPASSWORD, --passfile, ~/.pgpass or --password-prompt (a password here is "
+           "visible to every local user)")
+
+
+def _add_db_password(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--passfile", type=Path, help="libpq password file (0600) for --db")
+    p.add_argument("-W", "--password-prompt", action="store_true",
+                   help="ask for the password (never on the command line)")
+
+
+def _conninfo(args: argparse.Namespace, value: str, option: str) -> str:
+    """``value`` (from the command line) with its password source applied; a password in
+    ``value`` itself works but is warned about."""
+    import getpass
+
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    try:
+        params = conninfo_to_dict(value)
+    except ProgrammingError:
+        raise UsageError(f"{option}: not a libpq conninfo (key=value pairs or a URL)") from None
+    if params.get("password"):
+        print(f"lcha {args.command}: warning: {option} holds a password, which every local "
+              "user can read in the process list; use $PGPASSWORD, --passfile or -W",
+              file=sys.stderr)
+    if args.passfile is not None:
+        value = make_conninfo(value, passfile=str(args.passfile))
+    if args.password_prompt:
+        value = make_conninfo(value, password=getpass.getpass(f"password for {option}: "))
+    return value
+
+
 def _add_ingest(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``lcha ingest PATH`` enqueues ingestion tasks; ``lcha worker`` runs them."""
     p = sub.add_parser("ingest", help="enqueue ingestion of text/markdown/jsonl files")
-    p.add_argument("path", help="a file or a directory (searched recursively)")
-    p.add_argument("--db", required=True, help="writer conninfo (libpq, multi-host allowed)")
+    p.add_argument("path", help="a file or a directory (searched recursively; symlinks in it "
+                   "are skipped, never followed)")
+    p.add_argument("--db", required=True, help=DB_HELP)
+    _add_db_password(p)
     p.add_argument("--collection", default="default")
     p.add_argument("--chunk-size", type=int, default=1000)
     p.add_argument("--chunk-overlap", type=int, default=150)
@@ -112,25 +148,31 @@ def _add_ingest(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
         from langchain_ha.store.runner import run_ingest
 
+        conninfo = _conninfo(args, args.db, "--db")
+        skipped: list[Path] = []
         try:
             ids = asyncio.run(
                 run_ingest(
-                    args.db, Path(args.path), collection=args.collection,
-                    chunk_size=args.chunk_size, overlap=args.chunk_overlap,
+                    conninfo, Path(args.path), collection=args.collection,
+                    chunk_size=args.chunk_size, overlap=args.chunk_overlap, skipped=skipped,
                 )
             )
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         except Exception as exc:
             return _db_error("ingest", exc)
+        for link in skipped:
+            print(f"lcha ingest: skipped {link}: a symlink (never followed)", file=sys.stderr)
         print(f"enqueued {len(ids)} ingestion task(s): {ids}")
         return 0
 
     p.set_defaults(handler=ingest)
 
     w = sub.add_parser("worker", help="run durable task workers (SIGTERM finishes current tasks)")
-    w.add_argument("--db", required=True, help="writer conninfo (libpq, multi-host allowed)")
-    w.add_argument("--reader", help="reader conninfo (default: derived from --db)")
+    w.add_argument("--db", required=True, help=DB_HELP)
+    _add_db_password(w)
+    w.add_argument("--reader", help="reader conninfo (default: derived from --db; the same "
+                   "password source)")
     w.add_argument("--concurrency", type=int, default=2)
     w.add_argument("--lease-s", type=float, default=10.0)
     w.add_argument("--heartbeat-s", type=float, default=2.0)
@@ -153,8 +195,10 @@ def _add_ingest(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         from langchain_ha.store.runner import EmbeddingSettings, WorkerSettings, run_worker
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        reader = _conninfo(args, args.reader, "--reader") if args.reader else None
         settings = WorkerSettings(
-            db=args.db, reader=args.reader, concurrency=args.concurrency, lease_s=args.lease_s,
+            db=_conninfo(args, args.db, "--db"), reader=reader, concurrency=args.concurrency,
+            lease_s=args.lease_s,
             heartbeat_s=args.heartbeat_s, poll_s=args.poll_s, backoff_base_s=args.backoff_base_s,
             embeddings=EmbeddingSettings(
                 url=args.embeddings_url, model=args.embeddings_model, dimensions=args.dimensions
@@ -172,13 +216,17 @@ def _add_ingest(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def _db_error(command: str, exc: Exception) -> int:
-    """Print a database failure as one line (psycopg messages carry no password); else raise."""
+    """Print a database failure as one line (redacted: a message may quote a conninfo);
+    else raise."""
     import psycopg
     import psycopg_pool
 
+    from langchain_ha._redact import redact
+
     if not isinstance(exc, psycopg.Error | psycopg_pool.PoolTimeout | OSError):
         raise exc
-    print(f"lcha {command}: database error: {type(exc).__name__}: {exc}", file=sys.stderr)
+    print(redact(f"lcha {command}: database error: {type(exc).__name__}: {exc}"),
+          file=sys.stderr)
     return 1
 
 
@@ -388,7 +436,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except UsageError as exc:
-        print(f"lcha {args.command}: {exc}", file=sys.stderr)
+        from langchain_ha._redact import redact
+
+        print(redact(f"lcha {args.command}: {exc}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -178,12 +178,13 @@ def test_down_leaves_nothing_running(deployment: Deployment) -> None:
     status = deployment.status()
     pids = [p["pid"] for p in status["processes"]]
     ports = [p["port"] for p in status["processes"] if p.get("port")]
-    ports.append(status["balancer"]["admin_port"])
+    admin_socket = status["balancer"]["admin_socket"]
     done = deployment.lcha("down", timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
     alive = [pid for pid in pids if os.path.exists(f"/proc/{pid}") and not _zombie(pid)]
     assert not alive, alive
     assert not [p for p in ports if port_is_listening(int(p))]
+    assert not os.path.exists(admin_socket)
     assert deployment.sd.supervisor_pid() is None
     assert not pid_matches(status["supervisor"]["pid"], "supervisor")
 

@@ -32,7 +32,9 @@ from langchain_ha._proc import (
     python_argv,
     python_reach,
     system_user,
+    user_ids,
 )
+from langchain_ha._runas import is_open
 from langchain_ha.cluster.topology import ProviderSpec, Topology
 
 STARTUP_NICE = 10
@@ -111,12 +113,21 @@ def replica_inherit(topology: Topology) -> tuple[str, ...]:
     return (*BASE_ENV, "LCHA_*", *keys, *topology.replicas.env)
 
 
+def _app_dir(user: str | None) -> Path:
+    """Where a replica starts (its app's module is imported from there): where ``lcha up``
+    ran, if ``user`` may list it, else ``/``."""
+    cwd = Path.cwd()
+    if user is None:
+        return cwd
+    return cwd if is_open(cwd, *user_ids(user)) else Path("/")
+
+
 def start_replica(topology: Topology, *, replica_id: str, zone: str, generation: int,
                   app: str, env: dict[str, str], logs: Path, port: int) -> Replica:
     """Start ``lcha serve APP`` on ``port`` (its balancer slot); readiness is probed by the
     supervisor and by the balancer's active health checks."""
     spec = topology.replicas
-    cwd = Path.cwd()  # where ``lcha up`` ran: the app's module is imported from there
+    user = replica_user()
     child = Child(
         python_argv("-m", "langchain_ha.cli", "serve", app, "--port", str(port),
                     "--zone", zone, "--replica-id", replica_id),
@@ -127,7 +138,7 @@ def start_replica(topology: Topology, *, replica_id: str, zone: str, generation:
               # Readiness fails at once on SIGTERM; the balancer's checks see it within this.
              "LCHA_DRAIN_GRACE_S": str(drain_grace_s(topology))},
         inherit=replica_inherit(topology), log_path=logs / f"replica-{replica_id}.log",
-        user=replica_user(), reach=python_reach(), cwd=cwd,
+        user=user, reach=python_reach(), cwd=_app_dir(user),
     )
     # Start-up (imports, warm-up) runs at low priority so it does not take CPU from the
     # replicas serving traffic; once it is ready the supervisor sets ``serving_nice``.
