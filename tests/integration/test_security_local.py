@@ -55,6 +55,17 @@ for path in {paths}:
 print(json.dumps(out))
 """
 
+UNIX_CONNECT = """
+import json, socket
+sock = socket.socket(socket.AF_UNIX)
+try:
+    sock.connect({path!r})
+    result = "connected"
+except OSError as exc:
+    result = type(exc).__name__
+print(json.dumps(result))
+"""
+
 
 def test_archive_and_restore_commands_quote_their_paths(tmp_path: Path) -> None:
     """L6: a state directory named like a shell command is a path, not a command: the real
@@ -185,12 +196,9 @@ def test_caddy_admin_is_only_a_private_socket(caddy) -> None:  # type: ignore[no
     sock = lb.admin_socket
     assert stat.S_ISSOCK(sock.stat().st_mode) and stat.S_IMODE(sock.stat().st_mode) == 0o600
     assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o700
-    probe = ("import json, socket; s = socket.socket(socket.AF_UNIX)\n"
-             "try:\n    s.connect(%r); r = 'connected'\n"
-             "except OSError as e:\n    r = type(e).__name__\n"
-             "print(json.dumps(r))")
-    assert as_stranger(probe % str(sock), reach=[sock]) == "PermissionError"
-    assert as_stranger(probe % str(sock), reach=[sock.parent]) == "PermissionError"
+    probe = UNIX_CONNECT.format(path=str(sock))
+    assert as_stranger(probe, reach=[sock]) == "PermissionError"
+    assert as_stranger(probe, reach=[sock.parent]) == "PermissionError"
 
 
 def test_caddy_cuts_slow_and_oversized_headers(caddy) -> None:  # type: ignore[no-untyped-def]
@@ -215,3 +223,30 @@ def test_the_stranger_is_not_one_of_ours() -> None:
     assert entry.pw_uid not in (0, pwd.getpwnam("lcha").pw_uid)
     assert [sys.executable] == run_as([sys.executable], None)
     assert python_reach()
+
+
+def test_db_takes_a_conninfo_without_password_and_a_passfile_or_pgpassword(
+        local_pg: LocalPostgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """L6: ``--db`` needs no password on the command line: ``--passfile`` or ``$PGPASSWORD``
+    supply it, and no warning is printed then."""
+    from langchain_ha._files import write_private
+    from langchain_ha.cli import main as lcha_main
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("# A\n\nSome text.")
+    bare = f"host=127.0.0.1 port={local_pg.port} user=postgres dbname=postgres"
+    passfile = tmp_path / "pgpass"
+    write_private(passfile, f"*:*:*:postgres:{local_pg.password}\n")
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    monkeypatch.setenv("PGPASSFILE", str(tmp_path / "none"))  # not the user's ~/.pgpass
+    assert lcha_main(["ingest", str(docs), "--db", bare, "--passfile", str(passfile),
+                      "--collection", "t_passfile"]) == 0
+    monkeypatch.setenv("PGPASSWORD", local_pg.password)
+    assert lcha_main(["ingest", str(docs), "--db", bare, "--collection", "t_pgpassword"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.count("enqueued 1 ingestion task") == 2
+    assert "warning" not in captured.err
+    monkeypatch.delenv("PGPASSWORD")  # and without either, no login (the control)
+    assert lcha_main(["ingest", str(docs), "--db", bare, "--collection", "t_none"]) == 1

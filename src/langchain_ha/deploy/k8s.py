@@ -1,10 +1,17 @@
 """Kubernetes manifests for a topology: the replica Deployment, its Service, Ingress, PDB and
-HPA, the provider simulators (demo topologies only) and the CloudNativePG database.
+HPA, NetworkPolicies, the provider simulators (demo topologies only) and the CloudNativePG
+database.
 
 Every builder is a pure function of the :class:`~langchain_ha.cluster.topology.Topology` and
 the :class:`RenderOptions`; it returns plain dicts that :mod:`langchain_ha.deploy.render`
 writes as YAML.  No builder ever puts a secret value in a manifest: secrets are referenced by
 name (``secretKeyRef``) and described in ``secret.example.yaml``.
+
+What is reachable (SECURITY.md): the Ingress routes ``/v1`` alone (``/metrics``, ``/admin/*``,
+``/openapi.json`` and the probes stay inside the cluster); replicas take connections from the
+ingress controller's and the monitoring namespace only, and open them to DNS, the database and
+the providers only; the database is reached over TLS verified against the CloudNativePG CA
+(``verify-full``).
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from langchain_ha.cluster.replicas import drain_grace_s
 from langchain_ha.cluster.topology import ProviderSpec, Topology
@@ -44,14 +52,24 @@ POD_SECURITY: Obj = {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID, 
                      "seccompProfile": {"type": "RuntimeDefault"}}
 TMP_VOLUME: Obj = {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}
 TMP_MOUNT: Obj = {"name": "tmp", "mountPath": "/tmp"}
+DB_CA_DIR = "/etc/lcha/db-ca"
+API_PREFIX = "/v1"
+NAMESPACE_KEY = "kubernetes.io/metadata.name"
+# Egress to providers: anywhere but the cluster-private, link-local (cloud metadata) and
+# carrier-grade NAT ranges.
+PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16",
+                  "100.64.0.0/10")
 
 
 @dataclass(frozen=True)
 class RenderOptions:
-    """What the topology does not say: the replica image and the namespace."""
+    """What the topology does not say: the replica image, the namespace, and the namespaces
+    of the ingress controller and of Prometheus (the replicas' only callers)."""
 
     image: str
     namespace: str
+    ingress_namespace: str = "ingress-nginx"
+    monitoring_namespace: str = "monitoring"
 
 
 def secret_name(topo: Topology) -> str:
@@ -67,6 +85,11 @@ def db_cluster_name(topo: Topology) -> str:
 def db_app_secret(topo: Topology) -> str:
     """The basic-auth Secret of the application role (``username``/``password``)."""
     return f"{db_cluster_name(topo)}-app"
+
+
+def db_ca_secret(topo: Topology) -> str:
+    """The Secret where CloudNativePG keeps its server CA (only ``ca.crt`` is mounted)."""
+    return f"{db_cluster_name(topo)}-ca"
 
 
 def backup_secret(topo: Topology) -> str:
@@ -167,7 +190,9 @@ def replica_env(topo: Topology) -> list[Obj]:
         env += [{"name": "LCHA_DB_WRITER", "value": db_conninfo(topo, "rw")},
                 {"name": "LCHA_DB_READER", "value": db_conninfo(topo, "ro")},
                 _secret_env("PGPASSWORD", db_app_secret(topo), "password"),
-                {"name": "PGSSLMODE", "value": "require"}]
+                # The server's certificate names the service we dial (<cluster>-rw/-ro).
+                {"name": "PGSSLMODE", "value": "verify-full"},
+                {"name": "PGSSLROOTCERT", "value": f"{DB_CA_DIR}/ca.crt"}]
     return env
 
 
@@ -217,6 +242,14 @@ def deployment(topo: Topology, opts: RenderOptions) -> Obj:
         "securityContext": CONTAINER_SECURITY,
         "volumeMounts": [TMP_MOUNT],
     }
+    volumes: list[Obj] = [TMP_VOLUME]
+    if topo.database.enabled:
+        container["volumeMounts"] = [TMP_MOUNT, {"name": "db-ca", "mountPath": DB_CA_DIR,
+                                                 "readOnly": True}]
+        # The CA certificate alone: the Secret also holds the CA's private key.
+        volumes.append({"name": "db-ca", "secret": {
+            "secretName": db_ca_secret(topo), "defaultMode": 0o440,
+            "items": [{"key": "ca.crt", "path": "ca.crt"}]}})
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": meta(topo, opts, topo.name),
@@ -238,7 +271,7 @@ def deployment(topo: Topology, opts: RenderOptions) -> Obj:
                     "securityContext": POD_SECURITY,
                     "topologySpreadConstraints": spread(topo),
                     "containers": [container],
-                    "volumes": [TMP_VOLUME],
+                    "volumes": volumes,
                 },
             },
         },
@@ -253,8 +286,15 @@ def service(topo: Topology, opts: RenderOptions) -> Obj:
                                 "protocol": "TCP"}]}}
 
 
+def api_paths(topo: Topology) -> list[Obj]:
+    """The Ingress paths: the API (``/v1``) alone."""
+    backend = {"service": {"name": topo.name, "port": {"name": "http"}}}
+    return [{"path": API_PREFIX, "pathType": "Prefix", "backend": backend}]
+
+
 def ingress(topo: Topology, opts: RenderOptions) -> Obj:
-    """networking.k8s.io/v1 Ingress (no host: the production overlay sets host and TLS)."""
+    """networking.k8s.io/v1 Ingress of the API paths only (no host: the production overlay
+    sets host and TLS)."""
     timeout = str(_secs(topo.replicas.request_timeout_s))
     md = meta(topo, opts, topo.name)
     md["annotations"] = {  # ingress-nginx; other controllers ignore them
@@ -263,10 +303,65 @@ def ingress(topo: Topology, opts: RenderOptions) -> Obj:
         "nginx.ingress.kubernetes.io/proxy-buffering": "off",  # SSE streams
         "nginx.ingress.kubernetes.io/proxy-body-size": "1m",
     }
-    backend = {"service": {"name": topo.name, "port": {"name": "http"}}}
     return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": md,
-            "spec": {"rules": [{"http": {"paths": [
-                {"path": "/", "pathType": "Prefix", "backend": backend}]}}]}}
+            "spec": {"rules": [{"http": {"paths": api_paths(topo)}}]}}
+
+
+def _from_namespace(name: str) -> Obj:
+    return {"namespaceSelector": {"matchLabels": {NAMESPACE_KEY: name}}}
+
+
+def provider_ports(topo: Topology) -> list[int]:
+    """The TCP ports of the real providers' base URLs (443 for https, 80 for http)."""
+    ports = set()
+    for p in topo.providers:
+        if not p.simulated and p.base_url:
+            url = urlsplit(str(p.base_url))
+            ports.add(url.port or (443 if url.scheme == "https" else 80))
+    return sorted(ports)
+
+
+def network_policies(topo: Topology, opts: RenderOptions) -> list[Obj]:
+    """Replicas: in from the ingress controller and Prometheus only; out to DNS, the database
+    and the providers only.  Simulators (demo topologies): in from the replicas only."""
+    http = [{"port": "http", "protocol": "TCP"}]
+    egress: list[Obj] = [{
+        "to": [{**_from_namespace("kube-system"),
+                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+        "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}]
+    if topo.database.enabled:
+        egress.append({"to": [{"podSelector": {"matchLabels": {
+            "cnpg.io/cluster": db_cluster_name(topo)}}}],
+            "ports": [{"port": 5432, "protocol": "TCP"}]})
+    sims = [p for p in topo.providers if p.simulated]
+    if sims:
+        egress.append({"to": [{"podSelector": {"matchLabels": selector(
+            topo, f"simulator-{p.name.replace('_', '-')}")}} for p in sims],
+            "ports": [{"port": SIM_PORT, "protocol": "TCP"}]})
+    ports = provider_ports(topo)
+    if ports:
+        egress.append({"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": list(PRIVATE_RANGES)}}],
+                       "ports": [{"port": port, "protocol": "TCP"} for port in ports]})
+    out = [{
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": meta(topo, opts, topo.name),
+        "spec": {"podSelector": {"matchLabels": selector(topo)},
+                 "policyTypes": ["Ingress", "Egress"],
+                 "ingress": [{"from": [_from_namespace(opts.ingress_namespace)], "ports": http},
+                             {"from": [_from_namespace(opts.monitoring_namespace)],
+                              "ports": http}],
+                 "egress": egress}}]
+    for p in sims:
+        component = f"simulator-{p.name.replace('_', '-')}"
+        out.append({
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": meta(topo, opts, sim_name(topo, p), component),
+            "spec": {"podSelector": {"matchLabels": selector(topo, component)},
+                     "policyTypes": ["Ingress", "Egress"],
+                     "ingress": [{"from": [{"podSelector": {"matchLabels": selector(topo)}}],
+                                  "ports": http}],
+                     "egress": []}})
+    return out
 
 
 def pdb(topo: Topology, opts: RenderOptions) -> Obj:
