@@ -59,7 +59,8 @@ class Balancer(_Strict):
     header_timeout_s: float = Field(default=10.0, gt=0, le=300, description=(
         "a client has this long to send its request headers"))
     body_timeout_s: float = Field(default=30.0, gt=0, le=3600, description=(
-        "a client has this long (from its first byte) to send its whole request"))
+        "Caddy's read_timeout: how long reading a request may take (SECURITY.md says what "
+        "Caddy leaves unbounded)"))
     idle_timeout_s: float = Field(default=120.0, gt=0, le=3600, description=(
         "an idle keep-alive connection is closed after this long"))
     max_header_bytes: int = Field(default=65536, ge=4096, le=1 << 20, description=(
