@@ -27,45 +27,9 @@ from langchain_ha.cluster.balancer import CaddyBalancer
 from langchain_ha.cluster.patroni_config import archive_command
 from langchain_ha.cluster.pgbin import LocalPostgres, prepare_dir
 from langchain_ha.cluster.topology import Balancer
-from tests.support.stranger import as_stranger, stranger
+from tests.support.stranger import CONNECT, READ, UNIX_CONNECT, as_stranger, stranger
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (drops to other users)")
-
-CONNECT = """
-import json, psycopg
-out = {{}}
-for name, conninfo in {attempts}.items():
-    try:
-        with psycopg.connect(conninfo, connect_timeout=3) as conn:
-            out[name] = "logged in as " + conn.execute("select current_user").fetchone()[0]
-    except Exception as exc:
-        out[name] = type(exc).__name__ + ": " + (str(exc).strip().splitlines() or [""])[-1]
-print(json.dumps(out))
-"""
-
-READ = """
-import json
-out = {{}}
-for path in {paths}:
-    try:
-        with open(path, "rb") as f:
-            out[path] = "read %d bytes" % len(f.read())
-    except OSError as exc:
-        out[path] = type(exc).__name__
-print(json.dumps(out))
-"""
-
-UNIX_CONNECT = """
-import json, socket
-sock = socket.socket(socket.AF_UNIX)
-try:
-    sock.connect({path!r})
-    result = "connected"
-except OSError as exc:
-    result = type(exc).__name__
-print(json.dumps(result))
-"""
-
 
 def test_archive_and_restore_commands_quote_their_paths(tmp_path: Path) -> None:
     """L6: a state directory named like a shell command is a path, not a command: the real

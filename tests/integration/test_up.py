@@ -19,9 +19,8 @@ import pytest
 
 from langchain_ha._proc import pid_matches, port_is_listening
 from langchain_ha.drills.load import run_load, summarize
-from tests.integration.test_security_local import READ, UNIX_CONNECT
 from tests.support.fixtures_up import PARENT_ONLY_KEY, REPLICA_SETTING, Deployment
-from tests.support.stranger import as_stranger
+from tests.support.stranger import READ, UNIX_CONNECT, as_stranger
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -262,11 +261,14 @@ def test_caddy_has_no_tcp_admin_and_its_socket_is_private(deployment: Deployment
 
 
 def test_lcha_logs_reads_nothing_outside_the_state_directory(deployment: Deployment) -> None:
-    """L6: a name that is a path is refused, and says which logs there are."""
-    for name in ("../../../../etc/passwd", "../secrets", "db/../../x"):
+    """L6: a name that is a path is refused, and says which logs there are (the first one
+    reaches a real file next to the state directory)."""
+    outside = deployment.state_dir.parent / "outside.log"
+    outside.write_text("not ours to show\n")
+    for name in ("../../outside", "../secrets", "db/../../x"):
         done = deployment.lcha("logs", name)
-        assert done.returncode == 2 and "NAME" in done.stderr and "root:" not in done.stdout
-        assert "supervisor" in done.stderr
+        assert done.returncode == 2 and "NAME" in done.stderr, done
+        assert "not ours" not in done.stdout and "supervisor" in done.stderr
 
 
 def test_down_leaves_nothing_running(deployment: Deployment) -> None:

@@ -150,15 +150,19 @@ def _state_with_logs(tmp_path: Path) -> Path:
     root = tmp_path / "state"
     (root / "logs").mkdir(parents=True)
     (root / "logs" / "supervisor.log").write_text("ready\n")
+    (tmp_path / "outside.log").write_text("not ours to show\n")  # next to the state dir
     return root
 
 
-@pytest.mark.parametrize("name", ["../../etc/passwd", "../secrets", "/etc/passwd", "a/../b",
-                                  ".hidden", ""])
-def test_lcha_logs_refuses_names_that_are_paths(tmp_path: Path, name: str) -> None:
-    """L6: ``lcha logs NAME`` names a log of the state directory, never a path."""
+@pytest.mark.parametrize("name", ["../../outside", "../../../outside", "../secrets",
+                                  str(Path("/etc/passwd")), "a/../b", ".hidden", ""])
+def test_lcha_logs_refuses_names_that_are_paths(tmp_path: Path, name: str,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """L6: ``lcha logs NAME`` names a log of the state directory, never a path (the first
+    one reaches a real ``outside.log`` next to the state directory)."""
     with pytest.raises(UsageError, match="NAME"):
         logs(_state_with_logs(tmp_path), name, 10)
+    assert "not ours" not in capsys.readouterr().out
 
 
 def test_lcha_logs_refuses_a_planted_symlink(tmp_path: Path,
