@@ -23,7 +23,7 @@ import pytest
 from langchain_ha.cluster.patroni_config import member_name
 from langchain_ha.cluster.postgres import PostgresCluster
 from tests.support.fixtures_cluster import PARENT_ONLY_KEY, STARTED_WITH_CANARY
-from tests.support.stranger import CONNECT, READ, as_stranger, run_as_user
+from tests.support.stranger import CONNECT, READ, as_stranger, run_as_os_user
 
 # Names only: the tests use no API the fix added, so they run against older code too.
 OS_USER = "lcha"
@@ -73,7 +73,7 @@ def test_a_stranger_cannot_log_in_to_postgresql(healthy_cluster: PostgresCluster
     run, port = _socket_dir(healthy_cluster, zone), healthy_cluster.ports[zone].postgres
     code = CONNECT.format(attempts=json.dumps(
         {"owner": f"host={run} port={port} user=postgres dbname=postgres"}))
-    done = run_as_user([sys.executable, "-c", code], OS_USER, reach=[run])
+    done = run_as_os_user([sys.executable, "-c", code], OS_USER, reach=[run])
     assert json.loads(done.stdout.splitlines()[-1]) == {"owner": "logged in as postgres"}
 
 

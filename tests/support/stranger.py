@@ -84,7 +84,7 @@ def python_paths() -> list[str]:
     return sorted(paths)
 
 
-def run_as_user(argv: Sequence[str], user: str, reach: Iterable[str | Path] = (),
+def run_as_os_user(argv: Sequence[str], user: str, reach: Iterable[str | Path] = (),
                 timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run ``argv`` as ``user`` through the project's launcher, ``reach`` made reachable."""
     assert os.geteuid() == 0, "the security tests run as root"
@@ -102,6 +102,6 @@ def run_as_user(argv: Sequence[str], user: str, reach: Iterable[str | Path] = ()
 
 def as_stranger(code: str, *, reach: Iterable[str | Path] = (), timeout: float = 60) -> Any:
     """Run ``code`` (Python that prints one JSON document) as the stranger; its document."""
-    done = run_as_user([sys.executable, "-c", code], stranger(), reach, timeout)
+    done = run_as_os_user([sys.executable, "-c", code], stranger(), reach, timeout)
     assert done.returncode == 0, f"the probe failed to run: {done.stdout}{done.stderr}"
     return json.loads(done.stdout.strip().splitlines()[-1])

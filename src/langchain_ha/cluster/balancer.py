@@ -4,8 +4,8 @@ Caddy's admin API listens on a unix socket (0600) in a 0700 directory of ours, n
 no other local user can re-route traffic or read the config.  Every change (replicas
 registered, drained, weighted for a canary) is a whole JSON config pushed to ``POST /load``,
 which Caddy applies gracefully: requests in flight finish on the config they started with.
-Clients get bounded time to send headers and body, a header size cap and an idle timeout, so
-a slow client cannot hold a connection for ever.
+Clients get bounded time to send their headers, a header size cap and an idle timeout (and
+Caddy's read timeout, which SECURITY.md says does not bound a body Caddy is buffering).
 
 What it does for the replicas: active health checks on ``/readyz``; passive checks (a replica
 whose connection fails is skipped for a while); retries on another replica for any request to
@@ -77,10 +77,11 @@ def admin_socket(caddy_dir: Path) -> Path:
 
 def _socket_dir(sock: Path) -> None:
     """Make the socket's directory ours alone (refusing one another user could have made)."""
-    directory = private_dir(sock.parent)
-    st = os.lstat(directory)
-    if st.st_uid != os.getuid() or not stat.S_ISDIR(st.st_mode):
-        raise RuntimeError(f"{directory}: not a directory of ours; remove it")
+    with contextlib.suppress(FileNotFoundError):
+        st = os.lstat(sock.parent)
+        if st.st_uid != os.getuid() or not stat.S_ISDIR(st.st_mode):
+            raise RuntimeError(f"{sock.parent}: not a directory of ours; remove it")
+    private_dir(sock.parent)
 
 
 def admin_client(sock: Path, timeout: float = 10) -> httpx.Client:

@@ -10,7 +10,8 @@
 
 The directory and its subdirectories are 0700, every file 0600 from its creation (another local
 user reads nothing here), replaced atomically so a reader never sees half of one.  No file but
-the secrets files holds a password: conninfo strings name the database's passfile instead.
+the ``secrets.json`` files and the database's passfile holds a password: conninfo strings name
+the passfile instead.
 """
 
 from __future__ import annotations
