@@ -14,6 +14,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -27,6 +28,7 @@ from langchain_ha.cluster.balancer import CaddyBalancer
 from langchain_ha.cluster.patroni_config import archive_command
 from langchain_ha.cluster.pgbin import LocalPostgres, prepare_dir
 from langchain_ha.cluster.topology import Balancer
+from tests.support.fixtures_serve import Replica
 from tests.support.stranger import CONNECT, READ, UNIX_CONNECT, as_stranger, stranger
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (drops to other users)")
@@ -214,3 +216,18 @@ def test_db_takes_a_conninfo_without_password_and_a_passfile_or_pgpassword(
     assert "warning" not in captured.err
     monkeypatch.delenv("PGPASSWORD")  # and without either, no login (the control)
     assert lcha_main(["ingest", str(docs), "--db", bare, "--collection", "t_none"]) == 1
+
+
+def test_a_replica_logs_an_exception_without_its_password(
+        serve_factory: Callable[..., Replica]) -> None:
+    """L5: the app's exception (whose message quotes a conninfo) is logged redacted."""
+    replica = serve_factory("tests.support.apps:leaky", env={"LCHA_API_KEYS": "k-31"})
+    resp = httpx.post(replica.url + "/v1/invoke", json={"input": "q"},
+                      headers={"Authorization": "Bearer k-31"}, timeout=10)
+    assert resp.status_code == 502
+    deadline = time.monotonic() + 5
+    while "could not connect" not in replica.log() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    log = replica.log()
+    assert "could not connect" in log and "password=***" in log
+    assert "leaked-pw-31" not in log and "leaked-pw-31" not in resp.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -24,7 +25,8 @@ class Replica:
                         "--zone", "az-test", "--replica-id", f"r{self.port}", *args),
             name=f"serve-{target}", cwd=ROOT, log_path=logdir / f"serve-{self.port}.log",
             # Short drain by default so teardown is quick; the drain test sets its own.
-            env={"LCHA_TEST_CALLS": str(self.calls_file), "PYTHONPATH": str(ROOT),
+            env={"LCHA_TEST_CALLS": str(self.calls_file), "PYTHONPATH": os.pathsep.join(
+                p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
                  "LCHA_DRAIN_GRACE_S": "0.1", **env},
         )
         self.child.wait_http(self.url + "/readyz", timeout=60)

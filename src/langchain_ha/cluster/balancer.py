@@ -225,6 +225,11 @@ class CaddyBalancer:
         """Caddy's own view of its upstreams: address, in-flight requests, recent fails."""
         return upstreams_view(self.admin_socket) or []
 
+    def to_json(self, pid: int | None) -> dict[str, Any]:
+        """Its entry in the state file (``pid``: Caddy's)."""
+        return {"pid": pid, "port": self.port, "admin_socket": str(self.admin_socket),
+                "url": self.url, "role": "balancer", "upstreams": [vars(u) for u in self.upstreams]}
+
     def cleanup(self) -> None:
         """After Caddy stopped: remove its socket (and the directory made for it, if it is not
         in ours)."""

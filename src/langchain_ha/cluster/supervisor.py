@@ -348,7 +348,7 @@ class Supervisor:
             self._write_state()
 
     def _write_state(self) -> None:
-        lb = self.lb
+        caddy = self.caddy.pid if self.caddy else None
         write_json(self.sd.state_file, {
             "supervisor": {"pid": os.getpid()},
             "phase": self.phase, "progress": self.progress, "decisions": list(self.decisions),
@@ -356,11 +356,7 @@ class Supervisor:
             "base_per_zone": self.base_per_zone, "applied_seq": self.applied_seq,
             "next_index": self._next_index, "slots": self.slots,
             "rollout": self.rollout.to_json() if self.rollout else None,
-            "balancer": {"pid": self.caddy.pid if self.caddy else None,
-                         "port": lb.port if lb else None,
-                         "admin_socket": str(lb.admin_socket) if lb else None,
-                         "url": lb.url if lb else None, "role": "balancer",
-                         "upstreams": [vars(u) for u in lb.upstreams] if lb else []},
+            "balancer": self.lb.to_json(caddy) if self.lb else {"role": "balancer"},
             "simulators": {n: s.to_json() for n, s in self.sims.items()},
             "replicas": [r.to_json() for r in self.replicas],
             "database": self.db.to_json(), "prometheus": self.prometheus.to_json(),

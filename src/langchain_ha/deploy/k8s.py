@@ -1,17 +1,14 @@
-"""Kubernetes manifests for a topology: the replica Deployment, its Service, Ingress, PDB and
-HPA, NetworkPolicies, the provider simulators (demo topologies only) and the CloudNativePG
-database.
+"""Kubernetes manifests for a topology: the replica Deployment, PDB and HPA, the provider
+simulators (demo topologies only) and the CloudNativePG database; what reaches the replicas
+(Service, Ingress, NetworkPolicies) is in :mod:`langchain_ha.deploy.network`.
 
 Every builder is a pure function of the :class:`~langchain_ha.cluster.topology.Topology` and
 the :class:`RenderOptions`; it returns plain dicts that :mod:`langchain_ha.deploy.render`
 writes as YAML.  No builder ever puts a secret value in a manifest: secrets are referenced by
 name (``secretKeyRef``) and described in ``secret.example.yaml``.
 
-What is reachable (SECURITY.md): the Ingress routes ``/v1`` alone (``/metrics``, ``/admin/*``,
-``/openapi.json`` and the probes stay inside the cluster); replicas take connections from the
-ingress controller's and the monitoring namespace only, and open them to DNS, the database and
-the providers only; the database is reached over TLS verified against the CloudNativePG CA
-(``verify-full``).
+The database is reached over TLS verified against the CloudNativePG CA (``verify-full``,
+SECURITY.md).
 """
 
 from __future__ import annotations
@@ -19,7 +16,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from langchain_ha.cluster.replicas import drain_grace_s
 from langchain_ha.cluster.topology import ProviderSpec, Topology
@@ -53,12 +49,6 @@ POD_SECURITY: Obj = {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID, 
 TMP_VOLUME: Obj = {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}
 TMP_MOUNT: Obj = {"name": "tmp", "mountPath": "/tmp"}
 DB_CA_DIR = "/etc/lcha/db-ca"
-API_PREFIX = "/v1"
-NAMESPACE_KEY = "kubernetes.io/metadata.name"
-# Egress to providers: anywhere but the cluster-private, link-local (cloud metadata) and
-# carrier-grade NAT ranges.
-PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16",
-                  "100.64.0.0/10")
 
 
 @dataclass(frozen=True)
@@ -119,7 +109,8 @@ def meta(topo: Topology, opts: RenderOptions, name: str, component: str = "repli
     return {"name": name, "namespace": opts.namespace, "labels": labels(topo, component)}
 
 
-def _secs(value: float) -> int:
+def whole_seconds(value: float) -> int:
+    """``value`` seconds rounded up, at least 1 (what Kubernetes fields in seconds take)."""
     return max(1, math.ceil(value))
 
 
@@ -202,15 +193,15 @@ def probes(topo: Topology) -> Obj:
     http = {"port": "http", "scheme": "HTTP"}
     return {
         "startupProbe": {"httpGet": {"path": "/livez", **http}, "periodSeconds": 2,
-                         "timeoutSeconds": _secs(checks.timeout_s), "failureThreshold": 60},
+                         "timeoutSeconds": whole_seconds(checks.timeout_s), "failureThreshold": 60},
         "readinessProbe": {"httpGet": {"path": checks.path, **http},
-                           "periodSeconds": _secs(checks.interval_s),
-                           "timeoutSeconds": _secs(checks.timeout_s),
+                           "periodSeconds": whole_seconds(checks.interval_s),
+                           "timeoutSeconds": whole_seconds(checks.timeout_s),
                            "failureThreshold": checks.unhealthy_threshold,
                            "successThreshold": checks.healthy_threshold},
         "livenessProbe": {"httpGet": {"path": "/livez", **http},
-                          "periodSeconds": max(5, _secs(checks.interval_s)),
-                          "timeoutSeconds": _secs(checks.timeout_s),
+                          "periodSeconds": max(5, whole_seconds(checks.interval_s)),
+                          "timeoutSeconds": whole_seconds(checks.timeout_s),
                           "failureThreshold": topo.replicas.liveness_failures,
                           "successThreshold": 1},
     }
@@ -276,92 +267,6 @@ def deployment(topo: Topology, opts: RenderOptions) -> Obj:
             },
         },
     }
-
-
-def service(topo: Topology, opts: RenderOptions) -> Obj:
-    """ClusterIP Service in front of the ready replicas (port 80 → ``http``)."""
-    return {"apiVersion": "v1", "kind": "Service", "metadata": meta(topo, opts, topo.name),
-            "spec": {"type": "ClusterIP", "selector": selector(topo),
-                     "ports": [{"name": "http", "port": 80, "targetPort": "http",
-                                "protocol": "TCP"}]}}
-
-
-def api_paths(topo: Topology) -> list[Obj]:
-    """The Ingress paths: the API (``/v1``) alone."""
-    backend = {"service": {"name": topo.name, "port": {"name": "http"}}}
-    return [{"path": API_PREFIX, "pathType": "Prefix", "backend": backend}]
-
-
-def ingress(topo: Topology, opts: RenderOptions) -> Obj:
-    """networking.k8s.io/v1 Ingress of the API paths only (no host: the production overlay
-    sets host and TLS)."""
-    timeout = str(_secs(topo.replicas.request_timeout_s))
-    md = meta(topo, opts, topo.name)
-    md["annotations"] = {  # ingress-nginx; other controllers ignore them
-        "nginx.ingress.kubernetes.io/proxy-read-timeout": timeout,
-        "nginx.ingress.kubernetes.io/proxy-send-timeout": timeout,
-        "nginx.ingress.kubernetes.io/proxy-buffering": "off",  # SSE streams
-        "nginx.ingress.kubernetes.io/proxy-body-size": "1m",
-    }
-    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": md,
-            "spec": {"rules": [{"http": {"paths": api_paths(topo)}}]}}
-
-
-def _from_namespace(name: str) -> Obj:
-    return {"namespaceSelector": {"matchLabels": {NAMESPACE_KEY: name}}}
-
-
-def provider_ports(topo: Topology) -> list[int]:
-    """The TCP ports of the real providers' base URLs (443 for https, 80 for http)."""
-    ports = set()
-    for p in topo.providers:
-        if not p.simulated and p.base_url:
-            url = urlsplit(str(p.base_url))
-            ports.add(url.port or (443 if url.scheme == "https" else 80))
-    return sorted(ports)
-
-
-def network_policies(topo: Topology, opts: RenderOptions) -> list[Obj]:
-    """Replicas: in from the ingress controller and Prometheus only; out to DNS, the database
-    and the providers only.  Simulators (demo topologies): in from the replicas only."""
-    http = [{"port": "http", "protocol": "TCP"}]
-    egress: list[Obj] = [{
-        "to": [{**_from_namespace("kube-system"),
-                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
-        "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}]
-    if topo.database.enabled:
-        egress.append({"to": [{"podSelector": {"matchLabels": {
-            "cnpg.io/cluster": db_cluster_name(topo)}}}],
-            "ports": [{"port": 5432, "protocol": "TCP"}]})
-    sims = [p for p in topo.providers if p.simulated]
-    if sims:
-        egress.append({"to": [{"podSelector": {"matchLabels": selector(
-            topo, f"simulator-{p.name.replace('_', '-')}")}} for p in sims],
-            "ports": [{"port": SIM_PORT, "protocol": "TCP"}]})
-    ports = provider_ports(topo)
-    if ports:
-        egress.append({"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": list(PRIVATE_RANGES)}}],
-                       "ports": [{"port": port, "protocol": "TCP"} for port in ports]})
-    out = [{
-        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-        "metadata": meta(topo, opts, topo.name),
-        "spec": {"podSelector": {"matchLabels": selector(topo)},
-                 "policyTypes": ["Ingress", "Egress"],
-                 "ingress": [{"from": [_from_namespace(opts.ingress_namespace)], "ports": http},
-                             {"from": [_from_namespace(opts.monitoring_namespace)],
-                              "ports": http}],
-                 "egress": egress}}]
-    for p in sims:
-        component = f"simulator-{p.name.replace('_', '-')}"
-        out.append({
-            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-            "metadata": meta(topo, opts, sim_name(topo, p), component),
-            "spec": {"podSelector": {"matchLabels": selector(topo, component)},
-                     "policyTypes": ["Ingress", "Egress"],
-                     "ingress": [{"from": [{"podSelector": {"matchLabels": selector(topo)}}],
-                                  "ports": http}],
-                     "egress": []}})
-    return out
 
 
 def pdb(topo: Topology, opts: RenderOptions) -> Obj:

@@ -25,7 +25,7 @@ import yaml
 from langchain_ha import __version__
 from langchain_ha._usage import UsageError
 from langchain_ha.cluster.topology import Topology, load_topology
-from langchain_ha.deploy import k8s, monitoring
+from langchain_ha.deploy import k8s, monitoring, network
 from langchain_ha.deploy.k8s import Obj, RenderOptions
 
 DEFAULT_IMAGE = f"langchain-ha:{__version__}"
@@ -99,11 +99,11 @@ def manifests(topo: Topology, opts: RenderOptions) -> dict[str, list[Obj]]:
         files["20-simulators.yaml"] = sims
     files |= {
         "30-deployment.yaml": [k8s.deployment(topo, opts)],
-        "31-service.yaml": [k8s.service(topo, opts)],
-        "32-ingress.yaml": [k8s.ingress(topo, opts)],
+        "31-service.yaml": [network.service(topo, opts)],
+        "32-ingress.yaml": [network.ingress(topo, opts)],
         "33-pdb.yaml": [k8s.pdb(topo, opts)],
         "34-hpa.yaml": [k8s.hpa(topo, opts)],
-        "35-networkpolicy.yaml": k8s.network_policies(topo, opts),
+        "35-networkpolicy.yaml": network.network_policies(topo, opts),
         "40-monitors.yaml": monitoring.monitors(topo, opts),
         "41-prometheusrule.yaml": [monitoring.prometheus_rule(topo, opts)],
         "42-grafana-dashboard.yaml": [monitoring.dashboard_configmap(topo, opts)],
@@ -181,7 +181,7 @@ def production_overlay(topo: Topology, opts: RenderOptions) -> dict[str, str]:
         "metadata": {"name": topo.name, "namespace": opts.namespace},
         "spec": {"ingressClassName": "nginx",
                  "tls": [{"hosts": [host], "secretName": f"{topo.name}-tls"}],
-                 "rules": [{"host": host, "http": {"paths": k8s.api_paths(topo)}}]},
+                 "rules": [{"host": host, "http": {"paths": network.api_paths(topo)}}]},
     }
     kust: Obj = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
