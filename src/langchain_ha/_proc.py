@@ -3,24 +3,45 @@
 Every process this project starts (simulators, replicas, Patroni, Caddy) goes through
 :class:`Child`, so that stopping is always the same: SIGTERM to its process group, a bounded
 wait, then SIGKILL.  Nothing is left running.
+
+A child gets an allow-listed environment (:data:`BASE_ENV` plus what its caller passes), a
+0077 umask and a 0600 log; started by root with a ``user``, it runs as that user through
+:mod:`langchain_ha._runas`, which makes the paths it needs (``reach``) reachable in a private
+mount namespace instead of changing any directory's mode.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fnmatch
+import json
 import os
+import pwd
 import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from functools import cache
 from pathlib import Path
-from typing import Any
 
 import httpx
 
+from langchain_ha._files import open_private_log
+from langchain_ha._redact import redact
+
 LOOPBACK = "127.0.0.1"
+CHILD_UMASK = 0o077
+BASE_ENV: tuple[str, ...] = (
+    "PATH", "HOME", "LANG", "LANGUAGE", "LC_*", "TZ", "TMPDIR", "TERM",
+    "PYTHONPATH", "VIRTUAL_ENV", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED",
+    # Reaching HTTPS endpoints through this machine's proxy and CA (never credentials).
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+)
+"""Variables every child inherits; anything else (provider keys above all) is passed by name."""
 
 
 def free_port(host: str = LOOPBACK) -> int:
@@ -56,27 +77,33 @@ class Child:
         *,
         name: str,
         env: Mapping[str, str] | None = None,
+        inherit: Iterable[str] = BASE_ENV,
         cwd: str | Path | None = None,
         log_path: str | Path | None = None,
         user: str | None = None,
+        reach: Iterable[str | Path] = (),
     ) -> None:
+        """Start ``argv``.  ``env`` is added to the variables of ``os.environ`` that match
+        ``inherit`` (names or globs); ``user`` (when we are root) and ``reach`` are passed to
+        :func:`run_as`."""
         self.name = name
         self.argv = list(argv)
-        full_env = dict(os.environ)
-        if env:
-            full_env.update(env)
-        self._log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
         self.log_path = Path(log_path) if log_path else None
-        self.proc = subprocess.Popen(
-            self.argv,
-            env=full_env,
-            cwd=str(cwd) if cwd else None,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            **as_user(user),
-        )
+        self._log = open_private_log(log_path) if log_path else subprocess.DEVNULL
+        try:
+            self.proc = subprocess.Popen(
+                run_as(self.argv, user, reach=reach, cwd=cwd),
+                env=child_env(env, inherit, user),
+                cwd=str(cwd) if cwd else None,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                umask=CHILD_UMASK,
+            )
+        except BaseException:
+            self._close_log()
+            raise
 
     @property
     def pid(self) -> int:
@@ -91,7 +118,7 @@ class Child:
         last: object = None
         while time.monotonic() < deadline:
             if not self.alive():
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}{self._tail()}")
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}{self.tail()}")
             try:
                 resp = httpx.get(url, timeout=1.0)
                 if status is None or resp.status_code == status:
@@ -101,7 +128,7 @@ class Child:
                 last = exc
             time.sleep(0.05)
         raise TimeoutError(
-            f"{self.name} not answering {url} after {timeout}s ({last}){self._tail()}"
+            f"{self.name} not answering {url} after {timeout}s ({last}){self.tail()}"
         )
 
     def signal(self, sig: int) -> None:
@@ -120,14 +147,20 @@ class Child:
                 self.proc.wait(5)
         # Grandchildren left in the group (e.g. a detached postgres) go too.
         _kill_group(self.pid, signal.SIGKILL)
-        if not isinstance(self._log, int):
-            self._log.close()
+        self._close_log()
         return self.proc.returncode
 
-    def _tail(self) -> str:
+    def _close_log(self) -> None:
+        if self._log >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._log)
+            self._log = subprocess.DEVNULL
+
+    def tail(self) -> str:
+        """The end of its log (redacted), for error messages."""
         if not self.log_path or not self.log_path.exists():
             return ""
-        text = self.log_path.read_text(errors="replace")[-2000:]
+        text = redact(self.log_path.read_text(errors="replace")[-2000:])
         return f"\n--- {self.log_path} (tail) ---\n{text}"
 
 
@@ -178,15 +211,60 @@ def pid_matches(pid: int, marker: str) -> bool:
     return state not in (b"Z", b"X") and marker in cmdline
 
 
-def as_user(user: str | None) -> dict[str, Any]:
-    """Popen arguments that drop to ``user`` with its own group and no supplementary groups
-    (root's group would otherwise decide access to root-owned directories)."""
-    if user is None:
-        return {}
-    import pwd
+def child_env(env: Mapping[str, str] | None, inherit: Iterable[str] = BASE_ENV,
+              user: str | None = None) -> dict[str, str]:
+    """The environment of a child: the variables of ``os.environ`` matching ``inherit``, then
+    ``env``; a child dropped to ``user`` gets that user's home as ``HOME`` unless ``env`` says
+    otherwise."""
+    patterns = list(inherit)
+    out = {k: v for k, v in os.environ.items()
+           if any(fnmatch.fnmatchcase(k, p) for p in patterns)}
+    if user is not None and os.geteuid() == 0:
+        out["HOME"] = pwd.getpwnam(user).pw_dir
+    out.update(env or {})
+    return out
 
+
+@cache
+def system_user(name: str) -> str:
+    """``name``, a system user with no login shell, created the first time it is needed."""
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--create-home", "--shell", "/usr/sbin/nologin",
+                        name], check=True, capture_output=True)
+    return name
+
+
+def user_ids(user: str) -> tuple[int, int]:
+    """(uid, gid) of ``user``."""
     entry = pwd.getpwnam(user)
-    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+    return entry.pw_uid, entry.pw_gid
+
+
+def python_reach() -> list[str]:
+    """What a Python child needs: this interpreter's prefixes and every directory on
+    ``sys.path`` (stdlib, site-packages, the project's source, ``PYTHONPATH``)."""
+    paths = {sys.base_prefix, sys.prefix, sysconfig.get_paths()["purelib"],
+             str(Path(__file__).resolve().parent.parent)}
+    paths.update(p for p in sys.path if p and os.path.isabs(p) and os.path.isdir(p))
+    return sorted(paths)
+
+
+def run_as(argv: Sequence[str], user: str | None, *, reach: Iterable[str | Path] = (),
+           cwd: str | Path | None = None) -> list[str]:
+    """``argv`` as it must be started to run as ``user``: unchanged when ``user`` is None or
+    we are not root, else through :mod:`langchain_ha._runas`, which gives the program a view
+    in which every path of ``reach`` (and ``cwd``) is reachable, then drops to ``user``."""
+    if user is None or os.geteuid() != 0:
+        return list(argv)
+    uid, gid = user_ids(user)
+    where = str(Path(cwd).absolute()) if cwd else None
+    spec = {"uid": uid, "gid": gid, "user": user,
+            "reach": sorted({str(p) for p in reach} | ({where} if where else set())),
+            "cwd": where}
+    launcher = Path(__file__).with_name("_runas.py")
+    return [sys.executable, "-I", "-S", str(launcher), json.dumps(spec), "--", *argv]
 
 
 def _kill_group(pid: int, sig: int) -> None:

@@ -121,86 +121,9 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def _add_ingest(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``lcha ingest PATH`` enqueues ingestion tasks; ``lcha worker`` runs them."""
-    p = sub.add_parser("ingest", help="enqueue ingestion of text/markdown/jsonl files")
-    p.add_argument("path", help="a file or a directory (searched recursively)")
-    p.add_argument("--db", required=True, help="writer conninfo (libpq, multi-host allowed)")
-    p.add_argument("--collection", default="default")
-    p.add_argument("--chunk-size", type=int, default=1000)
-    p.add_argument("--chunk-overlap", type=int, default=150)
+    from langchain_ha.store.commands import add_store_commands
 
-    def ingest(args: argparse.Namespace) -> int:
-        import asyncio
-
-        from langchain_ha.store.runner import run_ingest
-
-        try:
-            ids = asyncio.run(
-                run_ingest(
-                    args.db, Path(args.path), collection=args.collection,
-                    chunk_size=args.chunk_size, overlap=args.chunk_overlap,
-                )
-            )
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-        except Exception as exc:
-            return _db_error("ingest", exc)
-        print(f"enqueued {len(ids)} ingestion task(s): {ids}")
-        return 0
-
-    p.set_defaults(handler=ingest)
-
-    w = sub.add_parser("worker", help="run durable task workers (SIGTERM finishes current tasks)")
-    w.add_argument("--db", required=True, help="writer conninfo (libpq, multi-host allowed)")
-    w.add_argument("--reader", help="reader conninfo (default: derived from --db)")
-    w.add_argument("--concurrency", type=int, default=2)
-    w.add_argument("--lease-s", type=float, default=10.0)
-    w.add_argument("--heartbeat-s", type=float, default=2.0)
-    w.add_argument("--poll-s", type=float, default=0.2)
-    w.add_argument("--backoff-base-s", type=float, default=1.0)
-    w.add_argument(
-        "--embeddings-url", help="OpenAI-compatible base URL (key: $LCHA_EMBEDDINGS_API_KEY)"
-    )
-    w.add_argument("--embeddings-model", default="text-embedding-3-small")
-    w.add_argument("--dimensions", type=int, default=256)
-    w.add_argument(
-        "--handlers", action="append", default=[], metavar="MODULE:ATTR",
-        help="extra task handlers: a dict {kind: async fn(payload, ctx)} (repeatable)",
-    )
-
-    def work(args: argparse.Namespace) -> int:
-        import asyncio
-        import logging
-
-        from langchain_ha.store.runner import EmbeddingSettings, WorkerSettings, run_worker
-
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-        settings = WorkerSettings(
-            db=args.db, reader=args.reader, concurrency=args.concurrency, lease_s=args.lease_s,
-            heartbeat_s=args.heartbeat_s, poll_s=args.poll_s, backoff_base_s=args.backoff_base_s,
-            embeddings=EmbeddingSettings(
-                url=args.embeddings_url, model=args.embeddings_model, dimensions=args.dimensions
-            ),
-            handler_specs=tuple(args.handlers),
-        )
-        try:
-            return asyncio.run(run_worker(settings))
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-        except Exception as exc:
-            return _db_error("worker", exc)
-
-    w.set_defaults(handler=work)
-
-
-def _db_error(command: str, exc: Exception) -> int:
-    """Print a database failure as one line (psycopg messages carry no password); else raise."""
-    import psycopg
-    import psycopg_pool
-
-    if not isinstance(exc, psycopg.Error | psycopg_pool.PoolTimeout | OSError):
-        raise exc
-    print(f"lcha {command}: database error: {type(exc).__name__}: {exc}", file=sys.stderr)
-    return 1
+    add_store_commands(sub)
 
 
 def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -409,7 +332,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except UsageError as exc:
-        print(f"lcha {args.command}: {exc}", file=sys.stderr)
+        from langchain_ha._redact import redact
+
+        print(redact(f"lcha {args.command}: {exc}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -195,7 +195,10 @@ def test_db_status_json_reports_members_and_conninfo(healthy_cluster: PostgresCl
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert sorted(m["role"] for m in data["members"]) == ["leader", "replica", "sync_standby"]
-    assert "password=****" in data["writer"] and "target_session_attrs=read-write" in data["writer"]
+    # No password in the conninfo at all: it names the cluster's 0600 passfile.
+    assert "password" not in result.stdout
+    assert f"passfile={healthy_cluster.passfile}" in data["writer"]
+    assert "target_session_attrs=read-write" in data["writer"]
     assert all("timeline" in m and "lag" in m for m in data["members"])
 
 
@@ -234,7 +237,7 @@ def test_apps_get_their_own_role_and_database(healthy_cluster: PostgresCluster) 
         conn.execute("INSERT INTO app_owned VALUES ('[1,2,3]')")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("CREATE ROLE intruder SUPERUSER")
-    assert "password=" in healthy_cluster.app_reader_conninfo
+    assert "password" not in healthy_cluster.app_reader_conninfo  # from the passfile
     assert "prefer-standby" in healthy_cluster.app_reader_conninfo
 
 

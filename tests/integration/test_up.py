@@ -4,17 +4,23 @@ rollout under load with no failed request, heals, adopts after a supervisor cras
 
 from __future__ import annotations
 
+import json
 import os
+import pwd
 import shutil
 import signal
+import stat
 import time
+from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from langchain_ha._proc import pid_matches, port_is_listening
 from langchain_ha.drills.load import run_load, summarize
-from tests.support.fixtures_up import Deployment
+from tests.support.fixtures_up import PARENT_ONLY_KEY, REPLICA_SETTING, Deployment
+from tests.support.stranger import READ, UNIX_CONNECT, as_stranger
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -178,16 +184,108 @@ def test_local_prometheus_scrapes_the_replicas_with_the_rules(deployment: Deploy
     assert any(r["name"] for g in rules for r in g["rules"])
 
 
+def _all_secrets(dep: Deployment) -> list[str]:
+    values = list(dep.sd.secrets().values())
+    values += json.loads((dep.sd.db_dir / "secrets.json").read_text()).values()
+    return [str(v) for v in values]
+
+
+def test_the_state_directory_is_private_and_no_output_shows_a_secret(
+        deployment: Deployment) -> None:
+    """M3/L3/L5: every directory of the deployment is 0700 and every file 0600 or stricter;
+    state.json and ``lcha status`` (text and --json) show no secret; the database's conninfo
+    names its passfile instead of holding a password."""
+    loose = []
+    for dirpath, dirnames, filenames in os.walk(deployment.state_dir):
+        for name in (*dirnames, *filenames):
+            mode = os.lstat(Path(dirpath) / name).st_mode
+            if stat.S_ISLNK(mode):
+                continue
+            if stat.S_IMODE(mode) & 0o077 or (stat.S_ISDIR(mode) and stat.S_IMODE(mode) != 0o700):
+                loose.append(f"{dirpath}/{name} {oct(stat.S_IMODE(mode))}")
+    assert not loose, loose
+    assert stat.S_IMODE(deployment.state_dir.stat().st_mode) == 0o700
+    as_json = deployment.lcha("status", "--json").stdout
+    shown = as_json + deployment.lcha("status").stdout
+    state = deployment.sd.state_file.read_text()
+    for secret in _all_secrets(deployment):
+        assert secret not in state and secret not in shown
+    db = json.loads(as_json)["database"]
+    assert "password" not in db["writer"] and "passfile=" in db["writer"]
+    files = [deployment.sd.state_file, deployment.sd.root / "secrets.json",
+             deployment.sd.db_dir / "secrets.json", deployment.sd.db_dir / "pgpass",
+             *sorted(deployment.sd.logs.glob("*.log"))]
+    out = as_stranger(READ.format(paths=json.dumps([str(p) for p in files])), reach=files)
+    assert set(out.values()) == {"PermissionError"}, out
+
+
+def test_children_run_as_their_own_users_with_only_their_environment(
+        deployment: Deployment) -> None:
+    """L4: replicas run as lcha-serve, the database as lcha, neither as root; a provider key
+    in lcha up's environment that the topology does not name reaches no child; LCHA_*
+    settings and the database password reach the replicas alone."""
+    status = deployment.status()
+    serve, db = pwd.getpwnam("lcha-serve").pw_uid, pwd.getpwnam("lcha").pw_uid
+    by_role: dict[str, list[dict[str, str]]] = {}
+    for proc in status["processes"]:
+        if proc["role"] == "supervisor":
+            continue
+        uid = int(Path(f"/proc/{proc['pid']}/status").read_text().split("Uid:")[1].split()[0])
+        if proc["role"] == "replica":
+            assert uid == serve, proc
+        if proc["role"].startswith("db-"):
+            assert uid == db, proc
+        by_role.setdefault(proc["role"], []).append(_environ(proc["pid"]))
+    assert {"replica", "balancer", "simulator", "db-patroni", "db-postgres"} <= set(by_role)
+    for role, envs in by_role.items():
+        for env in envs:
+            assert PARENT_ONLY_KEY not in env.values() and "OPENAI_API_KEY" not in env, role
+            gets = role == "replica"
+            assert (env.get(REPLICA_SETTING[0]) == REPLICA_SETTING[1]) is gets, role
+            assert ("PGPASSWORD" in env) is gets, role
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(i.decode(errors="replace").split("=", 1) for i in raw if b"=" in i)
+
+
+def test_caddy_has_no_tcp_admin_and_its_socket_is_private(deployment: Deployment) -> None:
+    """M4: Caddy listens on the balancer's port alone; its admin socket (0600, in a 0700
+    directory) answers us and refuses another user who can walk up to it."""
+    lb = deployment.sd.state()["balancer"]
+    listening = {c.laddr for c in psutil.Process(lb["pid"]).net_connections("inet")
+                 if c.status == psutil.CONN_LISTEN}
+    assert listening == {("127.0.0.1", lb["port"])}
+    sock = Path(lb["admin_socket"])
+    assert stat.S_IMODE(sock.stat().st_mode) == 0o600
+    assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o700
+    assert deployment.status()["balancer"]["upstreams"]  # our own view, over the socket
+    assert as_stranger(UNIX_CONNECT.format(path=str(sock)), reach=[sock]) == "PermissionError"
+
+
+def test_lcha_logs_reads_nothing_outside_the_state_directory(deployment: Deployment) -> None:
+    """L6: a name that is a path is refused, and says which logs there are (the first one
+    reaches a real file next to the state directory)."""
+    outside = deployment.state_dir.parent / "outside.log"
+    outside.write_text("not ours to show\n")
+    for name in ("../../outside", "../secrets", "db/../../x"):
+        done = deployment.lcha("logs", name)
+        assert done.returncode == 2 and "NAME" in done.stderr, done
+        assert "not ours" not in done.stdout and "supervisor" in done.stderr
+
+
 def test_down_leaves_nothing_running(deployment: Deployment) -> None:
     status = deployment.status()
     pids = [p["pid"] for p in status["processes"]]
     ports = [p["port"] for p in status["processes"] if p.get("port")]
-    ports.append(status["balancer"]["admin_port"])
+    admin_socket = status["balancer"]["admin_socket"]
     done = deployment.lcha("down", timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
     alive = [pid for pid in pids if os.path.exists(f"/proc/{pid}") and not _zombie(pid)]
     assert not alive, alive
     assert not [p for p in ports if port_is_listening(int(p))]
+    assert not os.path.exists(admin_socket)
     assert deployment.sd.supervisor_pid() is None
     assert not pid_matches(status["supervisor"]["pid"], "supervisor")
 

@@ -48,6 +48,10 @@ async def _failing(value: Any) -> Any:
     raise RuntimeError("boom with a secret inside")
 
 
+async def _leaky(value: Any) -> Any:
+    raise RuntimeError("could not connect: host=db port=5432 user=app password=leaked-pw-31")
+
+
 async def _chunks(values: AsyncIterator[Any]) -> AsyncIterator[str]:
     async for _ in values:
         for word in ("one ", "two ", "three"):
@@ -60,6 +64,7 @@ nap = RunnableLambda(_nap)
 slow = RunnableLambda(_slow)
 degraded = RunnableLambda(_degraded)
 failing = RunnableLambda(_failing)
+leaky = RunnableLambda(_leaky)
 streaming = RunnableGenerator(_chunks)
 
 

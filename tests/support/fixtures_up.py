@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +15,19 @@ import pytest
 
 from langchain_ha.cluster.state import StateDir
 
+PARENT_ONLY_KEY = "sk-canary-up-parent-only-91c3"
+"""A provider key no topology names, in ``lcha up``'s environment: it must reach no child."""
+REPLICA_SETTING = ("LCHA_TEST_CANARY_SETTING", "for-replicas-only")
+"""An ``LCHA_*`` setting: it reaches the replicas, and nothing else of ours."""
+
 
 @dataclass
 class Deployment:
     """A running deployment: its state directory, URL and API key."""
 
     state_dir: Path
+    env: dict[str, str] = field(default_factory=lambda: {
+        "OPENAI_API_KEY": PARENT_ONLY_KEY, REPLICA_SETTING[0]: REPLICA_SETTING[1]})
 
     @property
     def sd(self) -> StateDir:
@@ -37,7 +45,8 @@ class Deployment:
         """Run ``lcha ARGS --state-dir DIR`` and return the finished process."""
         return subprocess.run([sys.executable, "-m", "langchain_ha.cli", *args,
                                "--state-dir", str(self.state_dir)],
-                              capture_output=True, text=True, timeout=timeout, check=False)
+                              capture_output=True, text=True, timeout=timeout, check=False,
+                              env={**os.environ, **self.env})
 
     def status(self) -> dict[str, Any]:
         done = self.lcha("status", "--json", timeout=60)

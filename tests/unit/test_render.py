@@ -34,7 +34,7 @@ from langchain_ha.deploy.render import (
 GOLDEN = Path(__file__).parent / "golden" / "k8s"
 IMAGE = "registry.example.com/langchain-ha:golden"
 CORE_KINDS = {"Namespace", "Deployment", "Service", "Ingress", "PodDisruptionBudget",
-              "HorizontalPodAutoscaler", "ConfigMap"}
+              "HorizontalPodAutoscaler", "ConfigMap", "NetworkPolicy"}
 CRD_KINDS = {"Cluster", "ObjectStore", "ScheduledBackup", "ServiceMonitor", "PodMonitor",
              "PrometheusRule"}
 SEVERITIES = {"info", "warning", "critical"}
@@ -465,3 +465,87 @@ def test_termination_grace_covers_the_drain() -> None:
     topo = Topology()
     expected = k8s.PRESTOP_SLEEP_S + drain_grace_s(topo) + topo.replicas.drain_timeout_s
     assert k8s.termination_grace_s(topo) >= math.ceil(expected)
+
+
+def test_ingress_routes_the_api_alone(demo: Path) -> None:
+    """L8: only ``/v1`` is public, in the base and in the production overlay; ``/metrics``,
+    ``/admin/*``, ``/openapi.json`` and the probes are not routed."""
+    patch = yaml.safe_load((demo / "overlays/production/ingress-patch.yaml").read_text())
+    for ing in (one(objects(demo), "Ingress", "lcha"), patch):
+        paths = [p for rule in ing["spec"]["rules"] for p in rule["http"]["paths"]]
+        assert [(p["path"], p["pathType"]) for p in paths] == [("/v1", "Prefix")]
+
+
+def test_network_policy_lets_only_the_ingress_and_monitoring_in(tmp_path: Path) -> None:
+    """L8: replicas accept connections from the ingress controller's namespace and the
+    monitoring namespace only (both configurable), and open them to DNS, the database and
+    the simulators only; a simulator accepts the replicas alone and opens nothing."""
+    out = tmp_path / "out"
+    render_k8s(Topology(), out, ingress_namespace="traefik", monitoring_namespace="observe")
+    objs = objects(out)
+    policy = one(objs, "NetworkPolicy", "lcha")
+    spec = policy["spec"]
+    assert spec["podSelector"]["matchLabels"] == one(objs, "Deployment", "lcha")["spec"][
+        "selector"]["matchLabels"]
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    sources = [peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+               for rule in spec["ingress"] for peer in rule["from"]]
+    assert sources == ["traefik", "observe"]
+    assert all(rule["ports"] == [{"port": "http", "protocol": "TCP"}] for rule in spec["ingress"])
+    to = {json.dumps(peer, sort_keys=True): rule["ports"] for rule in spec["egress"]
+          for peer in rule["to"]}
+    dns = next(p for p in to if "kube-dns" in p)
+    assert {port["port"] for port in to[dns]} == {53}
+    db = next(p for p in to if "cnpg.io/cluster" in p)
+    assert "lcha-db" in db and to[db] == [{"port": 5432, "protocol": "TCP"}]
+    assert len(to) == 4  # DNS, the database, two simulators: nothing else, no ipBlock
+    for sim in ("lcha-sim-primary", "lcha-sim-secondary"):
+        sim_spec = one(objs, "NetworkPolicy", sim)["spec"]
+        assert sim_spec["egress"] == []
+        [rule] = sim_spec["ingress"]
+        assert rule["from"] == [{"podSelector": {"matchLabels": spec["podSelector"][
+            "matchLabels"]}}]
+    with pytest.raises(UsageError, match="--ingress-namespace"):
+        render_k8s(Topology(), out, ingress_namespace="Bad_NS")
+
+
+def test_real_providers_are_reached_on_their_port_outside_private_ranges(
+        tmp_path: Path) -> None:
+    """L8: egress to a real provider is its URL's port on public addresses (the cluster's
+    private ranges and the cloud metadata address excluded)."""
+    topo = topo_from(tmp_path, """
+database: {enabled: false}
+providers:
+  - {name: primary, simulated: false, base_url: "https://api.openai.com/v1/",
+     api_key_env: OPENAI_API_KEY}
+  - {name: secondary, simulated: false, base_url: "https://llm.example.com:8443",
+     api_key_env: OTHER_KEY}
+""")
+    render_k8s(topo, tmp_path / "out")
+    objs = objects(tmp_path / "out")
+    egress = one(objs, "NetworkPolicy", "lcha")["spec"]["egress"]
+    [public] = [rule for rule in egress if "ipBlock" in rule["to"][0]]
+    block = public["to"][0]["ipBlock"]
+    assert block["cidr"] == "0.0.0.0/0"
+    assert {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"} <= set(
+        block["except"])
+    assert [p["port"] for p in public["ports"]] == [443, 8443]
+    assert not [rule for rule in egress if "cnpg.io/cluster" in json.dumps(rule)]
+    assert [o["metadata"]["name"] for o in objs if o["kind"] == "NetworkPolicy"] == ["lcha"]
+
+
+def test_the_database_is_reached_over_tls_verified_against_the_cnpg_ca(demo: Path) -> None:
+    """L8: ``verify-full`` against CloudNativePG's CA; only ``ca.crt`` of its Secret is
+    mounted (the Secret also holds the CA's key), read-only."""
+    deploy = one(objects(demo), "Deployment", "lcha")
+    env = env_of(deploy)
+    assert env["PGSSLMODE"]["value"] == "verify-full"
+    pod = deploy["spec"]["template"]["spec"]
+    [ca] = [v for v in pod["volumes"] if v["name"] == "db-ca"]
+    assert ca["secret"]["secretName"] == "lcha-db-ca"
+    assert ca["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
+    [mount] = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "db-ca"]
+    assert mount["readOnly"] is True
+    assert env["PGSSLROOTCERT"]["value"] == f"{mount['mountPath']}/ca.crt"
+    # The conninfo dials the service names the server certificate carries.
+    assert env["LCHA_DB_WRITER"]["value"].startswith("host=lcha-db-rw ")

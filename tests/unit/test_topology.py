@@ -79,8 +79,9 @@ def _proxy(config: dict) -> dict:  # type: ignore[type-arg]
 
 
 def test_caddy_config_retries_api_posts_and_adds_an_idempotency_key(tmp_path: Path) -> None:
-    config = caddy_config(Balancer(), 8080, 2019, [Upstream(1001), Upstream(1002)], tmp_path)
-    assert config["admin"]["listen"] == "127.0.0.1:2019"
+    sock = tmp_path / "admin.sock"
+    config = caddy_config(Balancer(), 8080, sock, [Upstream(1001), Upstream(1002)], tmp_path)
+    assert config["admin"]["listen"] == f"unix/{sock}|0600"
     server = config["apps"]["http"]["servers"]["lcha"]
     assert server["listen"] == ["127.0.0.1:8080"]
     add_key = server["routes"][0]
@@ -94,11 +95,12 @@ def test_caddy_config_retries_api_posts_and_adds_an_idempotency_key(tmp_path: Pa
 
 
 def test_caddy_config_weights_a_canary_and_orders_standbys_last(tmp_path: Path) -> None:
-    weighted = _proxy(caddy_config(Balancer(), 1, 2, [Upstream(1, 90), Upstream(2, 30)],
+    sock = tmp_path / "admin.sock"
+    weighted = _proxy(caddy_config(Balancer(), 1, sock, [Upstream(1, 90), Upstream(2, 30)],
                                    tmp_path))
     assert weighted["load_balancing"]["selection_policy"] == {
         "policy": "weighted_round_robin", "weights": [90, 30]}
-    passive = _proxy(caddy_config(Balancer(), 1, 2, [Upstream(1, standby=True), Upstream(2)],
+    passive = _proxy(caddy_config(Balancer(), 1, sock, [Upstream(1, standby=True), Upstream(2)],
                                   tmp_path))
     assert passive["load_balancing"]["selection_policy"] == {"policy": "first"}
     assert [u["dial"] for u in passive["upstreams"]] == ["127.0.0.1:2", "127.0.0.1:1"]

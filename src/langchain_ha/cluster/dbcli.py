@@ -9,9 +9,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from psycopg.conninfo import make_conninfo
+
+from langchain_ha._redact import redact
 from langchain_ha._usage import UsageError
 from langchain_ha.cluster.patroni_config import ClusterSpec, Replication, archive_dir
-from langchain_ha.cluster.postgres import PostgresCluster
+from langchain_ha.cluster.postgres import PostgresCluster, load_secrets
 
 
 def _cluster(state_dir: Path, replication: Replication = "sync",
@@ -37,8 +40,11 @@ def _running_cluster(state_dir: Path) -> tuple[PostgresCluster, list[dict[str, A
                          "is the cluster up?") from None
 
 
-def _mask(conninfo: str, show: bool) -> str:
-    return conninfo if show else re.sub(r"password=\S+", "password=****", conninfo)
+def _shown(cluster: PostgresCluster, conninfo: str, show: bool) -> str:
+    """``conninfo`` as printed: it names the passfile; ``--show-secrets`` adds the password."""
+    if show:
+        return make_conninfo(conninfo, password=cluster.spec.secrets["superuser"])
+    return redact(conninfo)
 
 
 def up(state_dir: Path, replication: Replication, show_secrets: bool,
@@ -53,8 +59,8 @@ def up(state_dir: Path, replication: Replication, show_secrets: bool,
     print(f"starting {len(cluster.spec.zones)} PostgreSQL members in {state_dir} ...", flush=True)
     cluster.start()
     print(member_table(cluster.members()))
-    print(f"writer: {_mask(cluster.writer_conninfo, show_secrets)}")
-    print(f"reader: {_mask(cluster.reader_conninfo, show_secrets)}")
+    print(f"writer: {_shown(cluster, cluster.writer_conninfo, show_secrets)}")
+    print(f"reader: {_shown(cluster, cluster.reader_conninfo, show_secrets)}")
     return 0
 
 
@@ -70,12 +76,13 @@ def status(state_dir: Path, as_json: bool, show_secrets: bool) -> int:
     cluster, members = _running_cluster(state_dir)
     if as_json:
         print(json.dumps({"members": members,
-                          "writer": _mask(cluster.writer_conninfo, show_secrets),
-                          "reader": _mask(cluster.reader_conninfo, show_secrets)}, indent=2))
+                          "writer": _shown(cluster, cluster.writer_conninfo, show_secrets),
+                          "reader": _shown(cluster, cluster.reader_conninfo, show_secrets)},
+                         indent=2))
     else:
         print(member_table(members))
-        print(f"writer: {_mask(cluster.writer_conninfo, show_secrets)}")
-        print(f"reader: {_mask(cluster.reader_conninfo, show_secrets)}")
+        print(f"writer: {_shown(cluster, cluster.writer_conninfo, show_secrets)}")
+        print(f"reader: {_shown(cluster, cluster.reader_conninfo, show_secrets)}")
     return 0
 
 
@@ -133,14 +140,13 @@ def restore_cmd(state_dir: Path, source: Path, target: Path, port: int | None,
 
     from langchain_ha.cluster.backup import restore
 
-    secrets = state_dir / "secrets.json"
-    if not secrets.exists():
+    if not (state_dir / "secrets.json").exists():
         raise UsageError(f"--state-dir {state_dir}: the cluster's secrets.json is needed")
     if target.exists() and any(target.iterdir()):
         raise UsageError(f"--to {target}: must be a new or empty directory")
     try:
         archive = archive_dir(state_dir)
-        server = restore(source, target, json.loads(secrets.read_text())["superuser"], port,
+        server = restore(source, target, load_secrets(state_dir)["superuser"], port,
                          archive=archive if archive.exists() else None, target_time=target_time)
     except ValueError as exc:
         field = "--target-time" if "target time" in str(exc) else "--from"
@@ -149,7 +155,7 @@ def restore_cmd(state_dir: Path, source: Path, target: Path, port: int | None,
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
-    print(f"restored server: {_mask(server.conninfo, False)} (pid {server.pid}); "
+    print(f"restored server: {redact(server.conninfo)} (pid {server.pid}); "
           "Ctrl-C stops it", flush=True)
     try:
         done.wait()

@@ -45,6 +45,7 @@ class DbTier:
         """Adopt running members (restarting any that are gone) or start the cluster."""
         running = [z for z in self.cluster.spec.zones if self.cluster.guardian_pid(z)]
         if running:
+            self.cluster.write_secrets()
             for zone in self.cluster.spec.zones:
                 if zone not in running:
                     self.cluster.start_member(zone)
@@ -57,12 +58,18 @@ class DbTier:
 
     @property
     def writer(self) -> str:
-        """The application's writer conninfo (role lcha_app, database lcha)."""
+        """The application's writer conninfo (role lcha_app, database lcha); it names the
+        passfile, holds no password."""
         return self.cluster.app_writer_conninfo
 
     @property
     def reader(self) -> str:
         return self.cluster.app_reader_conninfo
+
+    @property
+    def app_password(self) -> str:
+        """What replicas get as ``PGPASSWORD`` (they cannot read the passfile)."""
+        return self.cluster.app_password
 
     def heal(self) -> str | None:
         """Restart one member gone for longer than HEAL_AFTER_S; a sentence if it did."""

@@ -1,8 +1,18 @@
 """Patroni configuration for one member of the embedded cluster (raft DCS on loopback by
-default, or external etcd members)."""
+default, or external etcd members).
+
+Who can do what (see SECURITY.md): PostgreSQL takes a login without a password only on its
+socket, which sits in a 0700 directory of the cluster's OS user with mode 0700, and only for
+that OS user (``peer``, mapped to ``postgres``); every TCP login is scram-sha-256.  Patroni's
+REST API asks for basic auth (``restapi`` secret) on everything that changes the cluster; its
+raft traffic is encrypted with the ``raft`` secret; etcd is used with a user and password when
+the cluster's secrets name them.
+"""
 
 from __future__ import annotations
 
+import getpass
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -43,11 +53,22 @@ class ClusterSpec:
             raise ValueError("zones: at least one member is needed")
 
 
+REST_USER = "patroni"
+SECRET_KEYS = ("superuser", "replication", "rewind", "app", "restapi", "raft")
+"""The secrets every cluster has (``secrets.json``); ``etcd_username``/``etcd_password`` are
+optional (an etcd with authentication enabled)."""
+
+
 def _dcs(spec: ClusterSpec, data: Path, me: MemberPorts, peers: list[str]) -> dict[str, Any]:
+    s = spec.secrets
     if spec.etcd_hosts:
-        return {"etcd3": {"hosts": list(spec.etcd_hosts)}}
+        etcd: dict[str, Any] = {"hosts": list(spec.etcd_hosts)}
+        if s.get("etcd_username") and s.get("etcd_password"):
+            etcd.update(username=s["etcd_username"], password=s["etcd_password"])
+        return {"etcd3": etcd}
     return {"raft": {"data_dir": str(data / "raft"), "self_addr": f"127.0.0.1:{me.raft}",
-                     "bind_addr": f"127.0.0.1:{me.raft}", "partner_addrs": peers}}
+                     "bind_addr": f"127.0.0.1:{me.raft}", "partner_addrs": peers,
+                     "password": s["raft"]}}
 
 
 def archive_dir(base_dir: Path) -> Path:
@@ -57,7 +78,7 @@ def archive_dir(base_dir: Path) -> Path:
 
 def archive_command(base_dir: Path) -> str:
     # Never overwrite a segment already archived (another timeline's copy wins nothing).
-    target = archive_dir(base_dir)
+    target = shlex.quote(str(archive_dir(base_dir)))
     return f"test ! -f {target}/%f && cp %p {target}/%f.tmp && mv {target}/%f.tmp {target}/%f"
 
 
@@ -65,19 +86,39 @@ def member_name(zone: str) -> str:
     return f"pg-{zone}"
 
 
+def socket_dir(base_dir: Path, zone: str) -> Path:
+    """The member's socket directory (0700, the cluster's OS user's)."""
+    return Path(base_dir) / member_name(zone) / "run"
+
+
+def pg_hba(os_user: str | None = None) -> tuple[list[str], list[str]]:
+    """(pg_hba lines, pg_ident lines): the socket for the cluster's OS user alone (as
+    ``postgres``), scram-sha-256 for every TCP login."""
+    who = os_user or getpass.getuser()
+    return ([
+        "local all postgres peer map=lcha",
+        "local all all reject",
+        "host all all 127.0.0.1/32 scram-sha-256",
+        "host replication replicator 127.0.0.1/32 scram-sha-256",
+    ], [f"lcha {who} postgres"])
+
+
 def patroni_config(spec: ClusterSpec, zone: str, ports: dict[str, MemberPorts],
-                   bin_dir: Path) -> dict[str, Any]:
-    """The Patroni YAML (as a dict) for the member in ``zone``."""
+                   bin_dir: Path, os_user: str | None = None) -> dict[str, Any]:
+    """The Patroni YAML (as a dict) for the member in ``zone``; ``os_user``: who runs it
+    (None: the current user)."""
     me = ports[zone]
     data = spec.base_dir / member_name(zone)
     peers = [f"127.0.0.1:{p.raft}" for z, p in ports.items() if z != zone]
     s = spec.secrets
     sync = spec.replication != "async"
+    hba, ident = pg_hba(os_user)
     return {
         "scope": spec.name,
         "name": member_name(zone),
-        "log": {"level": "WARNING", "dir": str(data / "log")},
-        "restapi": {"listen": f"127.0.0.1:{me.rest}", "connect_address": f"127.0.0.1:{me.rest}"},
+        "log": {"level": "WARNING", "dir": str(data / "log"), "mode": 0o600},
+        "restapi": {"listen": f"127.0.0.1:{me.rest}", "connect_address": f"127.0.0.1:{me.rest}",
+                    "authentication": {"username": REST_USER, "password": s["restapi"]}},
         **_dcs(spec, data, me, peers),
         "bootstrap": {
             "dcs": {
@@ -114,12 +155,10 @@ def patroni_config(spec: ClusterSpec, zone: str, ports: dict[str, MemberPorts],
                 "replication": {"username": "replicator", "password": s["replication"]},
                 "rewind": {"username": "rewinder", "password": s["rewind"]},
             },
-            "parameters": {"unix_socket_directories": str(data)},
-            "pg_hba": [
-                "local all all trust",
-                "host all all 127.0.0.1/32 scram-sha-256",
-                "host replication replicator 127.0.0.1/32 scram-sha-256",
-            ],
+            "parameters": {"unix_socket_directories": str(socket_dir(spec.base_dir, zone)),
+                           "unix_socket_permissions": "0700"},
+            "pg_hba": hba,
+            "pg_ident": ident,
         },
         "tags": {"zone": zone, "nofailover": False, "noloadbalance": False},
     }

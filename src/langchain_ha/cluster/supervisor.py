@@ -28,6 +28,7 @@ from pathlib import Path
 import httpx
 
 from langchain_ha._proc import Adopted, Child, port_is_free
+from langchain_ha._redact import redact, redact_logging
 from langchain_ha.cluster.balancer import CaddyBalancer, Upstream
 from langchain_ha.cluster.dbtier import DbTier
 from langchain_ha.cluster.hostload import CpuSampler
@@ -320,6 +321,7 @@ class Supervisor:
         if self.topo.database.enabled:
             env["LCHA_DB_WRITER"] = self.db.writer
             env["LCHA_DB_READER"] = self.db.reader
+            env["PGPASSWORD"] = self.db.app_password
         return env
 
     def _read_control(self) -> None:
@@ -340,6 +342,7 @@ class Supervisor:
     # -- state and shutdown -------------------------------------------------------------------
 
     def _say(self, sentence: str, *, progress: bool = False) -> None:
+        sentence = redact(sentence)
         log.info(sentence)
         self.decisions.append(f"{time.strftime('%H:%M:%S')} {sentence}")
         if progress:
@@ -347,7 +350,7 @@ class Supervisor:
             self._write_state()
 
     def _write_state(self) -> None:
-        lb = self.lb
+        caddy = self.caddy.pid if self.caddy else None
         write_json(self.sd.state_file, {
             "supervisor": {"pid": os.getpid()},
             "phase": self.phase, "progress": self.progress, "decisions": list(self.decisions),
@@ -355,10 +358,7 @@ class Supervisor:
             "base_per_zone": self.base_per_zone, "applied_seq": self.applied_seq,
             "next_index": self._next_index, "slots": self.slots,
             "rollout": self.rollout.to_json() if self.rollout else None,
-            "balancer": {"pid": self.caddy.pid if self.caddy else None,
-                         "port": lb.port if lb else None, "admin_port": lb.admin_port if lb
-                         else None, "url": lb.url if lb else None, "role": "balancer",
-                         "upstreams": [vars(u) for u in lb.upstreams] if lb else []},
+            "balancer": self.lb.to_json(caddy) if self.lb else {"role": "balancer"},
             "simulators": {n: s.to_json() for n, s in self.sims.items()},
             "replicas": [r.to_json() for r in self.replicas],
             "database": self.db.to_json(), "prometheus": self.prometheus.to_json(),
@@ -370,6 +370,8 @@ class Supervisor:
         self._write_state()
         if self.caddy is not None:
             self.caddy.stop(timeout=5)
+            if self.lb is not None:
+                self.lb.cleanup()
         self.prometheus.stop()
         await asyncio.gather(*(asyncio.to_thread(r.proc.stop, 10) for r in self.replicas))
         for sim in self.sims.values():
@@ -386,8 +388,9 @@ class Supervisor:
 def main(argv: list[str] | None = None) -> int:
     """``python -m langchain_ha.cluster.supervisor STATE_DIR``."""
     args = argv if argv is not None else sys.argv[1:]
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
-                        format="%(asctime)s %(levelname)s %(message)s")
+    fmt = "%(asctime)s %(levelname)s %(message)s"
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format=fmt)
+    redact_logging(fmt)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     sd = StateDir(Path(args[0]))
     topology = Topology.model_validate_json(sd.topology_file.read_text())

@@ -56,6 +56,15 @@ class Balancer(_Strict):
     passive_max_fails: int = Field(default=1, ge=1)
     passive_fail_duration_s: float = Field(default=5.0, gt=0)
     tls: bool = Field(default=False, description="serve HTTPS with Caddy's internal CA")
+    header_timeout_s: float = Field(default=10.0, gt=0, le=300, description=(
+        "a client has this long to send its request headers"))
+    body_timeout_s: float = Field(default=30.0, gt=0, le=3600, description=(
+        "Caddy's read_timeout: how long reading a request may take (SECURITY.md says what "
+        "Caddy leaves unbounded)"))
+    idle_timeout_s: float = Field(default=120.0, gt=0, le=3600, description=(
+        "an idle keep-alive connection is closed after this long"))
+    max_header_bytes: int = Field(default=65536, ge=4096, le=1 << 20, description=(
+        "larger request headers are answered 431"))
 
 
 class Replicas(_Strict):
@@ -75,6 +84,11 @@ class Replicas(_Strict):
                                    description="missed checks before a replica is replaced")
     drain_timeout_s: float = Field(default=30.0, gt=0)
     request_timeout_s: float = Field(default=60.0, gt=0)
+    env: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*\*?$")]] = Field(
+        default_factory=list, description=(
+            "environment variables (names, or prefixes ending in *) replicas take from lcha "
+            "up's environment besides LCHA_* and the providers' api_key_env; no other "
+            "variable of the parent reaches them"))
 
     @model_validator(mode="after")
     def _bounds(self) -> Replicas:

@@ -17,8 +17,11 @@ from typing import Any
 
 import httpx
 
+from langchain_ha._files import write_private
 from langchain_ha._proc import Adopted, Child, pid_matches, port_is_listening, python_argv
+from langchain_ha._redact import redact
 from langchain_ha._usage import UsageError
+from langchain_ha.cluster.balancer import upstreams_view
 from langchain_ha.cluster.dbcli import member_table, text_table
 from langchain_ha.cluster.replicas import replica_marker, sim_marker
 from langchain_ha.cluster.state import SUPERVISOR_MARKER, StateDir
@@ -47,14 +50,16 @@ def up(topo: Topology) -> int:
         if not spec.simulated and not os.environ.get(str(spec.api_key_env)):
             raise UsageError(f"providers.{spec.name}.api_key_env: set ${spec.api_key_env} "
                              "(the provider's API key) before lcha up")
-    sd.root.mkdir(parents=True, exist_ok=True)
-    sd.topology_file.write_text(topo.model_dump_json(indent=2))
+    sd.create()
+    write_private(sd.topology_file, topo.model_dump_json(indent=2))
     sd.secrets()
     adopting = bool(sd.state().get("replicas"))
     print(f"lcha up: {_shape(topo)}; state in {sd.root}"
           + (" (adopting what is still running)" if adopting else ""), flush=True)
+    # The supervisor is this command carried on: it gets the whole environment (provider
+    # keys, LCHA_* settings) and hands each child only what that child needs.
     child = Child(python_argv("-m", SUPERVISOR_MARKER, str(sd.root)), name="supervisor",
-                  log_path=sd.logs / "supervisor.log")
+                  inherit=("*",), log_path=sd.logs / "supervisor.log")
     shown = 0
     deadline = time.monotonic() + UP_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -148,9 +153,7 @@ def processes(state: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _ports(state: dict[str, Any]) -> list[int]:
-    ports = [int(p["port"]) for p in processes(state) if p.get("port")]
-    admin = (state.get("balancer") or {}).get("admin_port")
-    return ports + ([int(admin)] if admin else [])
+    return [int(p["port"]) for p in processes(state) if p.get("port")]
 
 
 def status(state_dir: Path, as_json: bool) -> int:
@@ -160,10 +163,11 @@ def status(state_dir: Path, as_json: bool) -> int:
     if not state:
         raise UsageError(f"--state-dir {sd.root}: nothing here (lcha up first)")
     report = collect_status(sd, state)
+    # Nothing in the report should hold a secret; redact() makes sure none is printed.
     if as_json:
-        print(json.dumps(report, indent=2, default=str))
+        print(redact(json.dumps(report, indent=2, default=str)))
     else:
-        print(render_status(report))
+        print(redact(render_status(report)))
     return 0 if report["supervisor"]["running"] else 1
 
 
@@ -172,12 +176,8 @@ def collect_status(sd: StateDir, state: dict[str, Any]) -> dict[str, Any]:
     secrets = sd.secrets()
     admin = {"Authorization": f"Bearer {secrets['admin_token']}"}
     lb = dict(state.get("balancer") or {})
-    if lb.get("admin_port"):
-        try:
-            lb["upstreams"] = httpx.get(
-                f"http://127.0.0.1:{lb['admin_port']}/reverse_proxy/upstreams", timeout=2).json()
-        except (httpx.HTTPError, ValueError):
-            lb["upstreams"] = None
+    if lb.get("admin_socket"):
+        lb["upstreams"] = upstreams_view(Path(lb["admin_socket"]))
     sims = {}
     for name, sim in (state.get("simulators") or {}).items():
         try:
@@ -272,16 +272,26 @@ def rollout(state_dir: Path, canary: float | None, hold_s: float, app: str | Non
     return 0 if ro["status"] == "done" else 1
 
 
+LOG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
 def logs(state_dir: Path, name: str, lines: int) -> int:
+    """Print the last ``lines`` of the log ``name``: a file of the state directory only."""
     sd = StateDir(state_dir)
-    path = next((p for p in (sd.logs / f"{name}.log", sd.root / name / f"{name}.log")
-                 if p.exists()), sd.logs / f"{name}.log")
-    if not path.exists():
-        have = sorted([p.stem for p in sd.logs.glob("*.log")]
-                      + [d for d in ("caddy", "prometheus") if (sd.root / d).is_dir()])
+    have = sorted([p.stem for p in sd.logs.glob("*.log")]
+                  + [d for d in ("caddy", "prometheus") if (sd.root / d).is_dir()])
+    if not LOG_NAME.fullmatch(name) or ".." in name:
+        raise UsageError(f"NAME: {name!r} is not a log name (letters, digits, '-', '_', '.'); "
+                         f"have: {', '.join(have) or 'none'}")
+    root = sd.root.resolve()
+    candidates = [sd.logs / f"{name}.log", sd.root / name / f"{name}.log"]
+    path = next((p for p in candidates if p.exists()), None)
+    if path is None:
         raise UsageError(f"NAME: no log {name!r}; have: {', '.join(have) or 'none'}")
+    if path.is_symlink() or not path.resolve().is_relative_to(root):
+        raise UsageError(f"NAME: {name!r} points outside {root}; not shown")
     text = path.read_text(errors="replace").splitlines()
-    print("\n".join(text[-lines:]))
+    print(redact("\n".join(text[-lines:])))
     return 0
 
 

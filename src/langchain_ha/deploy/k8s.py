@@ -1,10 +1,14 @@
-"""Kubernetes manifests for a topology: the replica Deployment, its Service, Ingress, PDB and
-HPA, the provider simulators (demo topologies only) and the CloudNativePG database.
+"""Kubernetes manifests for a topology: the replica Deployment, PDB and HPA, the provider
+simulators (demo topologies only) and the CloudNativePG database; what reaches the replicas
+(Service, Ingress, NetworkPolicies) is in :mod:`langchain_ha.deploy.network`.
 
 Every builder is a pure function of the :class:`~langchain_ha.cluster.topology.Topology` and
 the :class:`RenderOptions`; it returns plain dicts that :mod:`langchain_ha.deploy.render`
 writes as YAML.  No builder ever puts a secret value in a manifest: secrets are referenced by
 name (``secretKeyRef``) and described in ``secret.example.yaml``.
+
+The database is reached over TLS verified against the CloudNativePG CA (``verify-full``,
+SECURITY.md).
 """
 
 from __future__ import annotations
@@ -44,14 +48,18 @@ POD_SECURITY: Obj = {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID, 
                      "seccompProfile": {"type": "RuntimeDefault"}}
 TMP_VOLUME: Obj = {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}
 TMP_MOUNT: Obj = {"name": "tmp", "mountPath": "/tmp"}
+DB_CA_DIR = "/etc/lcha/db-ca"
 
 
 @dataclass(frozen=True)
 class RenderOptions:
-    """What the topology does not say: the replica image and the namespace."""
+    """What the topology does not say: the replica image, the namespace, and the namespaces
+    of the ingress controller and of Prometheus (the replicas' only callers)."""
 
     image: str
     namespace: str
+    ingress_namespace: str = "ingress-nginx"
+    monitoring_namespace: str = "monitoring"
 
 
 def secret_name(topo: Topology) -> str:
@@ -67,6 +75,11 @@ def db_cluster_name(topo: Topology) -> str:
 def db_app_secret(topo: Topology) -> str:
     """The basic-auth Secret of the application role (``username``/``password``)."""
     return f"{db_cluster_name(topo)}-app"
+
+
+def db_ca_secret(topo: Topology) -> str:
+    """The Secret where CloudNativePG keeps its server CA (only ``ca.crt`` is mounted)."""
+    return f"{db_cluster_name(topo)}-ca"
 
 
 def backup_secret(topo: Topology) -> str:
@@ -96,7 +109,8 @@ def meta(topo: Topology, opts: RenderOptions, name: str, component: str = "repli
     return {"name": name, "namespace": opts.namespace, "labels": labels(topo, component)}
 
 
-def _secs(value: float) -> int:
+def whole_seconds(value: float) -> int:
+    """``value`` seconds rounded up, at least 1 (what Kubernetes fields in seconds take)."""
     return max(1, math.ceil(value))
 
 
@@ -167,7 +181,9 @@ def replica_env(topo: Topology) -> list[Obj]:
         env += [{"name": "LCHA_DB_WRITER", "value": db_conninfo(topo, "rw")},
                 {"name": "LCHA_DB_READER", "value": db_conninfo(topo, "ro")},
                 _secret_env("PGPASSWORD", db_app_secret(topo), "password"),
-                {"name": "PGSSLMODE", "value": "require"}]
+                # The server's certificate names the service we dial (<cluster>-rw/-ro).
+                {"name": "PGSSLMODE", "value": "verify-full"},
+                {"name": "PGSSLROOTCERT", "value": f"{DB_CA_DIR}/ca.crt"}]
     return env
 
 
@@ -177,15 +193,15 @@ def probes(topo: Topology) -> Obj:
     http = {"port": "http", "scheme": "HTTP"}
     return {
         "startupProbe": {"httpGet": {"path": "/livez", **http}, "periodSeconds": 2,
-                         "timeoutSeconds": _secs(checks.timeout_s), "failureThreshold": 60},
+                         "timeoutSeconds": whole_seconds(checks.timeout_s), "failureThreshold": 60},
         "readinessProbe": {"httpGet": {"path": checks.path, **http},
-                           "periodSeconds": _secs(checks.interval_s),
-                           "timeoutSeconds": _secs(checks.timeout_s),
+                           "periodSeconds": whole_seconds(checks.interval_s),
+                           "timeoutSeconds": whole_seconds(checks.timeout_s),
                            "failureThreshold": checks.unhealthy_threshold,
                            "successThreshold": checks.healthy_threshold},
         "livenessProbe": {"httpGet": {"path": "/livez", **http},
-                          "periodSeconds": max(5, _secs(checks.interval_s)),
-                          "timeoutSeconds": _secs(checks.timeout_s),
+                          "periodSeconds": max(5, whole_seconds(checks.interval_s)),
+                          "timeoutSeconds": whole_seconds(checks.timeout_s),
                           "failureThreshold": topo.replicas.liveness_failures,
                           "successThreshold": 1},
     }
@@ -217,6 +233,14 @@ def deployment(topo: Topology, opts: RenderOptions) -> Obj:
         "securityContext": CONTAINER_SECURITY,
         "volumeMounts": [TMP_MOUNT],
     }
+    volumes: list[Obj] = [TMP_VOLUME]
+    if topo.database.enabled:
+        container["volumeMounts"] = [TMP_MOUNT, {"name": "db-ca", "mountPath": DB_CA_DIR,
+                                                 "readOnly": True}]
+        # The CA certificate alone: the Secret also holds the CA's private key.
+        volumes.append({"name": "db-ca", "secret": {
+            "secretName": db_ca_secret(topo), "defaultMode": 0o440,
+            "items": [{"key": "ca.crt", "path": "ca.crt"}]}})
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": meta(topo, opts, topo.name),
@@ -238,35 +262,11 @@ def deployment(topo: Topology, opts: RenderOptions) -> Obj:
                     "securityContext": POD_SECURITY,
                     "topologySpreadConstraints": spread(topo),
                     "containers": [container],
-                    "volumes": [TMP_VOLUME],
+                    "volumes": volumes,
                 },
             },
         },
     }
-
-
-def service(topo: Topology, opts: RenderOptions) -> Obj:
-    """ClusterIP Service in front of the ready replicas (port 80 → ``http``)."""
-    return {"apiVersion": "v1", "kind": "Service", "metadata": meta(topo, opts, topo.name),
-            "spec": {"type": "ClusterIP", "selector": selector(topo),
-                     "ports": [{"name": "http", "port": 80, "targetPort": "http",
-                                "protocol": "TCP"}]}}
-
-
-def ingress(topo: Topology, opts: RenderOptions) -> Obj:
-    """networking.k8s.io/v1 Ingress (no host: the production overlay sets host and TLS)."""
-    timeout = str(_secs(topo.replicas.request_timeout_s))
-    md = meta(topo, opts, topo.name)
-    md["annotations"] = {  # ingress-nginx; other controllers ignore them
-        "nginx.ingress.kubernetes.io/proxy-read-timeout": timeout,
-        "nginx.ingress.kubernetes.io/proxy-send-timeout": timeout,
-        "nginx.ingress.kubernetes.io/proxy-buffering": "off",  # SSE streams
-        "nginx.ingress.kubernetes.io/proxy-body-size": "1m",
-    }
-    backend = {"service": {"name": topo.name, "port": {"name": "http"}}}
-    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": md,
-            "spec": {"rules": [{"http": {"paths": [
-                {"path": "/", "pathType": "Prefix", "backend": backend}]}}]}}
 
 
 def pdb(topo: Topology, opts: RenderOptions) -> Obj:

@@ -1,8 +1,9 @@
 """``lcha render k8s`` and ``lcha render prometheus``: write a topology's deployment artefacts.
 
 ``render k8s`` writes one YAML file per concern (namespace, database, simulators, Deployment,
-Service, Ingress, PDB, HPA, monitors, alerts, dashboard), a commented ``secret.example.yaml``
-(never applied, never with real values), the raw Grafana dashboard and the Dockerfile; with
+Service, Ingress, PDB, HPA, NetworkPolicies, monitors, alerts, dashboard), a commented
+``secret.example.yaml`` (never applied, never with real values), the raw Grafana dashboard and
+the Dockerfile; with
 ``--kustomize`` the manifests go to ``base/`` and a ``overlays/production/`` overlay is added.
 ``render prometheus`` writes a plain Prometheus set-up for the local deployment.
 
@@ -24,7 +25,7 @@ import yaml
 from langchain_ha import __version__
 from langchain_ha._usage import UsageError
 from langchain_ha.cluster.topology import Topology, load_topology
-from langchain_ha.deploy import k8s, monitoring
+from langchain_ha.deploy import k8s, monitoring, network
 from langchain_ha.deploy.k8s import Obj, RenderOptions
 
 DEFAULT_IMAGE = f"langchain-ha:{__version__}"
@@ -64,14 +65,17 @@ def _header(topo: Topology, command: str) -> str:
 
 
 def options(topo: Topology, image: str = DEFAULT_IMAGE, namespace: str | None = None,
+            ingress_namespace: str = "ingress-nginx", monitoring_namespace: str = "monitoring",
             ) -> RenderOptions:
     """Checked render options (a UsageError names a bad image, namespace or object name)."""
     if not _DNS_LABEL.match(topo.name):
         raise UsageError(f"name: {topo.name!r} must end with a letter or digit to name "
                          "Kubernetes objects")
     ns = namespace or topo.name
-    if len(ns) > 63 or not _DNS_LABEL.match(ns):
-        raise UsageError(f"--namespace {ns!r}: not a DNS label (a-z, 0-9, '-', at most 63)")
+    for flag, value in (("--namespace", ns), ("--ingress-namespace", ingress_namespace),
+                        ("--monitoring-namespace", monitoring_namespace)):
+        if len(value) > 63 or not _DNS_LABEL.match(value):
+            raise UsageError(f"{flag} {value!r}: not a DNS label (a-z, 0-9, '-', at most 63)")
     if not _IMAGE.match(image):
         raise UsageError(f"--image {image!r}: not an image reference (registry/name:tag)")
     names = [topo.name, k8s.secret_name(topo)]
@@ -81,7 +85,8 @@ def options(topo: Topology, image: str = DEFAULT_IMAGE, namespace: str | None = 
     too_long = [n for n in names if len(n) > 63]
     if too_long:
         raise UsageError(f"name/providers: object names longer than 63 characters: {too_long}")
-    return RenderOptions(image=image, namespace=ns)
+    return RenderOptions(image=image, namespace=ns, ingress_namespace=ingress_namespace,
+                         monitoring_namespace=monitoring_namespace)
 
 
 def manifests(topo: Topology, opts: RenderOptions) -> dict[str, list[Obj]]:
@@ -94,10 +99,11 @@ def manifests(topo: Topology, opts: RenderOptions) -> dict[str, list[Obj]]:
         files["20-simulators.yaml"] = sims
     files |= {
         "30-deployment.yaml": [k8s.deployment(topo, opts)],
-        "31-service.yaml": [k8s.service(topo, opts)],
-        "32-ingress.yaml": [k8s.ingress(topo, opts)],
+        "31-service.yaml": [network.service(topo, opts)],
+        "32-ingress.yaml": [network.ingress(topo, opts)],
         "33-pdb.yaml": [k8s.pdb(topo, opts)],
         "34-hpa.yaml": [k8s.hpa(topo, opts)],
+        "35-networkpolicy.yaml": network.network_policies(topo, opts),
         "40-monitors.yaml": monitoring.monitors(topo, opts),
         "41-prometheusrule.yaml": [monitoring.prometheus_rule(topo, opts)],
         "42-grafana-dashboard.yaml": [monitoring.dashboard_configmap(topo, opts)],
@@ -175,9 +181,7 @@ def production_overlay(topo: Topology, opts: RenderOptions) -> dict[str, str]:
         "metadata": {"name": topo.name, "namespace": opts.namespace},
         "spec": {"ingressClassName": "nginx",
                  "tls": [{"hosts": [host], "secretName": f"{topo.name}-tls"}],
-                 "rules": [{"host": host, "http": {"paths": [{
-                     "path": "/", "pathType": "Prefix",
-                     "backend": {"service": {"name": topo.name, "port": {"name": "http"}}}}]}}]},
+                 "rules": [{"host": host, "http": {"paths": network.api_paths(topo)}}]},
     }
     kust: Obj = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
@@ -220,11 +224,13 @@ def _write(files: dict[Path, str], roots: list[Path]) -> list[Path]:
 
 
 def render_k8s(topology: Topology, out_dir: Path, kustomize: bool = False, *,
-               image: str = DEFAULT_IMAGE, namespace: str | None = None) -> list[Path]:
+               image: str = DEFAULT_IMAGE, namespace: str | None = None,
+               ingress_namespace: str = "ingress-nginx",
+               monitoring_namespace: str = "monitoring") -> list[Path]:
     """Write the Kubernetes artefacts of ``topology`` under ``out_dir``; return the paths."""
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"-o {out_dir}: exists and is not a directory")
-    opts = options(topology, image, namespace)
+    opts = options(topology, image, namespace, ingress_namespace, monitoring_namespace)
     header = _header(topology, "k8s")
     objs = manifests(topology, opts)
     mdir = out_dir / "base" if kustomize else out_dir
@@ -278,7 +284,8 @@ def _print(paths: list[Path], out_dir: Path) -> None:
 
 def _run_k8s(args: argparse.Namespace) -> int:
     paths = render_k8s(_topology(args.file), args.out, args.kustomize, image=args.image,
-                       namespace=args.namespace)
+                       namespace=args.namespace, ingress_namespace=args.ingress_namespace,
+                       monitoring_namespace=args.monitoring_namespace)
     _print(paths, args.out)
     target = args.out / "overlays" / "production" if args.kustomize else args.out
     print(f"next: create the Secrets (see secret.example.yaml), build the image with "
@@ -309,6 +316,12 @@ def add_render(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     k.add_argument("--image", default=DEFAULT_IMAGE,
                    help=f"replica image built from the Dockerfile (default {DEFAULT_IMAGE})")
     k.add_argument("--namespace", metavar="NS", help="namespace (default: the topology name)")
+    k.add_argument("--ingress-namespace", metavar="NS", default="ingress-nginx",
+                   help="namespace of the ingress controller, the replicas' only caller from "
+                   "outside (NetworkPolicy; default ingress-nginx)")
+    k.add_argument("--monitoring-namespace", metavar="NS", default="monitoring",
+                   help="namespace of Prometheus, allowed to scrape the replicas (default "
+                   "monitoring)")
     k.set_defaults(handler=_run_k8s)
     pr = rsub.add_parser("prometheus", help="alerts.yml, prometheus.yml (file_sd targets) and "
                          "the Grafana dashboard for the local deployment")

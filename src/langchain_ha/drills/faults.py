@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from langchain_ha.cluster.postgres import rest_credentials
 from langchain_ha.cluster.state import StateDir
 from langchain_ha.providers import admin_headers
 
@@ -94,7 +95,8 @@ class Injector:
         candidate = next((m for m in self.members() if m.get("role") == "sync_standby"), None)
         rest = _rest_port(self.sd, str(leader["zone"]))
         body = {"leader": leader["name"], **({"candidate": candidate["name"]} if candidate else {})}
-        resp = httpx.post(f"http://127.0.0.1:{rest}/switchover", json=body, timeout=30)
+        resp = httpx.post(f"http://127.0.0.1:{rest}/switchover", json=body, timeout=30,
+                          auth=rest_credentials(self.sd.db_dir))
         resp.raise_for_status()
         return {"action": "patroni switchover", "target": f"{leader['name']} -> "
                 f"{candidate['name'] if candidate else 'any'}"}

@@ -25,6 +25,7 @@ from typing import Any
 import uvicorn
 from langchain_core.runnables import Runnable
 
+from langchain_ha._redact import redact
 from langchain_ha._usage import UsageError
 from langchain_ha.serve.app import ReplicaApp, create_app
 from langchain_ha.serve.protocol import BoundedHttpTools
@@ -40,7 +41,7 @@ class _JsonFormatter(logging.Formatter):
         self.ident = {"replica": settings.replica_id, "zone": settings.zone}
 
     def format(self, record: logging.LogRecord) -> str:
-        msg = record.getMessage()
+        msg = redact(record.getMessage())  # an exception's repr may quote a conninfo
         if msg.startswith("{"):
             return msg
         return json.dumps({"level": record.levelname.lower(), "logger": record.name,

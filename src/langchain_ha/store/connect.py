@@ -37,6 +37,9 @@ class DBSettings:
     min_size: int = 1
     max_size: int = 10
     pool_timeout_s: float = 5.0
+    libpq: tuple[tuple[str, str], ...] = ()
+    """Other libpq parameters of the conninfo (``passfile``, ``sslmode``, ``sslrootcert``...),
+    passed on unchanged."""
 
     @classmethod
     def from_conninfo(cls, conninfo: str, **overrides: Any) -> DBSettings:
@@ -53,12 +56,20 @@ class DBSettings:
             dbname=str(params.get("dbname") or "postgres"),
             user=str(params.get("user") or "postgres"),
             password=str(params["password"]) if params.get("password") else None,
+            libpq=tuple(sorted((k, str(v)) for k, v in params.items()
+                               if k not in _MODELLED and v is not None)),
         )
         return replace(settings, **overrides)
 
 
+# Parameters DBSettings models itself (or each pool sets); any other one is passed on.
+_MODELLED = frozenset({"host", "port", "dbname", "user", "password", "connect_timeout",
+                       "options", "target_session_attrs", "load_balance_hosts"})
+
+
 def _conninfo(s: DBSettings, **extra: str) -> str:
     params: dict[str, Any] = {
+        **dict(s.libpq),
         "host": ",".join(h for h, _ in s.hosts),
         "port": ",".join(str(p) for _, p in s.hosts),
         "dbname": s.dbname,

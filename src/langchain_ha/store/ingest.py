@@ -62,8 +62,12 @@ def split_text(text: str, chunk_size: int = 1000, overlap: int = 150) -> list[st
     return chunks
 
 
-def iter_files(path: Path) -> Iterator[Path]:
-    """The ingestible files at ``path`` (a file, or a directory searched recursively)."""
+def iter_files(path: Path, skipped: list[Path] | None = None) -> Iterator[Path]:
+    """The ingestible files at ``path`` (a file, or a directory searched recursively).
+
+    Symlinks under a directory are never followed (one could point at any file the caller
+    may read): each is left out, and appended to ``skipped`` when given.
+    """
     if path.is_file():
         if path.suffix.lower() not in SUFFIXES:
             raise ValueError(f"{path}: unsupported file type (use {', '.join(SUFFIXES)})")
@@ -72,6 +76,10 @@ def iter_files(path: Path) -> Iterator[Path]:
     if not path.is_dir():
         raise ValueError(f"{path}: no such file or directory")
     for p in sorted(path.rglob("*")):
+        if p.is_symlink():
+            if skipped is not None:
+                skipped.append(p)
+            continue
         if p.is_file() and p.suffix.lower() in SUFFIXES:
             yield p
 
@@ -83,12 +91,14 @@ async def enqueue_path(
     collection: str = "default",
     chunk_size: int = 1000,
     overlap: int = 150,
+    skipped: list[Path] | None = None,
 ) -> list[int]:
-    """Enqueue one ingestion task per file under ``path``; return the task ids."""
+    """Enqueue one ingestion task per file under ``path``; return the task ids (symlinks
+    left out are appended to ``skipped``)."""
     valid_name(collection)
     queue = TaskQueue(db)
     ids: list[int] = []
-    for file in iter_files(path):
+    for file in iter_files(path, skipped):
         data = file.read_bytes()
         if len(data) > MAX_FILE_BYTES:
             raise ValueError(f"{file}: larger than {MAX_FILE_BYTES} bytes")

@@ -129,9 +129,11 @@ async def run_worker(settings: WorkerSettings) -> int:
 
 
 async def run_ingest(
-    db_conninfo: str, path: Path, *, collection: str, chunk_size: int, overlap: int
+    db_conninfo: str, path: Path, *, collection: str, chunk_size: int, overlap: int,
+    skipped: list[Path] | None = None,
 ) -> list[int]:
-    """Enqueue the files under ``path``; return the task ids."""
+    """Enqueue the files under ``path``; return the task ids (symlinks left out are appended
+    to ``skipped``)."""
     from langchain_ha.store.connect import Database
 
     if not list(iter_files(path)):  # bad paths are reported before connecting
@@ -139,5 +141,6 @@ async def run_ingest(
     db = Database.from_conninfo(db_conninfo)
     async with db:
         return await enqueue_path(
-            db, path, collection=collection, chunk_size=chunk_size, overlap=overlap
+            db, path, collection=collection, chunk_size=chunk_size, overlap=overlap,
+            skipped=skipped,
         )
