@@ -27,29 +27,37 @@ def _lcha(*args: str, timeout: float = 300,
                           env={**os.environ, **(env or {})})
 
 
-def _children_of_nobody_left(before: set[int]) -> list[str]:
+def _simulators_left(logdir: Path) -> list[str]:
+    """Simulators still running whose log is in ``logdir`` (this run's, not another test
+    session's: the machine may be running others)."""
     leftovers = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
         cmd = " ".join(proc.info["cmdline"] or [])
-        if proc.info["pid"] not in before and "langchain_ha.providers.simulator" in cmd:
+        if "langchain_ha.providers.simulator" not in cmd:
+            continue
+        try:
+            files = [f.path for f in proc.open_files()]
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if any(Path(f).is_relative_to(logdir) for f in files):
             leftovers.append(cmd)
     return leftovers
 
 
-def test_demo_answers_through_an_outage_and_cleans_up() -> None:
-    before = {p.pid for p in psutil.process_iter()}
-    result = _lcha("demo", "--requests", "30")
+def test_demo_answers_through_an_outage_and_cleans_up(tmp_path: Path) -> None:
+    logdir = tmp_path / "demo-logs"
+    result = _lcha("demo", "--requests", "30", env={"LCHA_DEMO_LOGDIR": str(logdir)})
     assert result.returncode == 0, result.stdout + result.stderr
     assert "failed or wrong: 0" in result.stdout
     assert "answer intact: True" in result.stdout
-    assert _children_of_nobody_left(before) == []
+    assert (logdir / "primary.log").exists()  # the check below looks at this run's simulators
+    assert _simulators_left(logdir) == []
 
 
 def test_bench_router_rows_settings_and_not_installed(tmp_path: Path) -> None:
     """Two scenarios, every contender of the main environment plus LiteLLM (absent there, as
     in CI): the table's columns, every row's counts adding up, every contender's settings with
     their docs, LiteLLM's row kept and marked not installed, and the router's own rows right."""
-    before = {p.pid for p in psutil.process_iter()}
     out = tmp_path / "bench.json"
     n = 20
     result = _lcha("bench", "router", "--requests", str(n), "--concurrency", "5",
@@ -96,7 +104,22 @@ def test_bench_router_rows_settings_and_not_installed(tmp_path: Path) -> None:
     cut = rows[("stream_ignore", "langchain_fallbacks")]
     assert cut["errors"] == n and cut["first_error"], cut
     assert "vs peers" in result.stdout and "settings" in result.stdout
-    assert _children_of_nobody_left(before) == []
+    assert _simulators_left(tmp_path / "logs") == []
+
+
+def test_the_leftover_check_sees_a_running_simulator(tmp_path: Path) -> None:
+    from langchain_ha._proc import Child, free_port, python_argv
+
+    port = free_port()
+    child = Child(python_argv("-m", "langchain_ha.providers.simulator", "--port", str(port)),
+                  name="sim-leftover", log_path=tmp_path / "sim.log")
+    try:
+        child.wait_http(f"http://127.0.0.1:{port}/v1/models", timeout=30, status=None)
+        assert len(_simulators_left(tmp_path)) == 1
+        assert _simulators_left(tmp_path / "elsewhere") == []
+    finally:
+        child.stop()
+    assert _simulators_left(tmp_path) == []
 
 
 def test_bench_rejects_unknown_scenarios() -> None:

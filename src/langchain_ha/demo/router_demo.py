@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 import tempfile
 import time
 from collections import Counter
@@ -22,6 +23,7 @@ from langchain_anthropic import ChatAnthropic
 from langchain_core.messages import HumanMessage
 from langchain_openai import ChatOpenAI
 
+from langchain_ha._files import private_dir
 from langchain_ha._proc import Child, free_port, python_argv
 from langchain_ha.providers import ADMIN_TOKEN_ENV, admin_headers, expected_answer
 from langchain_ha.resilience.breaker import BreakerConfig
@@ -107,10 +109,12 @@ async def _run(primary: str, secondary: str, requests: int, admin_token: str) ->
 
 def main(requests: int = 60) -> int:
     """Run the demo; return the process exit code."""
-    logdir = Path(os.environ.get("LCHA_DEMO_LOGDIR") or tempfile.mkdtemp(prefix="lcha-demo-"))
+    given = os.environ.get("LCHA_DEMO_LOGDIR")
+    logdir = private_dir(given or tempfile.mkdtemp(prefix="lcha-demo-"))
     children: list[Child] = []
     began = time.monotonic()
     token = secrets.token_urlsafe(24)  # the simulators' admin API, for this run only
+    code = 1
     try:
         p_child, primary = _start_sim("primary", logdir, token)
         children.append(p_child)
@@ -121,5 +125,7 @@ def main(requests: int = 60) -> int:
     finally:
         for child in children:
             child.stop()
+        if code == 0 and not given:  # our own temporary logs: kept only when something failed
+            shutil.rmtree(logdir, ignore_errors=True)
     print(f"done in {time.monotonic() - began:.1f}s; simulators stopped")
     return code
