@@ -278,3 +278,28 @@ async def test_replicas_sharing_a_store_send_one_probe_per_open_interval() -> No
         healthy = True  # the provider recovers after the first interval
     assert probes_per_interval[:2] == [1, 1]
     assert all(br.state is BreakerState.CLOSED for br in replicas)
+
+
+async def test_an_open_breaker_reads_the_store_while_open_and_stops_when_dropped() -> None:
+    import gc
+
+    class Counting(InMemoryBreakerStore):
+        loads = 0
+
+        async def load(self, name: str) -> object:  # type: ignore[override]
+            Counting.loads += 1
+            return await super().load(name)
+
+    store = Counting()
+    breaker: CircuitBreaker | None = CircuitBreaker(
+        "p", BreakerConfig(sync_interval_s=0.02), store=store)
+    assert breaker is not None
+    breaker.force_open(30)
+    await asyncio.sleep(0.15)
+    assert Counting.loads >= 3  # kept fresh in the background, with no request arriving
+    breaker = None
+    gc.collect()
+    await asyncio.sleep(0.03)
+    seen = Counting.loads
+    await asyncio.sleep(0.15)
+    assert Counting.loads == seen  # a dropped breaker's timer does not keep it alive

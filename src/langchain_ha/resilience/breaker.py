@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from enum import StrEnum
@@ -443,7 +444,9 @@ class CircuitBreaker:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        self._refresh = loop.call_later(self.config.sync_interval_s, self._refresh_now)
+        # The timer holds the breaker weakly: a router that is dropped while a breaker is
+        # open must not keep it (and its reads) alive on the loop for ever.
+        self._refresh = loop.call_later(self.config.sync_interval_s, _refresh, weakref.ref(self))
 
     def _refresh_now(self) -> None:
         self._refresh = None
@@ -498,3 +501,9 @@ class CircuitBreaker:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.warning("breaker %s: shared store failed: %r", self.name, task.exception())
+
+
+def _refresh(ref: weakref.ReferenceType[CircuitBreaker]) -> None:
+    breaker = ref()
+    if breaker is not None:
+        breaker._refresh_now()
