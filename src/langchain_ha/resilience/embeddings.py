@@ -29,14 +29,19 @@ from langchain_ha._sync import run_sync
 from langchain_ha.resilience._clock import SYSTEM_CLOCK, Clock
 from langchain_ha.resilience._engine import Engine
 from langchain_ha.resilience._route import Route
-from langchain_ha.resilience.breaker import BreakerConfig, BreakerState, BreakerStore, CircuitBreaker
+from langchain_ha.resilience.breaker import (
+    BreakerConfig,
+    BreakerState,
+    BreakerStore,
+    CircuitBreaker,
+)
 from langchain_ha.resilience.deadline import Deadline, current_deadline
 from langchain_ha.resilience.degrade import record_degraded
 from langchain_ha.resilience.events import NullEvents, RouterEvents
 from langchain_ha.resilience.hedging import HedgePolicy
 from langchain_ha.resilience.retry import RetryPolicy
 
-__all__ = ["EmbeddingEndpoint", "Embedded", "ResilientEmbeddings", "WrongDimensions"]
+__all__ = ["Embedded", "EmbeddingEndpoint", "ResilientEmbeddings", "WrongDimensions"]
 
 
 class WrongDimensions(ModelAPIError):

@@ -11,20 +11,19 @@ for that request, a provider that cannot honour them.
 What each integration gets (checked against langchain-openai 1.7, langchain-anthropic 1.7 and
 langchain-google-genai 4.4):
 
-============================  ====================  =======================  ======================
-option                        ``ChatOpenAI``        ``ChatAnthropic``        ``ChatGoogleGenerativeAI``
-============================  ====================  =======================  ======================
-temperature, top_p            as is                 as is                    as is
-max_tokens                    ``max_tokens``        ``max_tokens``           ``max_output_tokens``
-stop                          ``stop``              ``stop_sequences``       ``stop_sequences``
-seed                          ``seed``              refused                  ``seed``
-user                          ``user``              ``metadata.user_id``     refused
-frequency/presence_penalty    as is                 refused                  as is
-tools, tool_choice            ``bind_tools``        ``bind_tools``           ``bind_tools``
-parallel_tool_calls=False     ``bind_tools``        ``bind_tools``           enforced on the answer
-response_format json_schema   sent as is            a forced tool            native (JSON schema)
-response_format json_object   sent as is            a forced tool            native (JSON MIME type)
-============================  ====================  =======================  ======================
+===========================  ==============  =================  ======================
+option                       ChatOpenAI      ChatAnthropic      ChatGoogleGenerativeAI
+===========================  ==============  =================  ======================
+temperature, top_p           as is           as is              as is
+max_tokens                   max_tokens      max_tokens         max_output_tokens
+stop                         stop            stop_sequences     stop_sequences
+seed                         seed            refused            seed
+user                         user            metadata.user_id   refused
+frequency/presence_penalty   as is           refused            as is
+tools, tool_choice           bind_tools      bind_tools         bind_tools
+parallel_tool_calls=False    bind_tools      bind_tools         kept to the first call
+response_format              sent as is      a forced tool      native
+===========================  ==============  =================  ======================
 
 Why not the obvious:
 
