@@ -57,7 +57,7 @@ def router() -> ResilientChatModel:
             Provider(name="anthropic", model=ChatAnthropic(  # type: ignore[call-arg]
                 base_url=secondary, api_key=_key("SECONDARY"),  # type: ignore[arg-type]
                 model=_model("SECONDARY", "sim-claude"), max_retries=0)),
-            Provider(name="gemini", model=ChatGoogleGenerativeAI(  # type: ignore[call-arg]
+            Provider(name="gemini", model=ChatGoogleGenerativeAI(
                 base_url=tertiary, google_api_key=_key("TERTIARY"),
                 model=_model("TERTIARY", "gemini-2.5-flash"), max_retries=0)),
         ],

@@ -210,6 +210,9 @@ class AssistantMessage(BaseModel):
     name: str | None = Field(default=None, max_length=64)
     tool_calls: list[ToolCall] | None = Field(default=None, max_length=128)
     refusal: str | None = None
+    annotations: list[dict[str, Any]] | None = Field(default=None, max_length=256)
+    """Output metadata of that turn (clients send a response's message back as it came);
+    nothing in it is for the model."""
 
 
 class ToolMessage(BaseModel):
