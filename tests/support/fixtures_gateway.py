@@ -107,8 +107,10 @@ def gateway(request: pytest.FixtureRequest, serve_factory: Callable[..., Replica
 @pytest.fixture(scope="module")
 def healthy_gateway(serve_factory: Callable[..., Replica],
                     gateway_sims: dict[str, SimProcess]) -> Gateway:
-    """A gateway replica for tests that set their own faults (they clear them after)."""
+    """A gateway replica for tests that set their own faults (they clear them after); its
+    embeddings come from ``lcha serve --embeddings`` rather than ``LCHA_EMBEDDINGS``."""
     for sim in gateway_sims.values():
         sim.clear_faults()
-    return Gateway(serve_factory(ROUTER_APP, env=gateway_env(gateway_sims)), gateway_sims,
-                   "healthy")
+    env = {k: v for k, v in gateway_env(gateway_sims).items() if k != "LCHA_EMBEDDINGS"}
+    return Gateway(serve_factory(ROUTER_APP, "--embeddings", EMBEDDINGS_APP, env=env),
+                   gateway_sims, "healthy")
