@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import openai
@@ -14,7 +14,14 @@ import pytest
 from pydantic import BaseModel
 
 from langchain_ha.providers import expected_answer
-from tests.support.fixtures_gateway import GATEWAY_KEY, PROVIDER_MODELS, Gateway
+from tests.support.fixtures_gateway import (
+    GATEWAY_KEY,
+    PROVIDER_MODELS,
+    ROUTER_APP,
+    Gateway,
+    gateway_env,
+)
+from tests.support.fixtures_serve import Replica
 
 Q = "Where is order AB-1234?"
 ANSWER = expected_answer([("user", Q)])
@@ -227,3 +234,27 @@ def test_embeddings_fail_over_to_another_endpoint_of_the_model(gw: Gateway) -> N
         client.embeddings.create(model="sim-embed", input="a")
     assert down.value.status_code == 503
     assert json.loads(down.value.response.text)["error"]["type"] == "server_error"
+
+
+@pytest.mark.parametrize(("provider", "finish"), [("openai", "stop"), ("anthropic", "stop"),
+                                                  ("gemini", "content_filter")])
+def test_a_refusal_is_said_as_openai_says_it(gw: Gateway, provider: str, finish: str) -> None:
+    gw.sims[provider].set_faults(refuse=True)
+    answer = gw.client().chat.completions.create(model=provider, messages=USER)  # type: ignore[arg-type]
+    choice = answer.choices[0]
+    assert choice.finish_reason == finish and not choice.message.content
+    if finish == "stop":  # the model declined: its words as `refusal`
+        assert choice.message.refusal == "I'm sorry, but I can't help with that request."
+    assert _lcha(answer)["refusal"] in ("refusal", "safety")
+
+
+def test_the_request_deadline_is_a_504(gw: Gateway, serve_factory: Callable[..., Replica]
+                                       ) -> None:
+    replica = serve_factory(ROUTER_APP, env=gateway_env(gw.sims, LCHA_REQUEST_TIMEOUT_S="1.5"))
+    for sim in gw.sims.values():
+        sim.set_faults(hang=True)
+    client = openai.OpenAI(base_url=replica.url + "/v1", api_key=GATEWAY_KEY, max_retries=0,
+                           timeout=20)
+    with pytest.raises(openai.APIStatusError) as late:
+        client.chat.completions.create(model="langchain-ha", messages=USER)
+    assert late.value.status_code == 504 and late.value.body["code"] == "timeout"  # type: ignore[index]

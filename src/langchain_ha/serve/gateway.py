@@ -133,14 +133,14 @@ class _OpenAIErrors:
 OPENAI_ERRORS = _OpenAIErrors()
 
 
-def failure_response(request: Request, exc: BaseException) -> Response:
+def failure_response(request: Request, exc: Exception) -> Response:
     """OpenAI's answer to a request that failed with ``exc``.
 
     A parameter no provider honours: 400 naming it; the provider rejected the request: 400
     with its message (a prompt its content filter blocked: ``code: content_filter``); every
     provider over its context window: 400 ``context_length_exceeded``; every provider
-    rate-limited: 429 with the longest Retry-After; none could answer: 503; the deadline
-    passed: 504; anything else: 500 with an error id (the error itself is logged, not sent).
+    rate-limited: 429 with the longest Retry-After; the deadline passed: 504; none could
+    answer: 503; anything else: 500 with an error id (the error itself is logged, not sent).
     """
     if isinstance(exc, BadRequest):
         return exc.response()
@@ -155,12 +155,10 @@ def failure_response(request: Request, exc: BaseException) -> Response:
     if isinstance(exc, AllProvidersFailed):
         return _all_failed(request, exc)
     if isinstance(exc, DeadlineExceeded | TimeoutError):
-        error_id = log_failure(request, exc if isinstance(exc, Exception) else Exception(),
-                               traceback=False)
+        error_id = log_failure(request, exc, traceback=False)
         return error_response(504, f"The request deadline passed (error id {error_id}).",
                               code="timeout")
-    error_id = log_failure(request, exc if isinstance(exc, Exception) else Exception(repr(exc)),
-                           traceback=True)
+    error_id = log_failure(request, exc, traceback=True)
     return error_response(500, "The server had an error while processing your request "
                           f"(error id {error_id}).")
 
@@ -172,6 +170,10 @@ def _all_failed(request: Request, exc: AllProvidersFailed) -> Response:
         message, param = _provider_detail(errors[-1])
         return error_response(400, f"the provider rejected the request: {message}", param=param,
                               code="provider_rejected")
+    if verdicts and verdicts[-1].reason == "deadline":
+        error_id = log_failure(request, exc, traceback=False)
+        return error_response(504, f"The request deadline passed before a provider answered "
+                              f"(error id {error_id}).", code="timeout")
     if verdicts and all(v.kind is ErrorKind.CONTEXT_LENGTH for v in verdicts):
         return error_response(400, "The messages exceed the context window of every provider "
                               "serving this model.", param="messages",
@@ -202,7 +204,7 @@ def _provider_detail(exc: BaseException) -> tuple[str, str | None]:
     return str(exc)[:300], None
 
 
-def _stream_error(exc: BaseException, error_id: str) -> bytes:
+def _stream_error(exc: Exception, error_id: str) -> bytes:
     """The error event that ends a stream after part of the answer went out."""
     if isinstance(exc, StreamInterrupted):
         message = (f"the answer was interrupted after {len(exc.partial_text)} characters "

@@ -42,7 +42,7 @@ _FINISH = {
     "content_filter": "content_filter", "function_call": "tool_calls",
     # Anthropic
     "end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
-    "refusal": "content_filter", "pause_turn": "stop", "model_context_window_exceeded": "length",
+    "refusal": "stop", "pause_turn": "stop", "model_context_window_exceeded": "length",
     # Gemini
     "STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter",
     "RECITATION": "content_filter", "BLOCKLIST": "content_filter",
@@ -333,8 +333,9 @@ def choice_of(index: int, message: AIMessage) -> dict[str, Any]:
     if calls:
         body["tool_calls"] = calls
     lcha = message.response_metadata.get("lcha") or {}
-    if lcha.get("refusal") == "refusal":
-        body["refusal"], body["content"] = text, None
+    if lcha.get("refusal") == "refusal":  # as OpenAI says it: the text as ``refusal``
+        said = message.additional_kwargs.get("refusal")
+        body["refusal"], body["content"] = (said if isinstance(said, str) and said else text), None
     return {"index": index, "message": body, "logprobs": None,
             "finish_reason": finish_reason(message.response_metadata, bool(calls))}
 
