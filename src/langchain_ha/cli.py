@@ -134,6 +134,8 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--zone", default=None)
     p.add_argument("--replica-id", default=None)
     p.add_argument("--max-inflight", type=int, default=None)
+    p.add_argument("--embeddings", default=None, metavar="MODULE:ATTR",
+                   help="LangChain Embeddings that /v1/embeddings serves (LCHA_EMBEDDINGS)")
 
     def run(args: argparse.Namespace) -> int:
         from pydantic import ValidationError
@@ -145,6 +147,7 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         overrides = {k: v for k, v in {
             "host": args.host, "port": args.port, "zone": args.zone,
             "replica_id": args.replica_id, "max_inflight": args.max_inflight,
+            "embeddings": args.embeddings,
         }.items() if v is not None}
         try:
             settings = ServeSettings(**overrides)

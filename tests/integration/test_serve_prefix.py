@@ -19,7 +19,9 @@ ENV = {"LCHA_API_KEYS": KEY, "LCHA_ADMIN_TOKEN": ADMIN, "LCHA_MAX_INFLIGHT": "2"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 BODY = {"input": {"q": "hi"}}
 API_PATHS = [("POST", "/v1/invoke"), ("POST", "/v1/batch"), ("POST", "/v1/stream"),
-             ("POST", "/v1/chat/completions"), ("GET", "/openapi.json"), ("GET", "/v1/nope"),
+             ("POST", "/v1/chat/completions"), ("GET", "/v1/models"),
+             ("GET", "/v1/models/langchain-ha"), ("POST", "/v1/embeddings"),
+             ("GET", "/openapi.json"), ("GET", "/v1/nope"),
              ("POST", "/nope"), ("GET", ""), ("GET", "/"), ("GET", "/livez/"),
              ("GET", "/api/v1/invoke")]
 ADMIN_PATHS = [("POST", "/admin/drain"), ("GET", "/admin/breakers"),
@@ -47,7 +49,13 @@ def test_every_api_path_needs_a_key(base: str) -> None:
             resp = httpx.request(method, base + path, json=BODY, headers=headers,
                                  follow_redirects=True)
             assert resp.status_code == 401, (method, path, headers, resp.status_code, resp.text)
-            assert resp.json()["error"]["type"] == "unauthorized"
+            error = resp.json()["error"]
+            if path == "/v1/chat/completions" or path.startswith(("/v1/models", "/v1/emb")):
+                # OpenAI's paths answer in OpenAI's shape (its SDK raises AuthenticationError)
+                assert set(error) == {"message", "type", "param", "code"}, error
+                assert error["code"] in ("missing_api_key", "invalid_api_key"), error
+            else:
+                assert error["type"] == "unauthorized"
 
 
 def test_admin_paths_need_the_admin_token(base: str) -> None:

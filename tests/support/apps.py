@@ -84,3 +84,11 @@ async def _burn(value: Any) -> Any:
 
 
 burn = RunnableLambda(_burn)
+
+
+def claude() -> Any:
+    """A plain ChatAnthropic at ``LCHA_TEST_ANTHROPIC_URL``: gateway mode without a router."""
+    from langchain_anthropic import ChatAnthropic
+
+    return ChatAnthropic(base_url=os.environ["LCHA_TEST_ANTHROPIC_URL"], api_key="k",  # type: ignore[call-arg,arg-type]
+                         model="sim-claude", max_retries=0)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.messages.ai import UsageMetadata, add_usage
 from langchain_core.outputs import ChatGenerationChunk
 
 from langchain_ha.resilience._calls import Stream, close_stream, is_final, refusal_reason
@@ -73,14 +74,16 @@ class StreamFailover:
     """One streaming request: yields the answer's chunks, failing over as the module says."""
 
     def __init__(self, engine: Engine, open_fn: OpenFn, messages: Sequence[BaseMessage],
-                 settings: StreamSettings, deadline: Deadline | None) -> None:
+                 settings: StreamSettings, deadline: Deadline | None,
+                 exclude: frozenset[str] = frozenset()) -> None:
         self._engine = engine
         self._open_fn = open_fn
         self._messages = list(messages)
         self._settings = settings
         self._deadline = deadline
         self.text = ""  # what the caller has received
-        self._excluded: set[str] = set()
+        self._excluded: set[str] = set(exclude)
+        self._usage: UsageMetadata | None = None  # the current attempt's token usage
         self._switches: list[dict[str, Any]] = []
         self._cut_errors: list[Exception] = []
         self._splicer: Splicer | None = None
@@ -100,6 +103,7 @@ class StreamFailover:
             route = attempt.route
             leading, rest = attempt.value
             self._finished = False
+            self._usage = None
             self._held = []
             self._splicer = (Splicer(self.text, cue=self._cues.get(route.name)) if self.text
                              and self._settings.failover == "continue" else None)
@@ -118,19 +122,23 @@ class StreamFailover:
                 for out in self._end(route):
                     yield out
             except _Unverified as exc:
+                self._report_usage(route)
                 await close_stream(attempt.value)
                 attempt.permit.success(clock.monotonic() - attempt.started)  # it is up
                 self._switch(route, StreamInterrupted(self.text, route.name, exc,
                                                       reason="unverified"))
                 continue
             except Exception as exc:
+                self._report_usage(route)
                 await close_stream(attempt.value)
                 self._failed(attempt, exc)
                 continue
             except BaseException:
+                self._report_usage(route)
                 attempt.permit.release()
                 await close_stream(attempt.value)
                 raise
+            self._report_usage(route)
             await close_stream(attempt.value)  # ended by the finish grace: let the rest go
             attempt.permit.success(clock.monotonic() - attempt.started)
             for held in self._held:
@@ -180,6 +188,9 @@ class StreamFailover:
     def _take(self, chunk: ChatGenerationChunk, route: Route) -> list[ChatGenerationChunk]:
         """What to pass on of ``chunk`` now (tool calls and what follows them are held)."""
         self._last = chunk
+        usage = getattr(chunk.message, "usage_metadata", None)
+        if usage:
+            self._usage = add_usage(self._usage, usage)
         if is_final(chunk):
             self._finished = True
         if self._held or getattr(chunk.message, "tool_call_chunks", None):
@@ -258,6 +269,14 @@ class StreamFailover:
         return _meta_chunk({RESTART_KEY: {"discard_chars": discarded, "provider": provider}})
 
     # -- outcomes ------------------------------------------------------------------------------
+
+    def _report_usage(self, route: Route) -> None:
+        """The attempt's token usage, as its chunks reported it, to the router's events."""
+        usage, self._usage = self._usage, None
+        if usage:
+            self._engine.events.on_usage(route.name, "stream", {
+                "input_tokens": int(usage.get("input_tokens", 0)),
+                "output_tokens": int(usage.get("output_tokens", 0))})
 
     def _failed(self, attempt: Attempt[Stream], exc: Exception) -> None:
         """Settle a failed attempt; raise if the stream may not fail over."""

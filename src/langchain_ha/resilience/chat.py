@@ -62,6 +62,7 @@ from langchain_ha.resilience.degrade import record_degraded
 from langchain_ha.resilience.errors import ProviderRefused, StreamInterrupted
 from langchain_ha.resilience.events import NullEvents, RouterEvents
 from langchain_ha.resilience.hedging import HedgePolicy
+from langchain_ha.resilience.options import CallOptions, Unsupported, bind_options
 from langchain_ha.resilience.retry import RetryPolicy
 
 __all__ = ["CONTINUATION_INSTRUCTION", "Provider", "ResilientChatModel", "continuation_messages"]
@@ -157,6 +158,7 @@ class ResilientChatModel(BaseChatModel):
     clock: Any = SYSTEM_CLOCK
 
     _engine: Engine = PrivateAttr()
+    _excluded: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @field_validator("providers", mode="before")
     @classmethod
@@ -238,9 +240,13 @@ class ResilientChatModel(BaseChatModel):
         engine = self._engine  # a pydantic private attribute: each access costs a lookup
         call = partial(self._invoke_one, messages, stop, kwargs)
         attempt = await engine.run(
-            "invoke", call, usage=result_usage, deadline=self._deadline(engine.clock)
+            "invoke", call, usage=result_usage, deadline=self._deadline(engine.clock),
+            exclude=frozenset(self._excluded),
         )
         result = attempt.value
+        usage = result_usage(result)
+        if usage:
+            engine.events.on_usage(attempt.route.name, "invoke", usage)
         for gen in result.generations:
             meta = self._provenance(attempt)
             refusal = refusal_reason(gen.message)
@@ -269,7 +275,7 @@ class ResilientChatModel(BaseChatModel):
     ) -> Awaitable[ChatResult]:
         # Returns the provider's own coroutine rather than awaiting it in one more frame.
         model, bound = unwrap(self.providers[route.index].model)
-        args = {**bound, **kwargs}
+        stop, args = _call_args(stop, bound, kwargs)
         if isinstance(model, BaseChatModel):
             if _SYNC_CLIENTS.get():
                 call = asyncio.to_thread(model._generate, messages, stop, None, **args)
@@ -293,7 +299,8 @@ class ResilientChatModel(BaseChatModel):
                                   idle_timeout_s=self.stream_idle_timeout_s,
                                   finish_grace_s=self.stream_finish_grace_s)
         run = StreamFailover(engine, partial(self._open_stream, stop, kwargs), messages,
-                             settings, self._deadline(engine.clock))
+                             settings, self._deadline(engine.clock),
+                             exclude=frozenset(self._excluded))
         async for chunk in run.run():
             meta = chunk.message.response_metadata.get("lcha") if chunk.message.response_metadata \
                 else None
@@ -322,14 +329,14 @@ class ResilientChatModel(BaseChatModel):
         model, bound = unwrap(self.providers[route.index].model)
         if isinstance(model, BaseChatModel) and not streams(model):
             stream = as_one_chunk(self._invoke_one(messages, stop, kwargs, route))
-        elif _SYNC_CLIENTS.get() and isinstance(model, BaseChatModel):
-            stream = threaded(model._stream(messages, stop, None, **{**bound, **kwargs}))
-        elif isinstance(model, BaseChatModel):
-            stream = model._astream(messages, stop=stop, **{**bound, **kwargs})
         else:
-            stream = as_generation_chunks(
-                model.astream(messages, stop=stop, **{**bound, **kwargs})
-            )
+            call_stop, args = _call_args(stop, bound, kwargs)
+            if _SYNC_CLIENTS.get() and isinstance(model, BaseChatModel):
+                stream = threaded(model._stream(messages, call_stop, None, **args))
+            elif isinstance(model, BaseChatModel):
+                stream = model._astream(messages, stop=call_stop, **args)
+            else:
+                stream = as_generation_chunks(model.astream(messages, stop=call_stop, **args))
         leading: list[ChatGenerationChunk] = []
         try:
             while True:
@@ -366,7 +373,56 @@ class ResilientChatModel(BaseChatModel):
             providers.append(p.model_copy(update={"model": bound}))
         copy = self.model_copy(update={"providers": providers})
         copy._engine = self._engine  # same breakers and latency history: same providers
+        copy._excluded = dict(self._excluded)
         return copy
+
+    def with_options(self, options: CallOptions, *, only: str | None = None
+                     ) -> ResilientChatModel:
+        """A copy that asks ``options`` of whichever provider answers (see
+        :mod:`langchain_ha.resilience.options`); same breakers and latency history.
+
+        Each provider gets the options in its integration's terms.  A provider that cannot
+        honour one of them is skipped by requests through the copy (:attr:`excluded` says
+        which and why), and so is every provider but ``only`` when it is given (a request
+        pinned to one provider).  Raises :class:`~langchain_ha.resilience.options.Unsupported`
+        when no provider is left (naming the first option refused), ``KeyError`` for an
+        unknown ``only``.
+        """
+        names = [p.name for p in self.providers]
+        if only is not None and only not in names:
+            raise KeyError(only)
+        excluded = dict(self._excluded)
+        refused: list[Unsupported] = []
+        providers = []
+        for p in self.providers:
+            if p.name in excluded:
+                providers.append(p)
+                continue
+            if only is not None and p.name != only:
+                excluded[p.name] = f"the request is pinned to {only}"
+                providers.append(p)
+                continue
+            try:
+                bound = bind_options(p.model, options)
+            except Unsupported as exc:
+                excluded[p.name] = str(exc)
+                refused.append(exc)
+                providers.append(p)
+                continue
+            providers.append(p if bound is p.model else p.model_copy(update={"model": bound}))
+        if len(excluded) == len(providers):
+            if refused:
+                raise refused[0]
+            raise Unsupported("model", "this router", "every provider is excluded")
+        copy = self.model_copy(update={"providers": providers})
+        copy._engine = self._engine
+        copy._excluded = excluded
+        return copy
+
+    @property
+    def excluded(self) -> Mapping[str, str]:
+        """Providers this copy does not use, with the reason (see :meth:`with_options`)."""
+        return dict(self._excluded)
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -390,6 +446,16 @@ class ResilientChatModel(BaseChatModel):
     def _note_degraded(self, route: Route) -> None:
         if route.index > 0:
             record_degraded(self.degraded_component)
+
+
+def _call_args(stop: list[str] | None, bound: Mapping[str, Any], kwargs: Mapping[str, Any]
+               ) -> tuple[list[str] | None, dict[str, Any]]:
+    """The stop sequences and keyword arguments of one provider call: the call's own over
+    those bound on the provider (``model.bind(stop=...)`` binds a keyword the provider's
+    ``_agenerate`` also takes positionally)."""
+    args = {**bound, **kwargs}
+    bound_stop = args.pop("stop", None)
+    return (stop if stop is not None else bound_stop), args
 
 
 async def _refusing(call: Awaitable[ChatResult], provider: str) -> ChatResult:

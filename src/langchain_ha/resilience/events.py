@@ -1,4 +1,5 @@
-"""Hooks the router calls on every attempt, outcome, breaker transition, fallback and hedge."""
+"""Hooks the router calls on every attempt, outcome, breaker transition, fallback and hedge,
+and with the token usage of every answer that reports it."""
 
 from __future__ import annotations
 
@@ -25,6 +26,12 @@ class RouterEvents(Protocol):
 
     def on_hedge(self, provider: str, hedged_to: str) -> None: ...
 
+    def on_usage(self, provider: str, mode: str, usage: Mapping[str, int]) -> None:
+        """Tokens an answer used (``input_tokens``, ``output_tokens``), once per answer: an
+        invoke's, or a stream attempt's as its chunks reported it (a stream cut before its
+        usage arrived reports nothing)."""
+        ...
+
 
 class NullEvents:
     """Ignores every event."""
@@ -48,6 +55,9 @@ class NullEvents:
     def on_hedge(self, provider: str, hedged_to: str) -> None:
         pass
 
+    def on_usage(self, provider: str, mode: str, usage: Mapping[str, int]) -> None:
+        pass
+
 
 class _Fanout:
     """Calls the same method on every sink; one failing sink never breaks the others."""
@@ -69,7 +79,7 @@ class MultiEvents(NullEvents):
 
     def __init__(self, *sinks: RouterEvents) -> None:
         for method in ("on_attempt", "on_success", "on_failure", "on_breaker_transition",
-                       "on_fallback", "on_hedge"):
+                       "on_fallback", "on_hedge", "on_usage"):
             setattr(self, method, _Fanout(sinks, method))
 
 
@@ -97,6 +107,9 @@ class RecordingEvents(NullEvents):
 
     def on_hedge(self, provider: str, hedged_to: str) -> None:
         self.events.append(("on_hedge", provider, hedged_to))
+
+    def on_usage(self, provider: str, mode: str, usage: Mapping[str, int]) -> None:
+        self.events.append(("on_usage", provider, mode, dict(usage)))
 
     def names(self) -> list[str]:
         """The event names, in order."""

@@ -1,5 +1,10 @@
 """Running the served Runnable for one request: deadline, degradation scope, request key,
-idempotent replays, error mapping and the answer envelope."""
+idempotent replays, error mapping and the answer envelope.
+
+Errors are rendered by an :class:`ErrorShape`: :data:`LCHA_ERRORS` (``{"error": {"type",
+"message", ...}}``) for the replica's own routes; the OpenAI-compatible routes bring OpenAI's
+(:mod:`langchain_ha.serve.gateway`).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,9 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from langchain_core.messages import BaseMessage
 from pydantic import BaseModel
@@ -82,9 +87,50 @@ def jsonable(value: Any) -> Any:
 
 
 def error_response(status: int, kind: str, message: str, **extra: Any) -> Response:
+    """An error in the replica's own shape: ``{"error": {"type", "message", ...}}``."""
     headers = {"retry-after": "1"} if status == 503 else None
     body = json.dumps({"error": {"type": kind, "message": message, **extra}})
     return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+class ErrorShape(Protocol):
+    """How a family of routes answers a client's mistake, and a request that failed."""
+
+    def client_error(self, status: int, kind: str, message: str, field: str) -> Response:
+        """A 4xx naming ``field`` (``kind`` is the replica's label, e.g. ``conflict``)."""
+        ...
+
+    def failure(self, request: Request, exc: Exception) -> Response:
+        """The answer to a request whose Runnable raised ``exc`` (logged here, by error id)."""
+        ...
+
+
+class _LchaErrors:
+    """The replica's own routes: invalid input 422, no provider 503, deadline 504, else 502."""
+
+    def client_error(self, status: int, kind: str, message: str, field: str) -> Response:
+        return error_response(status, kind, message, field=field)
+
+    def failure(self, request: Request, exc: Exception) -> Response:
+        if isinstance(exc, InvalidInput):
+            return error_response(422, "invalid_input", str(exc), field="input")
+        if isinstance(exc, AllProvidersFailed):
+            return failed(request, 503, "unavailable", "no provider could answer", exc)
+        if isinstance(exc, DeadlineExceeded | TimeoutError):
+            return failed(request, 504, "timeout", "the request deadline passed", exc)
+        return failed(request, 502, "runnable_error", "the application failed", exc)
+
+
+LCHA_ERRORS: ErrorShape = _LchaErrors()
+
+
+@contextlib.contextmanager
+def request_scope(served: Served, request: Request) -> Iterator[set[str]]:
+    """The request's degradation scope (yielded), request key, caller and deadline."""
+    with degradation_scope() as degraded, request_key_scope(request_key(request)), \
+            caller_scope(request.scope["state"].get("caller")), \
+            deadline(served.settings.request_timeout_s):
+        yield degraded
 
 
 def idempotency_key(request: Request) -> str | None:
@@ -110,13 +156,14 @@ def request_key(request: Request) -> str:
 
 
 async def run_keyed(served: Served, request: Request,
-                    produce: Callable[[], Awaitable[Response]]) -> Response:
+                    produce: Callable[[], Awaitable[Response]],
+                    errors: ErrorShape = LCHA_ERRORS) -> Response:
     """Answer once per Idempotency-Key and caller: replays get the stored answer, byte for
     byte; the same key with another body is a 422."""
     try:
         client_key = idempotency_key(request)
     except ValueError as exc:
-        return error_response(400, "invalid_header", str(exc), field="Idempotency-Key")
+        return errors.client_error(400, "invalid_header", str(exc), "Idempotency-Key")
     if client_key is None:
         return await produce()
     key = request_key(request)
@@ -127,13 +174,13 @@ async def run_keyed(served: Served, request: Request,
     if stored is None and not await store.claim(key, served.settings.request_timeout_s + 5):
         stored = await wait_for_answer(store, key, served.settings.request_timeout_s)
         if stored is None:
-            return error_response(409, "conflict", "a request with this Idempotency-Key is "
-                                  "still running; retry later", field="Idempotency-Key")
+            return errors.client_error(409, "conflict", "a request with this Idempotency-Key is "
+                                       "still running; retry later", "Idempotency-Key")
     if stored is not None:
         if stored.fingerprint != body_print:
-            return error_response(422, "idempotency_key_reused", "Idempotency-Key was already "
-                                  "used with a different request body; send a new key for a "
-                                  "new request", field="Idempotency-Key")
+            return errors.client_error(422, "idempotency_key_reused", "Idempotency-Key was "
+                                       "already used with a different request body; send a "
+                                       "new key for a new request", "Idempotency-Key")
         return Response(stored.body, status_code=stored.status, media_type="application/json",
                         headers={**stored.headers, "idempotent-replayed": "true"})
     response = await produce()
@@ -149,27 +196,18 @@ async def run_keyed(served: Served, request: Request,
     return response
 
 
-async def call_runnable(served: Served, request: Request,
-                        call: Callable[[], Awaitable[Any]]) -> tuple[Any, list[str]] | Response:
+async def call_runnable(served: Served, request: Request, call: Callable[[], Awaitable[Any]],
+                        errors: ErrorShape = LCHA_ERRORS) -> tuple[Any, list[str]] | Response:
     """Run ``call`` under the request's deadline, key, caller and degradation scope."""
-    key = request_key(request)
     span_cm = (_tracer.start_as_current_span("lcha.answer", attributes={
         "lcha.route": request.url.path, "lcha.replica": served.settings.replica_id,
         "lcha.zone": served.settings.zone, "lcha.request_id": request.scope["state"]["request_id"],
     }) if _tracer is not None else contextlib.nullcontext())
-    with span_cm as span, degradation_scope() as degraded, request_key_scope(key), \
-            caller_scope(request.scope["state"].get("caller")), \
-            deadline(served.settings.request_timeout_s):
+    with span_cm as span, request_scope(served, request) as degraded:
         try:
             output = await call()
-        except InvalidInput as exc:
-            return error_response(422, "invalid_input", str(exc), field="input")
-        except AllProvidersFailed as exc:
-            return _failed(request, 503, "unavailable", "no provider could answer", exc)
-        except (DeadlineExceeded, TimeoutError) as exc:
-            return _failed(request, 504, "timeout", "the request deadline passed", exc)
         except Exception as exc:
-            return _failed(request, 502, "runnable_error", "the application failed", exc)
+            return errors.failure(request, exc)
         found = sorted(degraded)
         if span is not None:
             span.set_attribute("lcha.degraded", ",".join(found))
@@ -177,10 +215,17 @@ async def call_runnable(served: Served, request: Request,
     return output, found
 
 
-def _failed(request: Request, status: int, kind: str, message: str, exc: Exception) -> Response:
+def log_failure(request: Request, exc: Exception, *, traceback: bool) -> str:
+    """Log a failed request under a new error id (returned: the client gets the id only)."""
     error_id = uuid.uuid4().hex[:12]
     log.error("request %s failed (error id %s): %r", request.scope["state"]["request_id"],
-              error_id, exc, exc_info=status == 502)
+              error_id, exc, exc_info=traceback)
+    return error_id
+
+
+def failed(request: Request, status: int, kind: str, message: str, exc: Exception) -> Response:
+    """A 5xx in the replica's shape, the error logged under the id it carries."""
+    error_id = log_failure(request, exc, traceback=status == 502)
     return error_response(status, kind, message, error_id=error_id)
 
 

@@ -9,15 +9,18 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from langchain_core.embeddings import Embeddings
 from langchain_core.runnables import Runnable
 from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 
+from langchain_ha.serve import openai_wire
 from langchain_ha.serve.admission import Admission
 from langchain_ha.serve.answer import Served
 from langchain_ha.serve.drain import DrainState
-from langchain_ha.serve.gate import Gate
+from langchain_ha.serve.gate import Gate, route_path
+from langchain_ha.serve.gateway import build_gateway, found_embeddings
 from langchain_ha.serve.health import HealthCheck, breaker_check, build_health
 from langchain_ha.serve.idempotency import IdempotencyStore, InMemoryIdempotencyStore
 from langchain_ha.serve.jsonbody import BodyLimitExceeded
@@ -51,8 +54,15 @@ def create_app(
     checks: Mapping[str, HealthCheck] | None = None,
     breakers: Mapping[str, Any] | None = None,
     idempotency: IdempotencyStore | None = None,
+    embeddings: Embeddings | None = None,
 ) -> ReplicaApp:
     """Serve ``runnable`` with probes, metrics, auth, limits, idempotency and draining.
+
+    Besides the replica's own routes (``/v1/invoke``, ``/v1/batch``, ``/v1/stream``) it
+    answers OpenAI's API (:mod:`langchain_ha.serve.gateway`): chat completions (a faithful
+    OpenAI endpoint when ``runnable`` is a chat model), ``/v1/models``, and ``/v1/embeddings``
+    over ``embeddings`` (default: the runnable's ``embeddings`` attribute, if it is a
+    LangChain ``Embeddings``).
 
     The app may be mounted under a prefix (``Mount("/api", create_app(...))``) or served
     under uvicorn's ``root_path`` (``LCHA_ROOT_PATH``): auth and limits apply to the route
@@ -98,10 +108,16 @@ def create_app(
     app = FastAPI(title="langchain-ha replica", docs_url=None, redoc_url=None,
                   openapi_url="/openapi.json", lifespan=lifespan)
     app.include_router(build_router(runnable, served))
+    app.include_router(build_gateway(runnable, served, found_embeddings(runnable, embeddings)))
     app.include_router(build_health(served, drain, all_checks, breaker_map))
+
+    def openai_path(request: Request) -> bool:
+        return openai_wire.is_openai_path(route_path(request.scope))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        if openai_path(request):
+            return openai_wire.validation_response(exc.errors(), exc.body)
         fields = [{"field": ".".join(str(p) for p in e["loc"] if p != "body") or "body",
                    "message": e["msg"]} for e in exc.errors()]
         first = fields[0] if fields else {"field": "body", "message": "invalid"}
@@ -111,11 +127,17 @@ def create_app(
 
     @app.exception_handler(BodyLimitExceeded)
     async def body_limit(request: Request, exc: BodyLimitExceeded) -> Response:
+        if openai_path(request):
+            return openai_wire.error_response(400, str(exc.detail), code=exc.limit_name)
         return JSONResponse({"error": {"type": "limit_exceeded", "message": str(exc.detail),
                                        "field": "body", "limit": exc.limit}}, status_code=422)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
+        if openai_path(request):
+            return Response(openai_wire.error_body(exc.status_code, str(exc.detail)),
+                            status_code=exc.status_code, media_type="application/json",
+                            headers=exc.headers)
         return JSONResponse({"error": {"type": "http_error", "message": str(exc.detail)}},
                             status_code=exc.status_code, headers=exc.headers)
 

@@ -14,6 +14,10 @@ or running it under uvicorn's ``--root-path`` changes nothing.  Every path is on
   so the route table does not leak; with one, the router answers 404 for an unknown path),
   then the body, then admission.
 
+Errors on the OpenAI-compatible paths (:data:`~langchain_ha.serve.openai_wire.OPENAI_PATHS`)
+are in OpenAI's shape (``{"error": {"message", "type", "param", "code"}}``), elsewhere in the
+replica's own.
+
 The body is read *before* admission, within ``max_body_bytes`` (413) and ``body_timeout_s``
 (408, and the connection is closed), then replayed to the app: a slow client holds a
 connection (bounded by ``max_connections``), never one of the in-flight slots.
@@ -34,6 +38,7 @@ import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from langchain_ha.serve import openai_wire
 from langchain_ha.serve.admission import Admission
 from langchain_ha.serve.drain import DrainState
 from langchain_ha.serve.metrics import ServerMetrics
@@ -48,14 +53,24 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 access_log = logging.getLogger("langchain_ha.access")
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 PROBES = frozenset({"/livez", "/readyz", "/health", "/metrics"})
-ROUTES = frozenset({"/v1/invoke", "/v1/batch", "/v1/stream", "/v1/chat/completions",
-                    "/openapi.json"}) | PROBES
+ROUTES = frozenset({"/v1/invoke", "/v1/batch", "/v1/stream", "/openapi.json"}) | PROBES | \
+    openai_wire.OPENAI_PATHS
 """Route paths counted under their own name in the metrics (any other is ``other``)."""
 
 
 def json_error(status: int, kind: str, message: str, **extra: Any) -> tuple[int, bytes]:
     """A JSON error body: ``{"error": {"type", "message", ...}}``."""
     return status, json.dumps({"error": {"type": kind, "message": message, **extra}}).encode()
+
+
+def _shaped(openai: bool, status: int, kind: str, message: str, **extra: Any
+            ) -> tuple[int, bytes]:
+    """:func:`json_error`, or the same error in OpenAI's shape (``kind`` is its ``code``)."""
+    if not openai:
+        return json_error(status, kind, message, **extra)
+    field = extra.get("field")
+    return status, openai_wire.error_body(status, message, code=kind,
+                                          param=field if isinstance(field, str) else None)
 
 
 def route_path(scope: Scope) -> str:
@@ -100,6 +115,7 @@ class Gate:
         path = route_path(scope)
         admin = path == "/admin" or path.startswith("/admin/")
         kind = "probe" if path in PROBES else "admin" if admin else "api"
+        openai = openai_wire.is_openai_path(path)
         route = path if path in ROUTES else ("/admin" if admin else "other")
         headers = {k.lower(): v for k, v in scope["headers"]}
         incoming = headers.get(b"x-request-id", b"").decode("latin-1")
@@ -122,7 +138,8 @@ class Gate:
                 return
             token = _bearer(headers)
             digest = hash_key(token) if token else ""
-            refusal = self._refuse_admin(token, digest) if admin else self._refuse_api(digest)
+            refusal = (self._refuse_admin(token, digest) if admin
+                       else self._refuse_api(digest, openai))
             if refusal is not None:
                 await _respond(send_with_ids, *refusal)
                 return
@@ -130,7 +147,7 @@ class Gate:
             # names a caller (with no keys configured, every client is the same one).
             verified = digest and self.key_hashes and not admin
             state["caller"] = caller_id(digest) if verified else None
-            body = await self._read_body(receive, headers)
+            body = await self._read_body(receive, headers, openai)
             if body is None:  # the client went away mid-body: nobody to answer
                 return
             if isinstance(body, tuple):
@@ -141,8 +158,8 @@ class Gate:
                 return
             if not self.admission.allows(self.drain.inflight):
                 self.metrics.rejected.inc()
-                await _respond(send_with_ids, *json_error(
-                    503, "overloaded", "replica at its in-flight limit; retry elsewhere",
+                await _respond(send_with_ids, *_shaped(
+                    openai, 503, "overloaded", "replica at its in-flight limit; retry elsewhere",
                     limit=int(self.admission.limit)), retry_after=True)
                 return
             self.drain.enter()
@@ -175,22 +192,24 @@ class Gate:
             return json_error(403, "forbidden", "an API key cannot use the admin API")
         return json_error(401, "unauthorized", "invalid admin token")
 
-    def _refuse_api(self, digest: str) -> tuple[int, bytes] | None:
+    def _refuse_api(self, digest: str, openai: bool) -> tuple[int, bytes] | None:
         if not self.key_hashes:  # no keys configured: `lcha serve` binds loopback only
             return None
         if not digest:
-            return json_error(401, "unauthorized", "API key required: Authorization: Bearer KEY")
+            return _shaped(openai, 401, "unauthorized" if not openai else "missing_api_key",
+                           "API key required: Authorization: Bearer KEY")
         if not any(hmac.compare_digest(digest, h) for h in self.key_hashes):
-            return json_error(401, "unauthorized", "invalid API key")
+            return _shaped(openai, 401, "unauthorized" if not openai else "invalid_api_key",
+                           "invalid API key")
         return None
 
-    async def _read_body(self, receive: Receive,
-                         headers: dict[bytes, bytes]) -> bytes | tuple[int, bytes] | None:
+    async def _read_body(self, receive: Receive, headers: dict[bytes, bytes], openai: bool
+                         ) -> bytes | tuple[int, bytes] | None:
         """The whole body; a (status, error) to answer instead; None if the client left."""
         limit = self.settings.max_body_bytes
-        too_large = json_error(413, "body_too_large",
-                               f"request body exceeds max_body_bytes={limit}",
-                               field="body", limit=limit)
+        too_large = _shaped(openai, 413, "body_too_large",
+                            f"request body exceeds max_body_bytes={limit}",
+                            field="body", limit=limit)
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             return too_large
@@ -211,9 +230,9 @@ class Gate:
                     if not message.get("more_body", False):
                         return b"".join(chunks)
         except TimeoutError:
-            return json_error(408, "body_timeout",
-                              f"request body not received within body_timeout_s={timeout:g}",
-                              field="body", limit=timeout)
+            return _shaped(openai, 408, "body_timeout",
+                           f"request body not received within body_timeout_s={timeout:g}",
+                           field="body", limit=timeout)
 
 
 def _bearer(headers: dict[bytes, bytes]) -> str:

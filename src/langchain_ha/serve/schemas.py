@@ -1,8 +1,9 @@
-"""Request bodies of the replica API, and the limits checked on them."""
+"""Request bodies of the replica's own API, and the limits checked on them (the
+OpenAI-compatible bodies are in :mod:`langchain_ha.serve.openai_wire`)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,34 +24,6 @@ class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     inputs: list[Any] = Field(min_length=1)
-
-
-class ChatMessage(BaseModel):
-    """One OpenAI chat message (text content)."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    role: Literal["system", "user", "assistant", "tool", "developer"]
-    content: str | list[dict[str, Any]] | None = None
-
-
-class ChatRequest(BaseModel):
-    """``POST /v1/chat/completions``: an OpenAI-compatible request (other fields ignored)."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    model: str = "langchain-ha"
-    messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool = False
-    user: str | None = Field(default=None, max_length=200)
-
-
-def text_of(content: str | list[dict[str, Any]] | None) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
 
 
 _ROLES = frozenset({"system", "user", "assistant", "tool", "developer", "human", "ai",
@@ -98,14 +71,4 @@ def check_input(value: Any, settings: ServeSettings, field: str) -> str | None:
         if chars > limit_chars:
             return (f"{field}: at most {limit_chars} characters, keys included "
                     "(max_prompt_chars)")
-    return None
-
-
-def check_chat(req: ChatRequest, settings: ServeSettings) -> str | None:
-    if len(req.messages) > settings.max_messages:
-        return f"messages: at most {settings.max_messages} messages (max_messages)"
-    if sum(len(text_of(m.content)) for m in req.messages) > settings.max_prompt_chars:
-        return f"messages: at most {settings.max_prompt_chars} characters (max_prompt_chars)"
-    if not any(m.role == "user" for m in req.messages):
-        return "messages: at least one message must have role 'user'"
     return None

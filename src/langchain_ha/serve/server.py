@@ -23,6 +23,7 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
+from langchain_core.embeddings import Embeddings
 from langchain_core.runnables import Runnable
 
 from langchain_ha._redact import redact
@@ -108,6 +109,21 @@ class DrainingServer(uvicorn.Server):
 
 def load_runnable(target: str) -> Runnable[Any, Any]:
     """``module:attr`` → the Runnable (an attribute, or a factory called with no arguments)."""
+    value = _load(target)
+    if not isinstance(value, Runnable):
+        raise UsageError(f"{target} is not a LangChain Runnable (got {type(value).__name__})")
+    return value
+
+
+def load_embeddings(target: str) -> Embeddings:
+    """``module:attr`` → LangChain ``Embeddings`` (an attribute, or a factory)."""
+    value = _load(target, Embeddings)
+    if not isinstance(value, Embeddings):
+        raise UsageError(f"{target} is not LangChain Embeddings (got {type(value).__name__})")
+    return value
+
+
+def _load(target: str, kind: type = Runnable) -> Any:
     module_name, _, attr = target.partition(":")
     if not module_name or not attr:
         raise UsageError(f"APP must look like module:attr, got {target!r}")
@@ -118,10 +134,8 @@ def load_runnable(target: str) -> Runnable[Any, Any]:
     value = getattr(module, attr, None)
     if value is None:
         raise UsageError(f"{module_name!r} has no attribute {attr!r}")
-    if not isinstance(value, Runnable) and callable(value):
+    if not isinstance(value, kind) and callable(value):
         value = value()
-    if not isinstance(value, Runnable):
-        raise UsageError(f"{target} is not a LangChain Runnable (got {type(value).__name__})")
     return value
 
 
@@ -146,7 +160,8 @@ def serve(target: str, settings: ServeSettings) -> int:
         logging.getLogger(chatty).setLevel(logging.WARNING)  # a line per provider call
     if not settings.key_hashes():
         log.warning("no API key configured: serving without authentication on loopback only")
-    app = create_app(load_runnable(target), settings)
+    embeddings = load_embeddings(settings.embeddings) if settings.embeddings else None
+    app = create_app(load_runnable(target), settings, embeddings=embeddings)
     protocol = BoundedHttpTools.with_limits(settings.max_header_bytes, settings.header_timeout_s)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
                             access_log=False, http=protocol, loop="uvloop",

@@ -64,6 +64,17 @@ class ServeSettings(BaseSettings):
     max_prompt_chars: int = Field(default=32_000, ge=1)
     """Characters of an input's strings, dictionary keys included."""
     max_batch: int = Field(default=32, ge=1)
+    model_alias: str = Field(default="langchain-ha", pattern=r"^[A-Za-z0-9._:/-]{1,64}$")
+    """The ``model`` id of the served Runnable on the OpenAI-compatible routes (a router's
+    providers are listed beside it by name)."""
+    max_n: int = Field(default=8, ge=1, le=128)
+    """Most answers one chat completion may ask for (``n``)."""
+    max_embedding_inputs: int = Field(default=256, ge=1, le=2048)
+    """Most inputs one ``/v1/embeddings`` request may hold."""
+    embeddings: str | None = Field(default=None, pattern=r"^[\w.]+:[\w.]+$")
+    """``module:attr`` of the LangChain ``Embeddings`` that ``/v1/embeddings`` serves (e.g. a
+    :class:`~langchain_ha.resilience.embeddings.ResilientEmbeddings`); by default the served
+    object's ``embeddings`` attribute, if it has one."""
     request_timeout_s: float = Field(default=60.0, gt=0)
     drain_grace_s: float = Field(default=5.0, ge=0)
     drain_timeout_s: float = Field(default=30.0, gt=0)
