@@ -26,19 +26,11 @@ Q = "Which plans include priority support?"
 ANSWER = expected_answer([("user", Q)])
 
 
-@pytest.fixture(scope="session")
-def _kinds(sim_factory: Any) -> tuple[SimProcess, SimProcess, SimProcess]:
-    return sim_factory("k-gemini"), sim_factory("k-openai"), sim_factory("k-anthropic")
-
-
 @pytest.fixture
-def kinds(_kinds: tuple[SimProcess, SimProcess, SimProcess]
-          ) -> tuple[SimProcess, SimProcess, SimProcess]:
-    """A Gemini, an OpenAI and an Anthropic simulator, no faults, fresh stats."""
-    for sim in _kinds:
-        sim.clear_faults()
-        sim.reset_stats()
-    return _kinds
+def kinds(sim_trio: tuple[SimProcess, SimProcess, SimProcess]
+         ) -> tuple[SimProcess, SimProcess, SimProcess]:
+    """Three clean simulators: here a Gemini, an OpenAI and an Anthropic provider."""
+    return sim_trio
 
 
 def gemini_first(kinds: tuple[SimProcess, SimProcess, SimProcess], **kw: Any

@@ -36,19 +36,11 @@ async def stream_text(llm: ResilientChatModel, question: str) -> tuple[str, list
     return "".join(str(c.content) for c in chunks), chunks
 
 
-@pytest.fixture(scope="session")
-def _trio(sim_factory: Any) -> tuple[SimProcess, SimProcess, SimProcess]:
-    return sim_factory("s-openai"), sim_factory("s-anthropic"), sim_factory("s-gemini")
-
-
 @pytest.fixture
-def trio(_trio: tuple[SimProcess, SimProcess, SimProcess]
+def trio(sim_trio: tuple[SimProcess, SimProcess, SimProcess]
          ) -> tuple[SimProcess, SimProcess, SimProcess]:
-    """Three simulators (one per API the tests use), with no faults and fresh stats."""
-    for sim in _trio:
-        sim.clear_faults()
-        sim.reset_stats()
-    return _trio
+    """Three clean simulators: here an OpenAI, an Anthropic and a Gemini API in turn."""
+    return sim_trio
 
 
 async def test_400_cut_streams_with_a_fallback_that_ignores_continuation(trio) -> None:

@@ -7,21 +7,12 @@ import httpx
 import pytest
 from langchain_anthropic.chat_models import AnthropicContextOverflowError
 from langchain_core.exceptions import ContextOverflowError, ModelAPIError, ModelRateLimitError
-from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
+from langchain_core.messages import AIMessage, HumanMessage
 
 from langchain_ha.providers._answers import REFUSAL_TEXT, expected_answer
-from tests.support.sim_clients import an, order_status
+from tests.support.sim_clients import TWO_ORDERS, Q, an, joined, order_status
 
-Q = "How long do refunds take for annual plans?"
-TWO_ORDERS = "Where are my orders AB-1234 and CD-5678?"
 HEADERS = {"x-api-key": "k", "anthropic-version": "2023-06-01"}
-
-
-def _joined(chunks: list[AIMessageChunk]) -> AIMessageChunk:
-    total = chunks[0]
-    for c in chunks[1:]:
-        total = total + c
-    return total
 
 
 def _raw(sim, **body: object) -> httpx.Response:
@@ -38,7 +29,7 @@ async def test_usage_and_stop_reason_plain_and_streamed(sim_pair) -> None:
     assert plain.usage_metadata is not None
     assert plain.usage_metadata["input_tokens"] == len(Q.split())
     assert plain.usage_metadata["output_tokens"] == len(expected.split())
-    streamed = _joined([c async for c in an(sim).astream(Q)])
+    streamed = joined([c async for c in an(sim).astream(Q)])
     assert streamed.content == expected
     assert streamed.usage_metadata is not None
     assert streamed.usage_metadata["input_tokens"] == plain.usage_metadata["input_tokens"]
@@ -52,7 +43,7 @@ async def test_tool_use_streamed_in_pieces_with_text_first_then_answered(sim_pai
     chunks = [c async for c in model.astream(TWO_ORDERS)]
     arg_pieces = [tc for c in chunks for tc in c.tool_call_chunks if tc["args"]]
     assert len(arg_pieces) > 4  # input_json_delta in several pieces
-    first = _joined(chunks)
+    first = joined(chunks)
     assert first.response_metadata["stop_reason"] == "tool_use"
     assert isinstance(first.content, list) and first.content[0]["type"] == "text"
     assert [c["args"] for c in first.tool_calls] == [{"order_id": "AB-1234"},
@@ -118,7 +109,7 @@ async def test_refusal_stop_reason(sim_pair) -> None:
     got = await an(sim).ainvoke(Q)
     assert got.content == REFUSAL_TEXT
     assert got.response_metadata["stop_reason"] == "refusal"
-    streamed = _joined([c async for c in an(sim).astream(Q)])
+    streamed = joined([c async for c in an(sim).astream(Q)])
     assert streamed.response_metadata["stop_reason"] == "refusal"
 
 

@@ -10,7 +10,7 @@ from langchain_core.exceptions import (
     ModelAuthenticationError,
     ModelRateLimitError,
 )
-from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_google_genai.chat_models import (
     GoogleAPIError,
     GoogleAuthenticationError,
@@ -18,25 +18,9 @@ from langchain_google_genai.chat_models import (
     GoogleInvalidRequestError,
     GoogleRateLimitError,
 )
-from pydantic import BaseModel
 
 from langchain_ha.providers._answers import expected_answer
-from tests.support.sim_clients import gm, order_status
-
-Q = "How long do refunds take for annual plans?"
-TWO_ORDERS = "Where are my orders AB-1234 and CD-5678?"
-
-
-class Verdict(BaseModel):
-    answer: str
-    confidence: int
-
-
-def _joined(chunks: list[AIMessageChunk]) -> AIMessageChunk:
-    total = chunks[0]
-    for c in chunks[1:]:
-        total = total + c
-    return total
+from tests.support.sim_clients import TWO_ORDERS, Q, Verdict, gm, joined, order_status
 
 
 def _post(sim, path: str, body: dict, **params: str) -> httpx.Response:
@@ -59,7 +43,7 @@ async def test_invoke_and_stream_with_usage_metadata(sim_pair) -> None:
     assert plain.usage_metadata["output_tokens"] == len(expected.split())
     chunks = [c async for c in gm(sim).astream(messages)]
     assert len(chunks) > 5
-    streamed = _joined(chunks)
+    streamed = joined(chunks)
     assert streamed.content == expected
     assert streamed.usage_metadata is not None
     assert streamed.usage_metadata["output_tokens"] == len(expected.split())
@@ -72,7 +56,7 @@ async def test_bind_tools_auto_any_none_and_function_responses(sim_pair) -> None
     first = await model.ainvoke(TWO_ORDERS)
     assert [c["args"] for c in first.tool_calls] == [{"order_id": "AB-1234"},
                                                      {"order_id": "CD-5678"}]
-    streamed = _joined([c async for c in model.astream(TWO_ORDERS)])
+    streamed = joined([c async for c in model.astream(TWO_ORDERS)])
     assert [c["args"] for c in streamed.tool_calls] == [c["args"] for c in first.tool_calls]
     assert (await model.ainvoke(Q)).tool_calls == []
     forced = await gm(sim).bind_tools([order_status], tool_choice="any").ainvoke(Q)

@@ -9,26 +9,10 @@ import jsonschema
 import openai
 import pytest
 from langchain_core.exceptions import ContextOverflowError, ModelRefusalError
-from langchain_core.messages import AIMessageChunk, HumanMessage
-from pydantic import BaseModel
+from langchain_core.messages import HumanMessage
 
 from langchain_ha.providers._answers import REFUSAL_TEXT, expected_answer
-from tests.support.sim_clients import oa, order_status, sdk
-
-Q = "How long do refunds take for annual plans?"
-TWO_ORDERS = "Where are my orders AB-1234 and CD-5678?"
-
-
-class Verdict(BaseModel):
-    answer: str
-    confidence: int
-
-
-def _joined(chunks: list[AIMessageChunk]) -> AIMessageChunk:
-    total = chunks[0]
-    for c in chunks[1:]:
-        total = total + c
-    return total
+from tests.support.sim_clients import TWO_ORDERS, Q, Verdict, joined, oa, order_status, sdk
 
 
 async def test_usage_in_plain_answers_and_in_the_stream_usage_chunk(sim_pair) -> None:
@@ -40,7 +24,7 @@ async def test_usage_in_plain_answers_and_in_the_stream_usage_chunk(sim_pair) ->
     assert plain.usage_metadata["output_tokens"] == words
     assert plain.response_metadata["finish_reason"] == "stop"
     chunks = [c async for c in oa(sim, stream_usage=True).astream(Q)]
-    assert _joined(chunks).usage_metadata == plain.usage_metadata
+    assert joined(chunks).usage_metadata == plain.usage_metadata
 
 
 async def test_bind_tools_auto_forced_none_and_parallel(sim_pair) -> None:
@@ -67,7 +51,7 @@ async def test_streamed_tool_calls_and_the_answer_from_several_results(sim_pair)
     chunks = [c async for c in model.astream(TWO_ORDERS)]
     pieces = [tc for c in chunks for tc in c.tool_call_chunks if tc["id"] is None]
     assert len(pieces) > 4  # the arguments arrive in several chunks, as OpenAI sends them
-    first = _joined(chunks)
+    first = joined(chunks)
     assert [c["args"]["order_id"] for c in first.tool_calls] == ["AB-1234", "CD-5678"]
     results = [await order_status.ainvoke(call) for call in first.tool_calls]
     final = await model.ainvoke([HumanMessage(content=TWO_ORDERS), first, *results])

@@ -92,3 +92,20 @@ def sim_pair(_sim_pair_session: tuple[SimProcess, SimProcess]) -> tuple[SimProce
         sim.clear_faults()
         sim.reset_stats()
     return _sim_pair_session
+
+
+@pytest.fixture(scope="session")
+def _sim_trio_session(sim_factory: Callable[..., SimProcess]
+                      ) -> tuple[SimProcess, SimProcess, SimProcess]:
+    return sim_factory("trio-1"), sim_factory("trio-2"), sim_factory("trio-3")
+
+
+@pytest.fixture
+def sim_trio(_sim_trio_session: tuple[SimProcess, SimProcess, SimProcess]
+             ) -> tuple[SimProcess, SimProcess, SimProcess]:
+    """Three simulators (for a router over three providers, e.g. of three API kinds) with no
+    faults and fresh stats."""
+    for sim in _sim_trio_session:
+        sim.clear_faults()
+        sim.reset_stats()
+    return _sim_trio_session

@@ -6,9 +6,11 @@ from typing import Any
 
 import openai
 from langchain_anthropic import ChatAnthropic
+from langchain_core.messages import AIMessageChunk
 from langchain_core.tools import tool
 from langchain_google_genai import ChatGoogleGenerativeAI
 from langchain_openai import ChatOpenAI
+from pydantic import BaseModel
 
 from tests.support.fixtures_sim import SimProcess
 
@@ -40,3 +42,22 @@ def sdk(sim: SimProcess, key: str = "k", **kw: Any) -> openai.AsyncOpenAI:
 def order_status(order_id: str) -> str:
     """Look up the status of an order by its id."""
     return f"status of {order_id}"
+
+
+Q = "How long do refunds take for annual plans?"
+TWO_ORDERS = "Where are my orders AB-1234 and CD-5678?"
+
+
+class Verdict(BaseModel):
+    """A structured answer the tests ask for."""
+
+    answer: str
+    confidence: int
+
+
+def joined(chunks: list[AIMessageChunk]) -> AIMessageChunk:
+    """Stream chunks summed as LangChain sums them."""
+    total = chunks[0]
+    for c in chunks[1:]:
+        total = total + c
+    return total
