@@ -83,6 +83,7 @@ class Scenario:
     task: Task = "chat"
     overhead: bool = False  # against the zero-latency simulators
     sequential: bool = False  # concurrency 1 (and at most 200 requests)
+    requests_factor: int = 1  # times --requests: a run long enough for the fault's rhythm
 
 
 _CUT = {"disconnect_after_chunks": 3}
@@ -103,8 +104,9 @@ SCENARIOS: dict[str, Scenario] = {
     "stream_ignore_reword": Scenario(
         "as stream_ignore, the secondary restarts in other words", _CUT,
         {"ignore_continuation": True, "restart_style": "reword"}, task="stream"),
-    "flapping": Scenario("the primary is down (503) 3 s, up 3 s, repeatedly",
-                         {"status": 503, "down_for_s": 3, "up_for_s": 3}),
+    "flapping": Scenario("the primary is down (503) 2 s, up 4 s, repeatedly; ten times the "
+                         "requests, so a run spans several cycles",
+                         {"status": 503, "down_for_s": 2, "up_for_s": 4}, requests_factor=10),
     "agent_tools": Scenario("a tool-calling task (order status) while the primary answers 500",
                             {"status": 500}, task="tools"),
     "overhead_seq": Scenario("no fault, zero-latency simulators, one request at a time",
@@ -375,7 +377,8 @@ async def run(requests: int, concurrency: int, scenarios: list[str], contenders:
             ends = dataclasses.replace(sims.instant if spec.overhead else sims.realistic,
                                        fault_free=not spec.primary)
             conc = 1 if spec.sequential else concurrency
-            work = questions(spec.task, min(requests, 200) if spec.sequential else requests)
+            count = requests * spec.requests_factor
+            work = questions(spec.task, min(count, 200) if spec.sequential else count)
             pooled: dict[str, RunResult] = {}
             shown: dict[str, Contender] = {}
             for r in range(rounds):
