@@ -53,7 +53,7 @@ async def test_vector_db_outage(deployment: Deployment) -> None:
     r = await _drill(deployment, "vector-db-outage", rps=20, duration_s=20)
     assert r["availability"] >= 0.999, r["problems"]
     assert r["requests"]["degraded"] > 0
-    assert {"retrieval", "history"} & set(r["degraded_components"])
+    assert {"retrieval", "history:read", "history:write"} & set(r["degraded_components"])
 
 
 def test_drill_cli_writes_json_and_html(deployment: Deployment, tmp_path) -> None:  # type: ignore[no-untyped-def]
