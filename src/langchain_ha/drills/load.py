@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 
 from langchain_ha._percentile import percentile
-from langchain_ha.drills.mix import request_for
+from langchain_ha.drills.mix import exact_fallback, request_for
 
 CLIENTS = 16
 CLIENT_CONNECTIONS = 64
@@ -204,12 +204,20 @@ def summarize(outcomes: list[Outcome]) -> dict[str, Any]:
 def judged_correctness(outcomes: list[Outcome]) -> dict[str, Any]:
     """Right answers among the answered requests: overall, for the plain (not degraded) ones
     and per degraded component.  Each ratio is ``correct / judged``, None when nothing was
-    judged (not 1.0: no evidence is not a pass)."""
+    judged (not 1.0: no evidence is not a pass).
+
+    A component whose fallback keeps answers exact (:func:`~langchain_ha.drills.mix.
+    exact_fallback`: ``primary_llm``, ``tool:*``, ``history:*``) is judged on the answers it
+    degraded that lost nothing inexact besides (an answer that also fell back to keyword
+    search is not blamed on its chat history); the others on every answer they degraded.
+    """
     answered = [o for o in outcomes if o.status == 200]
     by_component: dict[str, list[Outcome]] = {}
     for o in answered:
+        exact = all(exact_fallback(c) for c in o.degraded)
         for c in o.degraded:
-            by_component.setdefault(c, []).append(o)
+            if exact or not exact_fallback(c):
+                by_component.setdefault(c, []).append(o)
     return {**_ratio(answered),
             "plain": _ratio([o for o in answered if not o.degraded]),
             "by_component": {c: _ratio(os) for c, os in sorted(by_component.items())}}

@@ -25,6 +25,10 @@ from langchain_ha.demo.corpus import load_questions
 from langchain_ha.providers import expected_answer
 from langchain_ha.providers.simulator import order_status
 
+EXACT_FALLBACKS = ("primary_llm", "tool:", "history:")
+"""Degradations after which an answer must still be exactly right (a fallback provider or the
+local model answers the same; a failed tool is said so; memory does not change the answer).
+The others (``retrieval``, ``embeddings``: keyword search) may cite another document."""
 KINDS = ("rag", "rag", "rag", "chat", "chat", "tool", "rag", "stream", "chat", "tool")
 SESSIONS = 40
 TOOL = "order_status"
@@ -55,6 +59,11 @@ class Request:
             return answer == order_answer(self.order)
         sources = output.get("sources") or []
         return self.doc_id in sources or f"[doc:{self.doc_id}]" in answer
+
+
+def exact_fallback(component: str) -> bool:
+    """Whether answers degraded by ``component`` must still be exactly right."""
+    return component.startswith(EXACT_FALLBACKS)
 
 
 def order_answer(order: str) -> str:
