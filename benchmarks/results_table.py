@@ -2,18 +2,23 @@
 
     python benchmarks/results_table.py drill docs/results/drill-*.json
     python benchmarks/results_table.py capacity docs/results/capacity.json
+    python benchmarks/results_table.py readme README.md      # rewrite every generated table
 
 ``drill`` takes the files ``lcha drill SCENARIO --json FILE`` (or ``lcha drill all --json``)
 wrote and prints one Markdown row per scenario; ``capacity`` takes the file ``lcha bench
 capacity --json FILE`` wrote and prints one row per target (cluster, one replica).  The
-README's tables are this output pasted unchanged, so each figure can be checked against the
-committed run.
+README's tables are this output, between ``<!-- generated: COMMAND -->`` and ``<!-- end
+generated -->``; ``readme`` reruns each block's COMMAND and rewrites the block, and a unit test
+fails when a block differs from what its JSON gives.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import json
+import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -78,11 +83,43 @@ def capacity_table(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+ROOT = Path(__file__).resolve().parent.parent
+_BLOCK = re.compile(r"(<!-- generated: (?P<cmd>[^>]*?) -->\n)(?P<body>.*?)(<!-- end generated -->)",
+                    re.S)
+
+
+def table_for(command: str, root: Path = ROOT) -> str:
+    """The table ``python benchmarks/results_table.py KIND FILES...`` prints (globs expanded
+    from ``root``)."""
+    words = shlex.split(command)
+    if words[:2] != ["python", "benchmarks/results_table.py"] or len(words) < 4:
+        raise ValueError(f"not a results_table command: {command!r}")
+    kind = words[2]
+    files = [Path(f) for w in words[3:] for f in sorted(glob.glob(str(root / w)))]
+    if not files:
+        raise ValueError(f"{command!r}: no file matches")
+    if kind == "drill":
+        return drill_table(load_reports(files))
+    if kind == "capacity":
+        return "\n".join(capacity_table(json.loads(f.read_text())) for f in files)
+    raise ValueError(f"{command!r}: unknown kind {kind!r}")
+
+
+def refresh(text: str, root: Path = ROOT) -> str:
+    """``text`` with every generated block rewritten from its command."""
+    return _BLOCK.sub(lambda m: m.group(1) + table_for(m.group("cmd"), root) + "\n"
+                      + m.group(4), text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("kind", choices=("drill", "capacity"))
+    parser.add_argument("kind", choices=("drill", "capacity", "readme"))
     parser.add_argument("files", nargs="+", type=Path)
     args = parser.parse_args(argv)
+    if args.kind == "readme":
+        for path in args.files:
+            path.write_text(refresh(path.read_text()))
+        return 0
     if args.kind == "drill":
         print(drill_table(load_reports(args.files)))
     else:
