@@ -10,7 +10,7 @@ model follows the same rule, and chat memory does not change the answer.
 - RAG, chat and stream answers must cite the question's document (in ``sources`` or as a
   ``[doc:ID]`` marker), whatever was degraded;
 - an order answer must be the simulator's exact sentence for that order's status
-  (:func:`langchain_ha.providers.simulator.order_status`), or, when the tool was degraded
+  (:func:`langchain_ha.providers.order_status`), or, when the tool was degraded
   (``tool:order_status``), must say that the order system could not answer instead of
   giving a status.
 """
@@ -22,8 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from langchain_ha.demo.corpus import load_questions
-from langchain_ha.providers import expected_answer
-from langchain_ha.providers.simulator import order_status
+from langchain_ha.providers import expected_answer, order_status
 
 EXACT_FALLBACKS = ("primary_llm", "tool:", "history:")
 """Degradations after which an answer must still be exactly right (a fallback provider or the
