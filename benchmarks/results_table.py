@@ -67,7 +67,7 @@ def drill_table(reports: list[dict[str, Any]]) -> str:
 
 def capacity_table(doc: dict[str, Any]) -> str:
     """One row per target of ``lcha bench capacity``: the rate, and what held at it."""
-    lines = ["| target | capacity req/s | p50 / p99 ms there | send lag max ms there | "
+    lines = ["| target | capacity req/s | p50 / p99 ms there | send lag p99 / max ms there | "
              "replayed | steps (last: why it stopped) |", "|---|---|---|---|---|---|"]
     for target in ("cluster", "replica"):
         ramp = doc[target]
@@ -78,6 +78,7 @@ def capacity_table(doc: dict[str, Any]) -> str:
         lines.append(
             f"| {target} | {ramp['capacity_rps']:g} | "
             f"{_ms(at['p50_ms']) if at else '—'} / {_ms(at['p99_ms']) if at else '—'} | "
+            f"{_ms(at['send_lag_ms']['p99']) if at else '—'} / "
             f"{_ms(at['send_lag_ms']['max']) if at else '—'} | {ramp.get('replayed', '—')} | "
             f"{len(steps)} ({why}) |")
     return "\n".join(lines)

@@ -4,9 +4,12 @@ Open-loop steps of rising rate (each ``step_s`` long) through the load balancer,
 one replica directly.  A step passes when no request failed, none was degraded, none was an
 idempotent replay (every ramp and every step sends keys of its own, so a replay means an
 answer was not computed), the p99 (from the scheduled send time) is under ``p99_ms`` and the
-load generator kept to its schedule: its send lag stayed under :data:`MAX_SEND_LAG_MS` (a
-generator that falls behind sends fewer requests than the rate claims, so the rate would not
-have been measured).  The capacity is the last rate that passed (0 if the first did not).
+load generator kept to its schedule: the p99 of its send lag stayed under
+:data:`MAX_SEND_LAG_MS` (a generator that falls behind sends fewer requests than the rate
+claims, so the rate would not have been measured).  The p99, not the max: one scheduler stall
+of a shared 2-core machine delays a handful of sends, whose latency then counts from their
+schedule anyway; a generator that cannot keep the rate lags on many.  The max is reported.
+The capacity is the last rate that passed (0 if the first did not).
 """
 
 from __future__ import annotations
@@ -30,9 +33,10 @@ def judge_step(s: dict[str, Any], p99_ms: float) -> list[str]:
         why.append(f"{s['replayed']} idempotent replays")
     if (s["latency_ms"]["p99"] or 0) > p99_ms:
         why.append(f"p99 {s['latency_ms']['p99']} ms > {p99_ms:g} ms")
-    lag = s["send_lag_ms"]["max"] or 0
+    lag = s["send_lag_ms"]["p99"] or 0
     if lag >= MAX_SEND_LAG_MS:
-        why.append(f"send lag {lag} ms >= {MAX_SEND_LAG_MS:g} ms (the generator fell behind)")
+        why.append(f"send lag p99 {lag} ms >= {MAX_SEND_LAG_MS:g} ms (the generator fell "
+                   "behind)")
     return why
 
 
@@ -58,8 +62,9 @@ async def ramp(url: str, api_key: str, *, p99_ms: float, start: float, step: flo
                       "passed": not why, "why": why})
         print(f"  {rps:6.0f} req/s: p50 {s['latency_ms']['p50']} ms  p99 "
               f"{s['latency_ms']['p99']} ms  failed {s['requests']['failed']}  degraded "
-              f"{s['requests']['degraded']}  replayed {s['replayed']}  send lag max "
-              f"{s['send_lag_ms']['max']} ms  {'ok' if not why else 'over: ' + '; '.join(why)}",
+              f"{s['requests']['degraded']}  replayed {s['replayed']}  send lag p99/max "
+              f"{s['send_lag_ms']['p99']}/{s['send_lag_ms']['max']} ms  "
+              f"{'ok' if not why else 'over: ' + '; '.join(why)}",
               flush=True)
         if why:
             break
