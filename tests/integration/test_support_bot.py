@@ -131,3 +131,17 @@ async def test_history_read_and_write_failures_are_told_apart(bot, broken: str) 
     assert degraded == {f"history:{broken}"}
     # Only a failed write means the turn is missing: a drill counts it as not acknowledged.
     assert len(store.messages) == (2 if broken == "read" else 0)
+
+
+async def test_the_local_model_answers_an_order_question_with_the_order_status(bot, sims) -> None:
+    """With both remote providers down, the local model still calls the order tool: its
+    answer is the simulator's own sentence for that order (what a drill requires of a
+    ``primary_llm`` fallback), not an FAQ quote."""
+    from langchain_ha.drills.mix import order_answer
+
+    sims[0].set_faults(status=500, routes=["chat"])
+    sims[1].set_faults(status=500, routes=["chat"])
+    with degradation_scope() as degraded:
+        out = await bot.ainvoke("Where is my order AB-12345?")
+    assert out["provider"] == "local" and degraded == {"primary_llm"}
+    assert out["answer"] == order_answer("AB-12345")

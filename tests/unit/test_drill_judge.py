@@ -204,3 +204,19 @@ def test_the_oracle_judges_order_answers_and_their_tool_outage() -> None:
     rag = request_for(0, "r")
     assert rag.correct({"answer": "x", "sources": [rag.doc_id]}, ["primary_llm"])
     assert not rag.correct({"answer": "x", "sources": []}, ["history:read"])
+
+
+def test_a_capacity_step_passes_only_without_replays_and_on_schedule() -> None:
+    from langchain_ha.drills.capacity import judge_step
+
+    on_time = [_outcome(i, start=i * 0.01, sent=i * 0.01 + 0.002) for i in range(100)]
+    assert judge_step(summarize(on_time), p99_ms=1000) == []
+    replayed = [*on_time[:-3], *(_outcome(i) for i in range(3))]
+    for o in replayed[-3:]:
+        o.replayed = True
+    assert judge_step(summarize(replayed), p99_ms=1000) == ["3 idempotent replays"]
+    # The generator fell 80 ms behind on 5 % of the sends: the rate was not really offered.
+    behind = [_outcome(i, start=i * 0.01, sent=i * 0.01 + (0.08 if i % 20 == 0 else 0.0),
+                       end=i * 0.01 + 0.2) for i in range(100)]
+    assert judge_step(summarize(behind), p99_ms=1000) == [
+        "send lag p99 80.0 ms >= 50 ms (the generator fell behind)"]

@@ -58,7 +58,8 @@ async def ramp(url: str, api_key: str, *, p99_ms: float, start: float, step: flo
         steps.append({"rps": rps, "requests": s["requests"]["total"],
                       "p50_ms": s["latency_ms"]["p50"], "p99_ms": s["latency_ms"]["p99"],
                       "failed": s["requests"]["failed"], "degraded": s["requests"]["degraded"],
-                      "replayed": s["replayed"], "send_lag_ms": s["send_lag_ms"],
+                      "replayed": s["replayed"], "statuses": s["statuses"],
+                      "send_lag_ms": s["send_lag_ms"],
                       "passed": not why, "why": why})
         print(f"  {rps:6.0f} req/s: p50 {s['latency_ms']['p50']} ms  p99 "
               f"{s['latency_ms']['p99']} ms  failed {s['requests']['failed']}  degraded "
