@@ -113,6 +113,8 @@ def test_degraded_answers_are_judged_per_component() -> None:
         "primary_llm": {"judged": 2, "correct": 1, "ratio": 0.5},
         "retrieval": {"judged": 1, "correct": 0, "ratio": 0.0},
     }
+    assert [(w["index"], w["degraded"]) for w in s["wrong_answers"]] == [
+        (3, ["primary_llm"]), (5, ["retrieval", "history:read"])]
     problems = judge(SCENARIOS["provider-outage"], {"rps": 50.0, **s}, 60)
     assert problems == ["1 of 2 answers degraded by primary_llm wrong (its fallback must "
                         "answer right)"]

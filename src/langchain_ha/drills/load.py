@@ -29,6 +29,8 @@ CLIENTS = 16
 CLIENT_CONNECTIONS = 64
 REPLAY_HEADER = "idempotent-replayed"
 """The header a replica sets on an answer replayed from the idempotency store."""
+WRONG_KEPT = 20
+"""Wrong answers a summary lists (the first ones), so a failed correctness check can be read."""
 HISTORY_WRITE = "history:write"
 """The degradation a replica records when a chat turn could not be saved."""
 
@@ -55,6 +57,8 @@ class Outcome:
     session: str | None = None
     retry_after: str | None = None
     replayed: bool = False
+    wrong_answer: str | None = None
+    """The start of the answer, kept when it was judged wrong (for the report)."""
 
     @property
     def outcome(self) -> str:
@@ -104,6 +108,9 @@ async def send(client: httpx.AsyncClient, url: str, api_key: str, i: int, run_id
         rec.replica, rec.zone = meta.get("replica"), meta.get("zone")
         if status == 200:
             rec.correct = req.correct(output, rec.degraded)
+            if not rec.correct:
+                rec.wrong_answer = str(output.get("answer") if isinstance(output, dict)
+                                       else output)[:200]
         else:
             rec.error = str(meta.get("error") or meta)[:200]
     except httpx.HTTPError as exc:
@@ -196,6 +203,9 @@ def summarize(outcomes: list[Outcome]) -> dict[str, Any]:
                        "max": _ms(max(lat, default=None))},
         "send_lag_ms": send_lag(outcomes),
         "replayed": sum(o.replayed for o in outcomes),
+        "wrong_answers": [{"index": o.index, "kind": o.kind, "degraded": o.degraded,
+                           "replica": o.replica, "answer": o.wrong_answer}
+                          for o in outcomes if o.status == 200 and not o.correct][:WRONG_KEPT],
         "shed": _shed([o for o in outcomes if o.status == 503]),
         "served": _served([o for o in outcomes if o.status == 200]),
     }
