@@ -79,11 +79,13 @@ async def test_capacity_ramps_send_fresh_keys_and_replays_are_detected(
         assert [st["requests"] for st in r["steps"]] == [30, 60]
         assert r["replayed"] == 0 and all(st["replayed"] == 0 for st in r["steps"])
         assert r["send_lag_ms_at_capacity"]["max"] is not None
-    # The detector sees a replay when there is one: the same keys sent twice.
-    once = await run_load(deployment.url, deployment.api_key, rps=10, duration_s=2,
-                          run_id="replay-check")
-    twice = await run_load(deployment.url, deployment.api_key, rps=10, duration_s=2,
-                           run_id="replay-check")
+    # The detector sees a replay when there is one: the same keys sent twice to one replica
+    # (each replica keeps its own idempotency store: through the balancer a repeat may reach
+    # another replica and be answered afresh).
+    replica = next(r for r in deployment.sd.state()["replicas"] if r["state"] == "ready")
+    url = f"http://127.0.0.1:{replica['port']}"
+    once = await run_load(url, deployment.api_key, rps=10, duration_s=2, run_id="replay-check")
+    twice = await run_load(url, deployment.api_key, rps=10, duration_s=2, run_id="replay-check")
     assert not any(o.replayed for o in once)
     plain = [o for o in twice if o.kind != "stream"]
     assert plain and all(o.replayed and o.status == 200 for o in plain)
