@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -164,7 +165,11 @@ async def run_load(url: str, api_key: str, *, rps: float, duration_s: float,
     # which at a few thousand requests in flight made the generator the bottleneck.
     limits = httpx.Limits(max_connections=CLIENT_CONNECTIONS,
                           max_keepalive_connections=CLIENT_CONNECTIONS)
-    clients = [httpx.AsyncClient(timeout=timeout_s, limits=limits) for _ in range(CLIENTS)]
+    # One TLS context for every pool: each client building its own took ~28 ms, which put
+    # the first requests of every run ~0.45 s behind schedule.
+    tls = ssl.create_default_context()
+    clients = [httpx.AsyncClient(timeout=timeout_s, limits=limits, verify=tls)
+               for _ in range(CLIENTS)]
     try:
         start = time.monotonic() if t0 is None else t0
         tasks = []
