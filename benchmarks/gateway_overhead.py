@@ -26,6 +26,7 @@ import openai
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from langchain_ha._percentile import percentile  # noqa: E402
 from langchain_ha._proc import Child, free_port, python_argv  # noqa: E402
 
 APP = '''
@@ -41,8 +42,8 @@ MESSAGES = [{"role": "user", "content": "Where is order AB-1234?"}]
 
 
 def _p(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+    """The project's one (nearest-rank) percentile, 0 with no values."""
+    return percentile(values, q) or 0.0
 
 
 def _plain(client: openai.OpenAI, model: str) -> Callable[[], None]:

@@ -19,6 +19,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from langchain_ha._percentile import percentile  # noqa: E402
 from langchain_ha._proc import Child, free_port, python_argv  # noqa: E402
 
 BARE = """
@@ -58,8 +59,8 @@ async def _load(url: str, requests: int, concurrency: int) -> tuple[float, list[
 
 
 def _p(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+    """The project's one (nearest-rank) percentile, 0 with no values."""
+    return percentile(values, q) or 0.0
 
 
 def main(requests: int = 4000, concurrency: int = 16) -> None:

@@ -230,7 +230,8 @@ def _add_drill(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("scenario", metavar="SCENARIO",
                    help="all, " + ", ".join(SCENARIOS))
     p.add_argument("--rps", type=float, default=50.0, help="arrival rate (open loop)")
-    p.add_argument("--duration", type=float, default=30.0, help="seconds of load")
+    p.add_argument("--duration", type=float, default=60.0,
+                   help="seconds of load (the defaults send 3,000 requests)")
     p.add_argument("--json", dest="json_path", type=Path, help="write the report(s) here")
     p.add_argument("--html", dest="html_path", type=Path, help="write an HTML report here")
     p.add_argument("--up", action="store_true", help="start a demo deployment and stop it after")

@@ -3,9 +3,11 @@ degradation path."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pytest
+from langchain_core.chat_history import InMemoryChatMessageHistory
+from langchain_core.messages import BaseMessage
 
 from langchain_ha._context import request_key_scope
 from langchain_ha.demo.corpus import load_corpus, load_questions
@@ -101,3 +103,45 @@ async def test_history_is_appended_once_per_request_key(bot) -> None:
     with request_key_scope("req-2"):
         await bot.ainvoke(turn)
     assert len(await bot.history("s-1").aget_messages()) == 4
+
+
+class _HalfBrokenHistory(InMemoryChatMessageHistory):
+    """A history store whose reads or whose writes fail (a replica's view of a sick store)."""
+
+    broken: str = "read"
+
+    async def aget_messages(self) -> list[BaseMessage]:
+        if self.broken == "read":
+            raise ConnectionError("store unreadable")
+        return await super().aget_messages()
+
+    async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
+        if self.broken == "write":
+            raise ConnectionError("store read-only")
+        await super().aadd_messages(messages)
+
+
+@pytest.mark.parametrize("broken", ["read", "write"])
+async def test_history_read_and_write_failures_are_told_apart(bot, broken: str) -> None:
+    store = _HalfBrokenHistory(broken=broken)
+    bot.history = lambda _session: store
+    with request_key_scope(f"req-{broken}"), degradation_scope() as degraded:
+        out = await bot.ainvoke({"question": "How do refunds work?", "session_id": "s-half"})
+    assert out["answer"]
+    assert degraded == {f"history:{broken}"}
+    # Only a failed write means the turn is missing: a drill counts it as not acknowledged.
+    assert len(store.messages) == (2 if broken == "read" else 0)
+
+
+async def test_the_local_model_answers_an_order_question_with_the_order_status(bot, sims) -> None:
+    """With both remote providers down, the local model still calls the order tool: its
+    answer is the simulator's own sentence for that order (what a drill requires of a
+    ``primary_llm`` fallback), not an FAQ quote."""
+    from langchain_ha.drills.mix import order_answer
+
+    sims[0].set_faults(status=500, routes=["chat"])
+    sims[1].set_faults(status=500, routes=["chat"])
+    with degradation_scope() as degraded:
+        out = await bot.ainvoke("Where is my order AB-12345?")
+    assert out["provider"] == "local" and degraded == {"primary_llm"}
+    assert out["answer"] == order_answer("AB-12345")

@@ -77,7 +77,7 @@ async def test_database_down_degrades_and_says_so(pg_sims) -> None:
             with degradation_scope() as degraded:
                 out = await bot.ainvoke({"question": question, "session_id": "pg-down"})
             assert out["sources"][:1] == [doc_id]  # keyword search over the shipped corpus
-            assert degraded == {"retrieval", "history"}
+            assert degraded == {"retrieval", "history:read", "history:write"}
     finally:
         await bot.aclose()
 

@@ -27,8 +27,9 @@ def test_cold_provider_borrows_its_peers_slowest_answer() -> None:
 
 def test_warm_provider_uses_its_own_high_quantile() -> None:
     policy = HedgePolicy(quantile=0.9, multiplier=1.5, min_samples=10)
-    own = tracker(*[0.1] * 9, 0.2)
-    assert policy.delay(own, [tracker(5.0)]) == pytest.approx(0.3)
+    # Nearest rank: p90 of 10 samples is the 9th smallest.
+    assert policy.delay(tracker(*[0.1] * 8, 0.2, 0.2), [tracker(5.0)]) == pytest.approx(0.3)
+    assert policy.delay(tracker(*[0.1] * 9, 0.2), [tracker(5.0)]) == pytest.approx(0.15)
 
 
 def test_delay_is_clamped() -> None:

@@ -62,9 +62,7 @@ _KNOWN_PRIVATE = {
     ("langchain_ha.cluster.upcli", "langchain_ha.cluster.dbcli._cluster"),
 }
 _KNOWN_CYCLES = {
-    frozenset({"langchain_ha.cli", "langchain_ha.drills.capacity", "langchain_ha.drills.drill",
-               "langchain_ha.drills.drillcli", "langchain_ha.drills.load",
-               "langchain_ha.providers.simulator"}),
+    frozenset({"langchain_ha.cli", "langchain_ha.providers.simulator"}),
     frozenset({"langchain_ha.cluster.rollout", "langchain_ha.cluster.startup",
                "langchain_ha.cluster.supervisor"}),
 }

@@ -4,7 +4,8 @@ Retrieval over the shipped FAQ corpus (vector search through the embeddings prov
 overlap when that provider is down, recorded as ``embeddings``; nothing at all, recorded as
 ``retrieval``, when retrieval itself fails), an order-status tool (``tool:order_status`` when
 its API fails), chat memory per ``session_id`` and caller (appends once per request key;
-``history`` when the history store cannot be read or written), and a
+``history:read`` when the history store cannot be read, so the answer lacked the earlier
+turns, ``history:write`` when this turn could not be saved), and a
 :class:`ResilientChatModel` over two providers and a local extractive model (``primary_llm``
 when a fallback answered).
 
@@ -140,8 +141,9 @@ class SupportBot(Runnable[Any, dict[str, Any]]):
     ``history`` makes the chat history of a session (default: in memory); ``prepare`` runs
     before each answer (e.g. opening database pools on the serving loop; it must be cheap once
     done).  History reads and writes run under their own breaker and timeout: when the store
-    cannot serve them the bot answers without memory and records ``history`` (so a client knows
-    the turn was not saved).
+    cannot serve them the bot answers without memory and records ``history:read`` (the answer
+    lacked the earlier turns) or ``history:write`` (the turn was not saved), so a client knows
+    which.
     """
 
     def __init__(self, model: ResilientChatModel, retriever: BaseRetriever,
@@ -262,7 +264,7 @@ class SupportBot(Runnable[Any, dict[str, Any]]):
                                  history.aget_messages)
         except Unavailable as exc:
             log.warning("chat history unreadable (%s): answering without it", exc.reason)
-            record_degraded("history")
+            record_degraded("history:read")
             return []
         return past[-6:]
 
@@ -283,7 +285,7 @@ class SupportBot(Runnable[Any, dict[str, Any]]):
         except Unavailable as exc:
             self._seen.pop((session_id, key or ""), None)  # a retry may still save it
             log.warning("chat history not saved (%s)", exc.reason)
-            record_degraded("history")
+            record_degraded("history:write")
 
 
 def _session_key(session_id: str) -> str:

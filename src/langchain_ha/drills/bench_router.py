@@ -41,7 +41,6 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import math
 import os
 import secrets
 import shutil
@@ -54,6 +53,7 @@ from typing import Any
 
 import httpx
 
+from langchain_ha._percentile import DEFINITION, percentile
 from langchain_ha._proc import Child, free_port, python_argv
 from langchain_ha._usage import UsageError
 from langchain_ha.drills._contenders import (
@@ -70,7 +70,7 @@ from langchain_ha.drills._contenders import (
 from langchain_ha.providers import ADMIN_TOKEN_ENV, admin_headers, expected_answer
 
 RUN_BUDGET_S = 90.0
-PERCENTILES = "nearest-rank"
+PERCENTILES = DEFINITION
 
 
 @dataclass(frozen=True)
@@ -168,15 +168,6 @@ class Row:
     vs: dict[str, dict[str, float | None]] = field(default_factory=dict)
     first_error: str = ""
     first_wrong: str = ""
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """The nearest-rank ``q`` quantile of ``values`` (None if there are none)."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
 
 
 def _round(value: float | None, digits: int = 2) -> float | None:

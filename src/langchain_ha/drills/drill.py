@@ -18,8 +18,8 @@ from langchain_ha.cluster.state import StateDir, read_json
 from langchain_ha.cluster.topology import Topology
 from langchain_ha.drills.faults import Injector
 from langchain_ha.drills.load import Outcome, run_load, summarize, timeline
-from langchain_ha.drills.probe import WriteProbe, lost_history, wait_writable
-from langchain_ha.drills.scenarios import Scenario, judge
+from langchain_ha.drills.probe import WriteProbe, missing_history, tally, wait_writable
+from langchain_ha.drills.scenarios import Scenario, verdict
 from langchain_ha.serve.idempotency import scoped_key
 from langchain_ha.serve.settings import caller_id, hash_key
 
@@ -49,13 +49,17 @@ async def run_scenario(sd: StateDir, scenario: Scenario, *, rps: float,
     api_key = sd.secrets()["api_key"]
     load = asyncio.create_task(run_load(state["balancer"]["url"], api_key,
                                         rps=rate, duration_s=duration_s, run_id=run_id,
-                                        timeout_s=deadline_s + 10))
+                                        timeout_s=deadline_s + 10, t0=t0))
     faults: list[dict[str, Any]] = []
+    rollout: dict[str, Any] | None = None
     try:
         if scenario.inject is not None:
             await asyncio.sleep(duration_s * scenario.at)
+            generation = int(sd.state().get("generation", 0))
             done = await asyncio.to_thread(scenario.inject, inj)
             faults.append({"t": round(time.monotonic() - t0, 2), **done})
+            if scenario.inject == Injector.rollout:
+                rollout = await watch_rollout(sd, generation, t0, t0 + duration_s)
         if scenario.clear_at is not None:
             await asyncio.sleep(max(0.0, t0 + duration_s * scenario.clear_at - time.monotonic()))
             await asyncio.to_thread(inj.undo)
@@ -70,24 +74,36 @@ async def run_scenario(sd: StateDir, scenario: Scenario, *, rps: float,
         raise
     finally:
         await asyncio.to_thread(inj.undo)
-    await wait_settled(sd)
-    lost = 0
+    load_end = time.monotonic() - t0
     if probe is not None and probe_task is not None:
-        probe.stop()
+        probe.stop()  # the write gap runs to here: the end of the load, before recovery waits
         await probe_task
+    await wait_settled(sd)
+    recovery = recovery_s(outcomes, faults)
+    window = fault_window(faults, recovery, duration_s)
+    acked: dict[str, Any] | None = None
+    if probe is not None:
         await wait_writable(db["writer"])
-        lost = await probe.lost() + await lost_history(
-            db["writer"], [_stored_turn(api_key, o) for o in outcomes if o.acked_write])
+        turns = [(_stored_turn(api_key, o), o.end) for o in outcomes if o.acked_write]
+        probe_rows = [(n, at - t0) for n, at in probe.acked]
+        probe_tally = tally(probe_rows, await probe.missing(), window)
+        turn_tally = tally(turns, await missing_history(db["writer"], [t for t, _ in turns]),
+                           window)
+        acked = {k: probe_tally[k] + turn_tally[k] for k in probe_tally}
+        acked |= {"probe_rows": probe_tally, "chat_turns": turn_tally,
+                  "window_s": list(window) if window else None}
     report: dict[str, Any] = {
         "scenario": scenario.name, "summary": scenario.summary, "rps": rate,
-        "duration_s": duration_s, **summarize(outcomes),
-        "recovery_s": recovery_s(outcomes, faults),
+        "duration_s": duration_s, "load_s": round(load_end, 2), **summarize(outcomes),
+        "recovery_s": recovery,
         "write_gap_s": probe.write_gap_s() if probe else None,
-        "acked_writes_lost": lost, "faults": faults, "timeline": timeline(outcomes),
+        "acked_writes": acked, "acked_writes_lost": acked["lost"] if acked else 0,
+        "faults": faults, "timeline": timeline(outcomes),
         "degraded_components": _components(outcomes),
     }
-    report["problems"] = judge(scenario, report, deadline_s)
-    report["passed"] = not report["problems"]
+    if rollout is not None:
+        report["rollout"] = rollout
+    report |= verdict(scenario, report, deadline_s)
     return report
 
 
@@ -119,6 +135,49 @@ def _components(outcomes: list[Any]) -> dict[str, int]:
         for c in o.degraded:
             counts[c] = counts.get(c, 0) + 1
     return dict(sorted(counts.items()))
+
+
+PRE_FAULT_S = 5.0
+"""The fault window opens this long before the injection: writes the failed primary had
+acknowledged just before it died are the ones a failover could lose."""
+
+
+def fault_window(faults: list[dict[str, Any]], recovery: float | None,
+                 end_s: float) -> tuple[float, float] | None:
+    """Seconds (from the drill's start) during which the fault mattered: from
+    :data:`PRE_FAULT_S` before the injection until the fault was cleared or, for a fault
+    that is not cleared (a kill), until the deployment recovered (else the end of the load)."""
+    if not faults:
+        return None
+    start = float(faults[0]["t"])
+    cleared = [float(f["t"]) for f in faults[1:] if f.get("action") == "fault cleared"]
+    if cleared:
+        stop = cleared[-1]
+    elif recovery is not None:
+        stop = start + recovery
+    else:
+        stop = end_s
+    return round(max(0.0, start - PRE_FAULT_S), 2), round(max(stop, start), 2)
+
+
+async def watch_rollout(sd: StateDir, generation: int, t0: float,
+                        until: float) -> dict[str, Any]:
+    """Follow a rollout requested at ``generation`` until it is done with every replica on
+    the new generation, or ``until`` (a monotonic time: the load's end) passes."""
+    while True:
+        state = sd.state()
+        ro = state.get("rollout") or {}
+        new = int(state.get("generation", 0))
+        reps = state.get("replicas", [])
+        on_new = sum(1 for r in reps if int(r.get("generation", 0)) == new)
+        done = (ro.get("status") == "done" and new > generation and reps
+                and on_new == len(reps) and all(r["state"] == "ready" for r in reps))
+        now = time.monotonic()
+        if done or now >= until or ro.get("status") == "aborted":
+            return {"status": ro.get("status"), "generation_before": generation,
+                    "generation": new, "replicas": len(reps), "on_new": on_new,
+                    "finished_s": round(now - t0, 2) if done else None}
+        await asyncio.sleep(0.5)
 
 
 async def wait_settled(sd: StateDir, timeout: float = SETTLE_TIMEOUT_S) -> None:

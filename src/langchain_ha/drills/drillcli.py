@@ -79,15 +79,19 @@ def capacity(*, state_dir: Path, p99_ms: float, start: float, step: float, step_
     replica = next(r for r in state["replicas"] if r["state"] == "ready")
     kw = {"p99_ms": p99_ms, "start": start, "step": step, "step_s": step_s, "max_rps": max_rps}
     print(f"cluster ({len(state['replicas'])} replicas through the balancer):", flush=True)
-    cluster = asyncio.run(ramp(state["balancer"]["url"], key, **kw))
+    cluster = asyncio.run(ramp(state["balancer"]["url"], key, label="cluster", **kw))
     print(f"one replica ({replica['id']}, direct):", flush=True)
-    single = asyncio.run(ramp(f"http://127.0.0.1:{replica['port']}", key, **kw))
+    single = asyncio.run(ramp(f"http://127.0.0.1:{replica['port']}", key, label="replica",
+                              **kw))
     result = {"cluster": cluster, "replica": single, "replicas": len(state["replicas"]),
               "ratio": round(cluster["capacity_rps"] / single["capacity_rps"], 2)
-              if single["capacity_rps"] else None}
+              if single["capacity_rps"] else None,
+              "replayed": cluster["replayed"] + single["replayed"]}
     print(f"capacity: cluster {cluster['capacity_rps']:g} req/s, one replica "
-          f"{single['capacity_rps']:g} req/s (ratio {result['ratio']}) at p99 <= {p99_ms:g} ms")
+          f"{single['capacity_rps']:g} req/s (ratio {result['ratio']}) at p99 <= {p99_ms:g} ms "
+          f"and send lag < {cluster['max_send_lag_ms']:g} ms; {result['replayed']} replayed "
+          "responses")
     if json_path:
         json_path.write_text(json.dumps(result, indent=2))
     (sd.root / "capacity.json").write_text(json.dumps(result, indent=2))  # for drill overload
-    return 0
+    return 1 if result["replayed"] else 0

@@ -1,41 +1,53 @@
-"""Open-loop load through the load balancer: a fixed arrival rate, a realistic mix.
+"""Open-loop load through the load balancer: a fixed arrival rate, the drills' request mix.
 
 Requests start on schedule whatever the earlier ones are doing (a closed loop would slow down
-with the system and hide its failures).  The mix: RAG questions whose right source is known,
-order-status questions answered through the tool, multi-turn conversations (so chat-history
-writes happen) and streamed answers.  Every request is recorded: start, end, status, degraded
-components, replica, zone, whether the answer was right, and its Idempotency-Key (the key its
-chat-history write is stored under, so a drill can check acknowledged writes afterwards).
+with the system and hide its failures).  A request's latency is measured from the moment it
+was *scheduled*, not from when the generator got round to sending it: a generator that falls
+behind (a busy machine) then shows as latency instead of quietly sending fewer requests at
+the system's pace (coordinated omission), and how far behind it fell is reported on its own
+as the send lag.  Every request is recorded: scheduled and actual send time, end, status,
+degraded components, replica, zone, whether the answer was right (degraded answers are judged
+too, :mod:`langchain_ha.drills.mix`), whether it was an idempotent replay, and its
+Idempotency-Key (the key its chat-history write is stored under, so a drill can check
+acknowledged writes afterwards).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
-from langchain_ha.demo.corpus import load_questions
-from langchain_ha.providers.simulator import order_status
+from langchain_ha._percentile import percentile
+from langchain_ha.drills.mix import exact_fallback, request_for
 
 CLIENTS = 16
 CLIENT_CONNECTIONS = 64
-KINDS = ("rag", "rag", "rag", "chat", "chat", "tool", "rag", "stream", "chat", "tool")
+REPLAY_HEADER = "idempotent-replayed"
+"""The header a replica sets on an answer replayed from the idempotency store."""
+WRONG_KEPT = 20
+"""Wrong answers a summary lists (the first ones), so a failed correctness check can be read."""
+HISTORY_WRITE = "history:write"
+"""The degradation a replica records when a chat turn could not be saved."""
 
 
 @dataclass
 class Outcome:
-    """One request as the client saw it."""
+    """One request as the client saw it (times in seconds from the start of the load)."""
 
     index: int
     kind: str
     key: str
     start: float
+    """When the request was scheduled to be sent: latency counts from here."""
     path: str = ""
+    sent: float = 0.0
+    """When the generator actually sent it (``sent - start`` is the send lag)."""
     end: float = 0.0
     status: int = 0
     degraded: list[str] = field(default_factory=list)
@@ -45,6 +57,9 @@ class Outcome:
     error: str | None = None
     session: str | None = None
     retry_after: str | None = None
+    replayed: bool = False
+    wrong_answer: str | None = None
+    """The start of the answer, kept when it was judged wrong (for the report)."""
 
     @property
     def outcome(self) -> str:
@@ -57,69 +72,46 @@ class Outcome:
         return (self.end - self.start) * 1000
 
     @property
+    def send_lag_ms(self) -> float:
+        return max(0.0, self.sent - self.start) * 1000
+
+    @property
     def acked_write(self) -> bool:
-        """The server said this turn was saved (a session, a 200, history not degraded)."""
-        return bool(self.session) and self.status == 200 and "history" not in self.degraded
-
-
-@dataclass(frozen=True)
-class Request:
-    kind: str
-    path: str
-    body: dict[str, Any]
-    check: Callable[[dict[str, Any]], bool]
-    session: str | None = None
-
-
-def request_for(i: int, run_id: str) -> Request:
-    """The ``i``-th request of the mix (deterministic)."""
-    questions = load_questions()
-    kind = KINDS[i % len(KINDS)]
-    question, doc_id = questions[(i * 7) % len(questions)]
-    rag_ok = _cites(doc_id)
-    if kind == "tool":
-        order = f"AB-{1000 + (i * 37) % 9000}"
-        expected = str(order_status(order)["status"])
-        return Request(kind, "/v1/invoke", {"input": {"question": f"Where is my order {order}?"}},
-                       lambda out: expected in str(out.get("answer", "")))
-    if kind == "chat":
-        session = f"{run_id}-s{i % 40}"
-        return Request(kind, "/v1/invoke", {"input": {"question": question,
-                                                      "session_id": session}},
-                       rag_ok, session=session)
-    if kind == "stream":
-        return Request(kind, "/v1/stream", {"input": {"question": question}}, rag_ok)
-    return Request(kind, "/v1/invoke", {"input": {"question": question}}, rag_ok)
-
-
-def _cites(doc_id: str) -> Callable[[dict[str, Any]], bool]:
-    return lambda out: doc_id in out.get("sources", []) or f"[doc:{doc_id}]" in str(
-        out.get("answer", ""))
+        """The server said this turn was saved (a session, a 200, the write not degraded)."""
+        return bool(self.session) and self.status == 200 and HISTORY_WRITE not in self.degraded
 
 
 async def send(client: httpx.AsyncClient, url: str, api_key: str, i: int, run_id: str,
-               t0: float) -> Outcome:
-    """Send the ``i``-th request and record what came back."""
+               t0: float, scheduled: float | None = None) -> Outcome:
+    """Send the ``i``-th request of the mix and record what came back.
+
+    ``scheduled`` (seconds after ``t0``) is when it was due; its latency counts from there.
+    """
     req = request_for(i, run_id)
     key = f"{run_id}-{i}"
-    rec = Outcome(index=i, kind=req.kind, key=key, start=time.monotonic() - t0,
+    sent = time.monotonic() - t0
+    rec = Outcome(index=i, kind=req.kind, key=key,
+                  start=sent if scheduled is None else scheduled, sent=sent,
                   path=req.path, session=req.session)
     headers = {"Authorization": f"Bearer {api_key}", "Idempotency-Key": key}
     try:
         if req.kind == "stream":
-            output, meta, status, retry_after = await _stream(client, url + req.path, req.body,
-                                                              headers)
+            output, meta, status, resp_headers = await _stream(client, url + req.path,
+                                                               req.body, headers)
         else:
             resp = await client.post(url + req.path, json=req.body, headers=headers)
-            status, body = resp.status_code, _json(resp)
+            status, body, resp_headers = resp.status_code, _json(resp), resp.headers
             output, meta = body.get("output") or {}, body
-            retry_after = resp.headers.get("retry-after")
         rec.status = status
-        rec.retry_after = retry_after
+        rec.retry_after = resp_headers.get("retry-after")
+        rec.replayed = resp_headers.get(REPLAY_HEADER) == "true"
         rec.degraded = list(meta.get("degraded") or [])
         rec.replica, rec.zone = meta.get("replica"), meta.get("zone")
         if status == 200:
-            rec.correct = bool(req.check(output)) if isinstance(output, dict) else False
+            rec.correct = req.correct(output, rec.degraded)
+            if not rec.correct:
+                rec.wrong_answer = str(output.get("answer") if isinstance(output, dict)
+                                       else output)[:200]
         else:
             rec.error = str(meta.get("error") or meta)[:200]
     except httpx.HTTPError as exc:
@@ -130,14 +122,14 @@ async def send(client: httpx.AsyncClient, url: str, api_key: str, i: int, run_id
 
 async def _stream(client: httpx.AsyncClient, url: str, body: dict[str, Any],
                   headers: dict[str, str],
-                  ) -> tuple[dict[str, Any], dict[str, Any], int, str | None]:
+                  ) -> tuple[dict[str, Any], dict[str, Any], int, httpx.Headers]:
     output: dict[str, Any] = {}
     meta: dict[str, Any] = {}
     event = ""
     async with client.stream("POST", url, json=body, headers=headers) as resp:
         if resp.status_code != 200:
             await resp.aread()
-            return {}, _json(resp), resp.status_code, resp.headers.get("retry-after")
+            return {}, _json(resp), resp.status_code, resp.headers
         async for line in resp.aiter_lines():
             if line.startswith("event:"):
                 event = line[6:].strip()
@@ -148,8 +140,8 @@ async def _stream(client: httpx.AsyncClient, url: str, body: dict[str, Any],
                 elif event == "end":
                     meta = data
                 elif event == "error":
-                    return {}, data, 502, None
-    return output, meta, 200 if meta else 502, None
+                    return {}, data, 502, resp.headers
+    return output, meta, 200 if meta else 502, resp.headers
 
 
 def _json(resp: httpx.Response) -> dict[str, Any]:
@@ -161,23 +153,33 @@ def _json(resp: httpx.Response) -> dict[str, Any]:
 
 
 async def run_load(url: str, api_key: str, *, rps: float, duration_s: float,
-                   run_id: str | None = None, timeout_s: float = 60.0) -> list[Outcome]:
-    """Send ``rps * duration_s`` requests at a fixed arrival rate; every outcome, in order."""
+                   run_id: str | None = None, timeout_s: float = 60.0,
+                   t0: float | None = None) -> list[Outcome]:
+    """Send ``rps * duration_s`` requests at a fixed arrival rate; every outcome, in order.
+
+    Request ``i`` is due ``i / rps`` seconds after ``t0`` (a ``time.monotonic()`` value;
+    default: now), so a caller that times faults from its own ``t0`` shares the clock.
+    """
     run_id = run_id or f"d{int(time.time())}"
     # Several small pools: one pool's bookkeeping grows with (queued requests x connections),
     # which at a few thousand requests in flight made the generator the bottleneck.
     limits = httpx.Limits(max_connections=CLIENT_CONNECTIONS,
                           max_keepalive_connections=CLIENT_CONNECTIONS)
-    clients = [httpx.AsyncClient(timeout=timeout_s, limits=limits) for _ in range(CLIENTS)]
+    # One TLS context for every pool: each client building its own took ~28 ms, which put
+    # the first requests of every run ~0.45 s behind schedule.
+    tls = ssl.create_default_context()
+    clients = [httpx.AsyncClient(timeout=timeout_s, limits=limits, verify=tls)
+               for _ in range(CLIENTS)]
     try:
-        t0 = time.monotonic()
+        start = time.monotonic() if t0 is None else t0
         tasks = []
         for i in range(int(rps * duration_s)):
-            delay = t0 + i / rps - time.monotonic()
+            due = i / rps
+            delay = start + due - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
             client = clients[i % CLIENTS]
-            tasks.append(asyncio.create_task(send(client, url, api_key, i, run_id, t0)))
+            tasks.append(asyncio.create_task(send(client, url, api_key, i, run_id, start, due)))
         return list(await asyncio.gather(*tasks))
     finally:
         for client in clients:
@@ -185,55 +187,97 @@ async def run_load(url: str, api_key: str, *, rps: float, duration_s: float,
 
 
 def summarize(outcomes: list[Outcome]) -> dict[str, Any]:
-    """Counts by outcome, availability, right-answer ratio and latency percentiles."""
+    """Counts by outcome and status, availability, correctness (overall and per degraded
+    component), latency from schedule, send lag, replays, shed and served requests."""
     counts = {"total": len(outcomes), "ok": 0, "degraded": 0, "failed": 0}
+    statuses: dict[str, int] = {}
     for o in outcomes:
         counts[o.outcome] += 1
-    judged = [o for o in outcomes if o.status == 200 and not o.degraded]
-    lat = sorted(o.latency_ms for o in outcomes)
+        status = str(o.status) if o.status else "transport error"
+        statuses[status] = statuses.get(status, 0) + 1
+    lat = [o.latency_ms for o in outcomes]
+    correctness = judged_correctness(outcomes)
     return {
         "requests": counts,
+        "statuses": dict(sorted(statuses.items())),
         "availability": (counts["ok"] + counts["degraded"]) / len(outcomes) if outcomes else 0,
-        "correct_ratio": sum(bool(o.correct) for o in judged) / len(judged) if judged else 1.0,
-        "latency_ms": {**{p: round(_pct(lat, q), 1) for p, q in
+        "correct_ratio": correctness["ratio"],
+        "correctness": correctness,
+        "latency_ms": {**{p: _ms(percentile(lat, q)) for p, q in
                           (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))},
-                       "max": round(lat[-1], 1) if lat else 0.0},
+                       "max": _ms(max(lat, default=None))},
+        "send_lag_ms": send_lag(outcomes),
+        "replayed": sum(o.replayed for o in outcomes),
+        "wrong_answers": [{"index": o.index, "kind": o.kind, "degraded": o.degraded,
+                           "replica": o.replica, "answer": o.wrong_answer}
+                          for o in outcomes if o.status == 200 and not o.correct][:WRONG_KEPT],
         "shed": _shed([o for o in outcomes if o.status == 503]),
         "served": _served([o for o in outcomes if o.status == 200]),
     }
 
 
+def judged_correctness(outcomes: list[Outcome]) -> dict[str, Any]:
+    """Right answers among the answered requests: overall, for the plain (not degraded) ones
+    and per degraded component.  Each ratio is ``correct / judged``, None when nothing was
+    judged (not 1.0: no evidence is not a pass).
+
+    A component whose fallback keeps answers exact (:func:`~langchain_ha.drills.mix.
+    exact_fallback`: ``primary_llm``, ``tool:*``, ``history:*``) is judged on the answers it
+    degraded that lost nothing inexact besides (an answer that also fell back to keyword
+    search is not blamed on its chat history); the others on every answer they degraded.
+    """
+    answered = [o for o in outcomes if o.status == 200]
+    by_component: dict[str, list[Outcome]] = {}
+    for o in answered:
+        exact = all(exact_fallback(c) for c in o.degraded)
+        for c in o.degraded:
+            if exact or not exact_fallback(c):
+                by_component.setdefault(c, []).append(o)
+    return {**_ratio(answered),
+            "plain": _ratio([o for o in answered if not o.degraded]),
+            "by_component": {c: _ratio(os) for c, os in sorted(by_component.items())}}
+
+
+def _ratio(judged: list[Outcome]) -> dict[str, Any]:
+    correct = sum(bool(o.correct) for o in judged)
+    return {"judged": len(judged), "correct": correct,
+            "ratio": round(correct / len(judged), 4) if judged else None}
+
+
+def send_lag(outcomes: list[Outcome]) -> dict[str, float | None]:
+    """How far behind schedule the generator sent its requests (ms): max and p99."""
+    lags = [o.send_lag_ms for o in outcomes]
+    return {"p99": _ms(percentile(lags, 0.99)), "max": _ms(max(lags, default=None))}
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
 def _shed(shed: list[Outcome]) -> dict[str, Any]:
-    lat = sorted(o.latency_ms for o in shed)
-    return {"count": len(shed), "p99_ms": round(_pct(lat, 0.99), 1),
+    lat = [o.latency_ms for o in shed]
+    return {"count": len(shed), "p99_ms": _ms(percentile(lat, 0.99)),
             "without_retry_after": sum(1 for o in shed if not o.retry_after)}
 
 
 def _served(served: list[Outcome]) -> dict[str, Any]:
     """The answered requests alone: what admission control protects (goodput, latency)."""
-    lat = sorted(o.latency_ms for o in served)
+    lat = [o.latency_ms for o in served]
     span = max((o.end for o in served), default=0.0) - min((o.start for o in served), default=0.0)
     return {"count": len(served), "per_s": round(len(served) / span, 1) if span > 0 else 0.0,
-            "p50_ms": round(_pct(lat, 0.5), 1), "p99_ms": round(_pct(lat, 0.99), 1)}
-
-
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    return values[min(len(values) - 1, int(q * len(values)))]
+            "p50_ms": _ms(percentile(lat, 0.5)), "p99_ms": _ms(percentile(lat, 0.99))}
 
 
 def timeline(outcomes: list[Outcome]) -> list[dict[str, Any]]:
-    """Per second of start time: ok, degraded and failed counts and the p99 latency."""
+    """Per second of scheduled start: ok, degraded and failed counts and the p99 latency."""
     seconds: dict[int, list[Outcome]] = {}
     for o in outcomes:
         seconds.setdefault(int(o.start), []).append(o)
     out = []
     for t in range(max(seconds) + 1 if seconds else 0):
         here = seconds.get(t, [])
-        lat = sorted(o.latency_ms for o in here)
         out.append({"t": t, "ok": sum(o.outcome == "ok" for o in here),
                     "degraded": sum(o.outcome == "degraded" for o in here),
                     "failed": sum(o.outcome == "failed" for o in here),
-                    "p99_ms": round(_pct(lat, 0.99), 1)})
+                    "p99_ms": _ms(percentile([o.latency_ms for o in here], 0.99)) or 0.0})
     return out

@@ -1,10 +1,12 @@
 """Database evidence for a drill: the write gap, and acknowledged writes that went missing.
 
 A probe writer inserts a row every ``interval_s`` through the writer conninfo (libpq
-multi-host, ``target_session_attrs=read-write``: it follows the primary).  The longest time
-between two acknowledged inserts is the write gap.  At the end every acknowledged probe row
-and every chat-history turn the server acknowledged is looked up on the (new) primary; the
-ones missing are ``acked_writes_lost``.
+multi-host, ``target_session_attrs=read-write``: it follows the primary).  The write gap is
+the longest time without an acknowledged insert, from the start of the probe to its stop (a
+database that never took a write again after the fault shows as a gap to the end, not as no
+gap).  At the end every acknowledged probe row and every chat-history turn the server
+acknowledged is looked up on the (new) primary; :func:`tally` counts them (``checked``,
+overall and in the fault window) and the ones missing (``lost``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from typing import Any
 
 import psycopg
@@ -27,10 +29,13 @@ class WriteProbe:
         self.interval_s = interval_s
         self.acked: list[tuple[int, float]] = []
         self.errors = 0
+        self.started_at: float | None = None
+        self.stopped_at: float | None = None
         self._stop = asyncio.Event()
 
     async def run(self) -> None:
         """Write until :meth:`stop`; reconnect after any error."""
+        self.started_at = time.monotonic()
         async with await psycopg.AsyncConnection.connect(self.writer, autocommit=True) as first:
             await first.execute("CREATE TABLE IF NOT EXISTS lcha_drill_probe (run text, n int, "
                                 "at timestamptz DEFAULT now(), PRIMARY KEY (run, n))")
@@ -54,38 +59,61 @@ class WriteProbe:
             await asyncio.sleep(self.interval_s)
         if conn is not None:
             await conn.close()
+        self.stopped_at = time.monotonic()
 
     def stop(self) -> None:
         self._stop.set()
 
     def write_gap_s(self) -> float:
-        """The longest time between two consecutive acknowledged inserts."""
-        times = [t for _, t in self.acked]
-        return round(max((b - a for a, b in itertools.pairwise(times)), default=0.0), 2)
+        """The longest time without an acknowledged insert between the probe's start and stop
+        (both ends count: the time before the first ack and after the last one)."""
+        return write_gap_s(self.started_at, [t for _, t in self.acked], self.stopped_at)
 
-    async def lost(self) -> int:
-        """Acknowledged probe rows missing from the primary now."""
+    async def missing(self) -> set[int]:
+        """Acknowledged probe rows (their numbers) missing from the primary now."""
         if not self.acked:
-            return 0
+            return set()
         async with await psycopg.AsyncConnection.connect(self.writer, autocommit=True) as conn:
             cur = await conn.execute("SELECT n FROM lcha_drill_probe WHERE run = %s",
                                      (self.run_id,))
             present = {row[0] for row in await cur.fetchall()}
-        return sum(1 for n, _ in self.acked if n not in present)
+        return {n for n, _ in self.acked if n not in present}
 
 
-async def lost_history(writer: str, acked: Iterable[tuple[str, str]]) -> int:
+def write_gap_s(start: float | None, acked: list[float], stop: float | None) -> float:
+    """The longest stretch without an acknowledged write from ``start`` to ``stop``."""
+    times = sorted([*([start] if start is not None else []), *acked,
+                    *([stop] if stop is not None else [])])
+    return round(max((b - a for a, b in itertools.pairwise(times)), default=0.0), 2)
+
+
+def tally(acked: Iterable[tuple[Hashable, float]], missing: set[Any],
+          window: tuple[float, float] | None) -> dict[str, int]:
+    """Acknowledged writes (id, ack time) checked and lost, overall and in ``window``."""
+    out = {"checked": 0, "lost": 0, "checked_in_window": 0, "lost_in_window": 0}
+    for ident, at in acked:
+        inside = window is not None and window[0] <= at <= window[1]
+        lost = ident in missing
+        out["checked"] += 1
+        out["lost"] += lost
+        out["checked_in_window"] += inside
+        out["lost_in_window"] += inside and lost
+    return out
+
+
+async def missing_history(writer: str, acked: Iterable[tuple[str, str]]
+                          ) -> set[tuple[str, str]]:
     """Chat-history turns the server acknowledged (session, request key) that are missing."""
     wanted = set(acked)
     if not wanted:
-        return 0
+        return set()
     async with await psycopg.AsyncConnection.connect(writer + " connect_timeout=3",
                                                      autocommit=True) as conn:
         cur = await conn.execute(
             "SELECT DISTINCT session_id, request_key FROM lcha_chat_history "
             "WHERE request_key = ANY(%s)", ([k for _, k in wanted],))
         present = {(s, k) for s, k in await cur.fetchall()}
-    return len(wanted - present)
+    return wanted - present
 
 
 async def wait_writable(writer: str, timeout: float = 120.0) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 _W, _H, _PAD = 760, 260, 40
@@ -21,33 +22,75 @@ def write_json(reports: Sequence[dict[str, Any]], path: Path) -> None:
 
 
 def print_table(reports: Sequence[dict[str, Any]], console: Console | None = None) -> None:
-    """One row per scenario: requests by outcome, availability, latency, recovery, writes."""
+    """One row per scenario: requests by outcome, availability, correctness, latency, send
+    lag, recovery, writes and the verdict."""
     table = Table(title="lcha drill")
     for col in ("scenario", "rps", "total", "ok", "degraded", "failed", "availability",
-                "correct", "p50 ms", "p99 ms", "recovery s", "write gap s", "lost", "verdict"):
+                "correct", "p50 ms", "p99 ms", "send lag p99/max ms", "recovery s",
+                "write gap s", "acked lost/checked (window)", "verdict"):
         table.add_column(col, justify="left" if col in ("scenario", "verdict") else "right")
     for r in reports:
         req = r["requests"]
         table.add_row(
             r["scenario"], f"{r['rps']:g}", str(req["total"]), str(req["ok"]),
             str(req["degraded"]), str(req["failed"]), f"{100 * r['availability']:.2f}%",
-            f"{r['correct_ratio']:.3f}", f"{r['latency_ms']['p50']:.0f}",
-            f"{r['latency_ms']['p99']:.0f}", _opt(r.get("recovery_s")),
-            _opt(r.get("write_gap_s")), str(r.get("acked_writes_lost", 0)),
-            "[green]pass[/]" if r["passed"] else "[red]" + "; ".join(r["problems"]) + "[/]")
+            correct_cell(r), _opt(r["latency_ms"]["p50"], "{:.0f}"),
+            _opt(r["latency_ms"]["p99"], "{:.0f}"), send_lag_cell(r),
+            _opt(r.get("recovery_s")), _opt(r.get("write_gap_s")), acked_cell(r),
+            _verdict_markup(r))
     out = console or Console(width=None if sys.stdout.isatty() else 200)
     out.print(table)
     for r in reports:
         shed, served = r.get("shed") or {}, r.get("served") or {}
         if shed.get("count"):
             out.print(f"{r['scenario']}: {shed['count']} shed (503 + Retry-After, p99 "
-                      f"{shed['p99_ms']:.0f} ms); {served.get('count', 0)} answered at "
-                      f"{served.get('per_s', 0):g}/s, p50 {served.get('p50_ms', 0):.0f} ms, "
-                      f"p99 {served.get('p99_ms', 0):.0f} ms")
+                      f"{_opt(shed['p99_ms'], '{:.0f}')} ms); {served.get('count', 0)} answered "
+                      f"at {served.get('per_s', 0):g}/s, p50 {_opt(served.get('p50_ms'), '{:.0f}')}"
+                      f" ms, p99 {_opt(served.get('p99_ms'), '{:.0f}')} ms")
+        for component, c in ((r.get("correctness") or {}).get("by_component") or {}).items():
+            out.print(f"{r['scenario']}: degraded by {component}: {c['correct']} of "
+                      f"{c['judged']} right")
 
 
-def _opt(value: object) -> str:
-    return "-" if value is None else f"{value}"
+def verdict_text(r: dict[str, Any]) -> str:
+    """``passed``, ``not exercised: why`` or ``failed: problems`` (older reports: by
+    ``passed``)."""
+    name = r.get("verdict") or ("passed" if r["passed"] else "failed")
+    if name == "not exercised":
+        return f"not exercised: {r.get('not_exercised')}"
+    if name == "failed":
+        return "failed: " + "; ".join(r["problems"])
+    return name
+
+
+def _verdict_markup(r: dict[str, Any]) -> str:
+    colour = {"passed": "green", "not exercised": "yellow"}.get(r.get("verdict", ""), "red")
+    return f"[{colour}]{escape(verdict_text(r))}[/]"
+
+
+def correct_cell(r: dict[str, Any]) -> str:
+    """Right answers over answers judged (degraded ones included), or ``not judged``."""
+    c = r.get("correctness") or {}
+    if not c.get("judged"):
+        return "not judged"
+    return f"{c['correct']}/{c['judged']}"
+
+
+def send_lag_cell(r: dict[str, Any]) -> str:
+    lag = r.get("send_lag_ms") or {}
+    return f"{_opt(lag.get('p99'), '{:.0f}')} / {_opt(lag.get('max'), '{:.0f}')}"
+
+
+def acked_cell(r: dict[str, Any]) -> str:
+    """Acknowledged writes lost of checked, overall and (in brackets) in the fault window."""
+    a = r.get("acked_writes")
+    if not a:
+        return "no database"
+    return (f"{a['lost']}/{a['checked']} ({a['lost_in_window']}/{a['checked_in_window']})")
+
+
+def _opt(value: object, fmt: str = "{}") -> str:
+    return "-" if value is None else fmt.format(value)
 
 
 def write_html(reports: Sequence[dict[str, Any]], path: Path) -> None:
@@ -67,15 +110,17 @@ def _summary(reports: Sequence[dict[str, Any]]) -> str:
     rows = "".join(
         f"<tr><td>{html.escape(r['scenario'])}</td><td>{r['rps']:g}</td>"
         f"<td>{r['requests']['total']}</td><td>{r['requests']['failed']}</td>"
-        f"<td>{100 * r['availability']:.2f}%</td><td>{r['latency_ms']['p99']:.0f}</td>"
+        f"<td>{100 * r['availability']:.2f}%</td><td>{html.escape(correct_cell(r))}</td>"
+        f"<td>{_opt(r['latency_ms']['p99'], '{:.0f}')}</td>"
+        f"<td>{html.escape(send_lag_cell(r))}</td>"
         f"<td>{_opt(r.get('recovery_s'))}</td><td>{_opt(r.get('write_gap_s'))}</td>"
-        f"<td>{r.get('acked_writes_lost', 0)}</td>"
-        f"<td class={'pass' if r['passed'] else 'fail'}>"
-        f"{'pass' if r['passed'] else html.escape('; '.join(r['problems']))}</td></tr>"
+        f"<td>{html.escape(acked_cell(r))}</td>"
+        f"<td class={'pass' if r['passed'] else 'fail'}>{html.escape(verdict_text(r))}</td></tr>"
         for r in reports)
     return ("<table><tr><th>scenario</th><th>rps</th><th>requests</th><th>failed</th>"
-            "<th>availability</th><th>p99 ms</th><th>recovery s</th><th>write gap s</th>"
-            f"<th>writes lost</th><th>verdict</th></tr>{rows}</table>")
+            "<th>availability</th><th>correct</th><th>p99 ms</th><th>send lag p99/max ms</th>"
+            "<th>recovery s</th><th>write gap s</th><th>acked lost/checked (window)</th>"
+            f"<th>verdict</th></tr>{rows}</table>")
 
 
 def _section(r: dict[str, Any]) -> str:

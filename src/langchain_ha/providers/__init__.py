@@ -14,13 +14,16 @@ from langchain_ha.providers._answers import (
     answer_for,
     expected_answer,
     keywords,
+    order_status,
     reword,
+    tool_calls_for,
     words,
 )
 from langchain_ha.providers._faults import Faults
 
 __all__ = ["ADMIN_TOKEN_ENV", "ORDER_ID", "Faults", "admin_headers", "answer_for",
-           "expected_answer", "keywords", "reword", "words"]
+           "expected_answer", "keywords", "order_status", "reword", "tool_calls_for",
+           "words"]
 
 ADMIN_TOKEN_ENV = "LCHA_SIM_ADMIN_TOKEN"  # noqa: S105 (the variable's name, not a token)
 

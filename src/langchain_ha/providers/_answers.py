@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -320,3 +321,14 @@ def _as_turn(message: Any) -> Turn:
         return str(message["role"]), str(message.get("content") or "")
     role = {"human": "user", "ai": "assistant"}.get(message.type, message.type)
     return role, str(message.content)
+
+
+_STATUSES = ("processing", "packed", "shipped", "in transit", "out for delivery", "delivered")
+_CARRIERS = ("UPS", "DHL", "FedEx", "PostNL")
+
+
+def order_status(order_id: str) -> dict[str, object]:
+    """The simulated order API's (deterministic) answer for ``order_id``: drills' oracle."""
+    h = zlib.crc32(order_id.encode())
+    return {"order_id": order_id, "status": _STATUSES[h % len(_STATUSES)],
+            "eta_days": h % 7, "carrier": _CARRIERS[(h >> 8) % len(_CARRIERS)]}

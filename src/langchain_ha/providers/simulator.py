@@ -29,7 +29,6 @@ from __future__ import annotations
 import hmac
 import os
 import re
-import zlib
 from functools import partial
 
 from pydantic import ValidationError
@@ -38,7 +37,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from langchain_ha.providers import ADMIN_TOKEN_ENV, _gemini_api, _openai_api
+from langchain_ha.providers import ADMIN_TOKEN_ENV, _gemini_api, _openai_api, order_status
 from langchain_ha.providers._anthropic_api import AnthropicApi
 from langchain_ha.providers._core import Api, Sim, json_response, read_json
 from langchain_ha.providers._faults import Faults
@@ -46,15 +45,6 @@ from langchain_ha.providers._gemini_api import GeminiApi
 from langchain_ha.providers._openai_api import OpenAIApi
 
 _ORDER = re.compile(r"^[A-Z0-9-]{3,20}$")
-_STATUSES = ("processing", "packed", "shipped", "in transit", "out for delivery", "delivered")
-_CARRIERS = ("UPS", "DHL", "FedEx", "PostNL")
-
-
-def order_status(order_id: str) -> dict[str, object]:
-    """The simulated order API's (deterministic) answer for ``order_id``: drills' oracle."""
-    h = zlib.crc32(order_id.encode())
-    return {"order_id": order_id, "status": _STATUSES[h % len(_STATUSES)],
-            "eta_days": h % 7, "carrier": _CARRIERS[(h >> 8) % len(_CARRIERS)]}
 
 
 async def _order_status(sim: Sim, api: Api, request: Request) -> Response:

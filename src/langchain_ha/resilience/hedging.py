@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from langchain_ha._percentile import percentile_of_sorted
+
 
 class LatencyTracker:
     """The most recent latencies (seconds) of one provider in one mode, in a ring buffer."""
@@ -37,7 +39,8 @@ class LatencyTracker:
         return len(self._samples)
 
     def quantile(self, q: float) -> float | None:
-        """The ``q`` quantile of the recent samples, or None with no samples."""
+        """The nearest-rank ``q`` quantile of the recent samples (the project's one definition,
+        :mod:`langchain_ha._percentile`), or None with no samples."""
         if not self._samples:
             return None
         # Re-sorting on every call would cost more than the call it guards; refresh when a
@@ -45,8 +48,7 @@ class LatencyTracker:
         if self._dirty >= 8 or len(self._cached) < min(len(self._samples), 16):
             self._cached = sorted(self._samples)
             self._dirty = 0
-        idx = min(len(self._cached) - 1, int(q * len(self._cached)))
-        return self._cached[idx]
+        return percentile_of_sorted(self._cached, q)
 
     def max(self) -> float | None:
         """The largest recent sample, or None."""
