@@ -64,7 +64,8 @@ def _rejected(r: Replica) -> float:
     return gauge(httpx.get(r.url + "/metrics").text, "lcha_admission_rejected_total")
 
 
-async def _fill(client: httpx.AsyncClient, r: Replica, n: int) -> list[asyncio.Task[httpx.Response]]:
+async def _fill(client: httpx.AsyncClient, r: Replica, n: int
+                ) -> list[asyncio.Task[httpx.Response]]:
     """``n`` napping requests straight to ``r`` (not through the balancer), in flight."""
     tasks = [asyncio.create_task(client.post(f"{r.url}/v1/invoke",
                                              json={"input": {"sleep": NAP_S}}))
