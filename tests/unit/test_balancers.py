@@ -41,7 +41,7 @@ def test_haproxy_retries_a_shed_503_on_another_server_with_the_body_buffered() -
 
 
 def test_haproxy_refuses_tls_naming_the_field() -> None:
-    with pytest.raises(ValueError, match="balancer.tls"):
+    with pytest.raises(ValueError, match=r"balancer\.tls"):
         _config(tls=True)
 
 
@@ -51,7 +51,7 @@ def test_the_environment_overrides_the_topology_and_auto_prefers_haproxy() -> No
     assert balancer_kind(topo, {}) == ("haproxy" if haproxy_binary() else "caddy")
     tls = Topology.model_validate({"balancer": {"tls": True}})
     assert balancer_kind(tls, {}) == "caddy"
-    with pytest.raises(UsageError, match="balancer.tls"):
+    with pytest.raises(UsageError, match=r"balancer\.tls"):
         balancer_kind(tls, {"LCHA_BALANCER": "haproxy"})
     with pytest.raises(UsageError, match="LCHA_BALANCER"):
         balancer_kind(topo, {"LCHA_BALANCER": "nginx"})
