@@ -297,7 +297,7 @@ class Supervisor:
         assert self.lb is not None
         try:
             self.lb.apply(self.upstreams())
-        except (httpx.HTTPError, RuntimeError) as exc:
+        except (httpx.HTTPError, RuntimeError, OSError) as exc:
             self._say(f"load balancer update failed ({exc}); retrying next cycle")
 
     def upstreams(self) -> list[Upstream]:
