@@ -20,20 +20,21 @@ ceiling still holds).  Only when the CPU is the bottleneck does each admitted re
 the others, and then a request predicted to miss its budget is refused while it is still cheap
 to refuse.
 
-Why not the lag alone (the previous design: an AIMD in-flight limit following the lag, floor 8):
-a lag spike says the CPU is busy, not that requests will be late.  When a replica was SIGKILLed
-at 80 % of capacity, its traffic landing on the two others while the replacement started (a
-Python process importing LangChain takes a core for seconds) pushed their lag over 10 ms and cut
-both limits to 8, although with 8-20 in flight at 30-40 completions/s each the predicted wait
-was 0.3-0.6 s, far inside the 60 s deadline: ≈1.25 % of the requests got a 503 that nothing
-justified (``tests/integration/test_up.py``'s replica-kill test failed about half the time on
-two cores).  The same happens in a warm-up burst.  Here those requests are admitted: their
-predicted wait is within budget.
+Why not the lag alone (the previous design: an AIMD in-flight limit following the lag, with a
+floor of 8): a lag spike says the CPU is busy, not that requests will be late.  When a replica
+is SIGKILLed under load, its traffic lands on the others while its replacement starts (a Python
+process importing LangChain takes a core for seconds); their lag passed 10 ms and cut their
+limits to the floor, and requests they would have answered well inside the 60 s deadline got a
+503 ("replica at its in-flight limit, limit 8": ≈1.25 % of them; ``tests/integration/
+test_up.py``'s replica-kill test failed about half the time on two cores).  The same happens in
+a warm-up burst.  Here those requests are admitted as long as their predicted wait is within
+budget; what is measured with each design is in the README (the replica-crash and overload
+drills).
 
-Under a real overload (twice the capacity) the wait grows past the budget within a second and
-the excess is refused at about ``slo_s x X`` in flight, which also keeps the loop's rounds, and
-with them the 503s, short.  Until a second of completions has been seen (a cold replica) only
-the ceiling applies: there is nothing to predict from.
+Under a real overload the wait grows past the budget within a second and the excess is refused
+at about ``slo_s x X`` in flight, which also keeps the loop's rounds, and with them the 503s,
+short.  Until a second of busy ticks has been seen (a cold replica) only the ceiling applies:
+there is nothing to predict from.
 """
 
 from __future__ import annotations
