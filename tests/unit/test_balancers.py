@@ -38,6 +38,8 @@ def test_haproxy_retries_a_shed_503_on_another_server_with_the_body_buffered() -
     assert servers[1].startswith("server s1 127.0.0.1:9002 weight 256 check inter 1000 rise 2")
     assert servers[2].endswith(" backup") and not servers[0].endswith(" backup")
     assert "retries 5" in _config(retries=5)
+    assert "retries 3\n" in haproxy_config(Balancer(), 8080, Path("/x.sock"), UPS * 4,
+                                           server_timeout_s=65, retries=3)
 
 
 def test_haproxy_refuses_tls_naming_the_field() -> None:
@@ -63,4 +65,5 @@ def test_make_balancer_gives_haproxy_the_replicas_deadline(tmp_path: Path) -> No
                                     "replicas": {"request_timeout_s": 30}})
     lb = make_balancer(topo, 8080, tmp_path)
     assert isinstance(lb, HaproxyBalancer) and lb.server_timeout_s == 35
+    assert lb.retries == 3  # three zones of one replica, not the 12 slots
     assert isinstance(make_balancer(topo, 8080, tmp_path, "caddy"), CaddyBalancer)

@@ -47,8 +47,10 @@ def make_balancer(topology: Topology, port: int, state_dir: Path, kind: str | No
     if chosen == "haproxy":
         # The replica's deadline and drain grace answer before HAProxy gives up on it.
         server_timeout = topology.replicas.request_timeout_s + 5.0
+        # One try per replica the topology runs: each replica refusing is enough to say so.
+        replicas = len(topology.zones) * topology.replicas.per_zone
         return HaproxyBalancer(topology.balancer, port, state_dir,
-                               server_timeout_s=server_timeout)
+                               server_timeout_s=server_timeout, retries=max(1, replicas))
     return CaddyBalancer(topology.balancer, port, state_dir)
 
 
