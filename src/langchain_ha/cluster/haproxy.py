@@ -15,9 +15,9 @@ drill at 96 req/s saw 503s with a p99 of 14 s).  Every request carries an ``Idem
 (the client's, or one HAProxy adds), so a replay is answered once.  ``response-timeout`` is left
 out on purpose: a replica that is slow to answer is working on the request, and replaying it
 elsewhere doubles the load exactly when the replicas are busiest (the replica's own deadline
-answers 504).  ``option http-buffer-request`` waits for the body before choosing a server, so a retry can
-resend it; a body larger than ``tune.bufsize`` (256 KiB here) still goes through but is not
-retried (HAProxy says so in its docs on L7 retries).
+answers 504).  ``option http-buffer-request`` waits for the body before choosing a server,
+so a retry can resend it; a body larger than ``tune.bufsize`` (256 KiB here) still goes through
+but is not retried (HAProxy says so in its docs on L7 retries).
 
 Timeouts: ``timeout http-request`` (``balancer.header_timeout_s``) bounds how long a client
 may take to send its headers and, with the buffered body, the body too; ``timeout client``
