@@ -34,7 +34,9 @@ the fifth failed at set-up, a database member not healthy in time).
 Under a real overload the wait grows past the budget within a second and the excess is refused
 at about ``slo_s x X`` in flight.  That is more in flight than the old floor allowed, and it
 does not yet keep the 503s fast: ``lcha drill overload`` at 240 req/s through HAProxy (on a
-machine not quiet, load 1.7) measured a 503 p99 of 28 s and 51 answers/s.  Not tuned yet.  Until a second of busy ticks has been seen (a cold replica) only the ceiling applies:
+machine not quiet, load 1.7) measured a 503 p99 of 28 s and 51 answers/s.  Not tuned yet.
+
+Until a second of busy ticks has been seen (a cold replica) only the ceiling applies:
 there is nothing to predict from.
 """
 
