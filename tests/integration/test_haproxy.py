@@ -170,3 +170,23 @@ def test_the_clients_idempotency_key_is_kept(
     keyless = [httpx.post(f"{lb.url}/v1/invoke", json={"input": 2}) for _ in range(2)]
     assert all(r.status_code == 200 and "idempotent-replayed" not in r.headers
                for r in keyless)
+
+
+def test_with_no_replica_up_haproxy_answers_503_with_retry_after(tmp_path: Path) -> None:
+    """HAProxy's own 503 (every server down) says when to retry, in the replica's JSON shape,
+    like a replica's shed answer (the overload drill counts 503s without it as failures)."""
+    spec = Balancer(checks=HealthChecks(interval_s=0.2, timeout_s=0.2))
+    lb = HaproxyBalancer(spec, free_port(), tmp_path, server_timeout_s=5)
+    child = lb.start([Upstream(free_port())])  # nothing listens there
+    try:
+        deadline = time.monotonic() + 10
+        while not all(s["status"] == "DOWN" for s in lb.view()):
+            assert time.monotonic() < deadline, lb.view()
+            time.sleep(0.1)
+        resp = httpx.post(f"{lb.url}/v1/invoke", json={"input": 1}, timeout=10)
+    finally:
+        child.stop()
+        lb.cleanup()
+    assert resp.status_code == 503
+    assert resp.headers.get("retry-after") == "1"
+    assert resp.json()["error"]["type"] == "overloaded"

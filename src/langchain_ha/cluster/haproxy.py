@@ -100,6 +100,11 @@ def haproxy_config(spec: Balancer, port: int, sock: Path, upstreams: Sequence[Up
         f"    timeout server {_ms(server_timeout_s)}",
         f"    timeout check {_ms(checks.timeout_s)}",
         "",
+        # HAProxy's own 503 (no replica up) in the replica's shape, with Retry-After.
+        "    http-error status 503 content-type application/json hdr Retry-After 1 string "
+        "'{\"error\": {\"type\": \"overloaded\", \"message\": \"no replica is up; "
+        "retry later\"}}'",
+        "",
         "frontend lcha",
         f"    bind 127.0.0.1:{port}",
         "    http-request return status 431 content-type application/json string "
