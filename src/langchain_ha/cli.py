@@ -164,8 +164,8 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def _add_up(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``lcha up`` and the commands that operate the running deployment."""
     sd_help = "the deployment's state directory (default .lcha, or state_dir in lcha.yaml)"
-    p = sub.add_parser("up", help="start the HA deployment: replicas in zones behind Caddy, "
-                       "the PostgreSQL cluster, simulated providers, a supervisor")
+    p = sub.add_parser("up", help="start the HA deployment: replicas in zones behind HAProxy "
+                       "or Caddy, the PostgreSQL cluster, simulated providers, a supervisor")
     p.add_argument("-f", "--file", type=Path, help="topology file (default ./lcha.yaml)")
     p.add_argument("--demo", action="store_true",
                    help="the demo topology: 3 zones x 1 replica, 3 DB members, 2 simulators")
@@ -216,7 +216,7 @@ def _add_up(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     lg = sub.add_parser("logs", help="the tail of a process's log (default: the supervisor)")
     lg.add_argument("name", nargs="?", default="supervisor",
-                    help="supervisor, caddy, prometheus, replica-az1-r1, sim-primary, ...")
+                    help="supervisor, haproxy, caddy, prometheus, replica-az1-r1, sim-primary, ...")
     lg.add_argument("-n", "--lines", type=int, default=40)
     lg.add_argument("--state-dir", type=Path, default=Path(".lcha"), help=sd_help)
     lg.set_defaults(handler=lambda a: _upcli().logs(a.state_dir, a.name, a.lines))

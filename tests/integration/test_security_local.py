@@ -24,7 +24,7 @@ import pytest
 import langchain_ha
 from langchain_ha._proc import BASE_ENV, Child, child_env, free_port, python_reach, run_as
 from langchain_ha.cluster.backup import restore_command
-from langchain_ha.cluster.balancer import CaddyBalancer
+from langchain_ha.cluster.caddy import CaddyBalancer
 from langchain_ha.cluster.patroni_config import archive_command
 from langchain_ha.cluster.pgbin import LocalPostgres, prepare_dir
 from langchain_ha.cluster.topology import Balancer

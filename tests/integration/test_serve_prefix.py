@@ -15,7 +15,7 @@ from tests.support.fixtures_serve import Replica
 
 KEY, ADMIN = "prefix-key", "prefix-admin"
 ENV = {"LCHA_API_KEYS": KEY, "LCHA_ADMIN_TOKEN": ADMIN, "LCHA_MAX_INFLIGHT": "2",
-       "LCHA_MIN_INFLIGHT": "2", "LCHA_MAX_BODY_BYTES": "65536"}
+       "LCHA_MAX_BODY_BYTES": "65536"}
 AUTH = {"Authorization": f"Bearer {KEY}"}
 BODY = {"input": {"q": "hi"}}
 API_PATHS = [("POST", "/v1/invoke"), ("POST", "/v1/batch"), ("POST", "/v1/stream"),

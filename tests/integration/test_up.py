@@ -1,6 +1,6 @@
-"""``lcha up``: the whole deployment answers through Caddy, survives a replica SIGKILL and a
-rollout under load with no failed request, heals, adopts after a supervisor crash, and
-``lcha down`` leaves nothing running."""
+"""``lcha up``: the whole deployment answers through its balancer (HAProxy, else Caddy),
+survives a replica SIGKILL, a balancer SIGKILL and a rollout under load with no failed request,
+heals, adopts after a supervisor crash, and ``lcha down`` leaves nothing running."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 from langchain_ha._proc import pid_matches, port_is_listening
+from langchain_ha.cluster.haproxy import haproxy_binary
 from langchain_ha.drills.load import run_load, summarize
 from tests.support.fixtures_up import PARENT_ONLY_KEY, REPLICA_SETTING, Deployment
 from tests.support.stranger import READ, UNIX_CONNECT, as_stranger
@@ -63,8 +64,8 @@ def test_status_json_names_every_process_and_the_database(deployment: Deployment
     replicas = [p for p in status["processes"] if p["role"] == "replica"]
     assert sorted(p["zone"] for p in replicas) == ["az1", "az2", "az3"]
     assert all(port_is_listening(p["port"]) for p in replicas)
-    # Ready replicas serve at serving_nice: request work yields the CPU to Caddy, the database
-    # and the supervisor (which stay at 0) on a shared machine.
+    # Ready replicas serve at serving_nice: request work yields the CPU to the balancer, the
+    # database and the supervisor (which stay at 0) on a shared machine.
     for r in _ready_replicas(deployment):
         assert os.getpriority(os.PRIO_PROCESS, r["pid"]) == 5
     supervisor = next(p for p in status["processes"] if p["role"] == "supervisor")
@@ -84,7 +85,10 @@ def test_status_json_names_every_process_and_the_database(deployment: Deployment
     text = deployment.lcha("status")
     assert "az1" in text.stdout and "leader" in text.stdout
     assert "ready: http" in deployment.lcha("logs").stdout  # the supervisor's sentences
-    assert deployment.lcha("logs", "caddy").returncode == 0
+    kind = status["balancer"]["kind"]
+    assert kind == ("haproxy" if haproxy_binary() else "caddy")
+    assert f"balancer: {kind}" in text.stdout
+    assert deployment.lcha("logs", kind).returncode == 0
     missing = deployment.lcha("logs", "nope")
     assert missing.returncode == 2 and "replica-az1" in missing.stderr
 
@@ -250,9 +254,10 @@ def _environ(pid: int) -> dict[str, str]:
     return dict(i.decode(errors="replace").split("=", 1) for i in raw if b"=" in i)
 
 
-def test_caddy_has_no_tcp_admin_and_its_socket_is_private(deployment: Deployment) -> None:
-    """M4: Caddy listens on the balancer's port alone; its admin socket (0600, in a 0700
-    directory) answers us and refuses another user who can walk up to it."""
+def test_the_balancer_has_no_tcp_admin_and_its_socket_is_private(deployment: Deployment
+                                                                 ) -> None:
+    """M4: the balancer (HAProxy or Caddy) listens on its port alone; its control socket
+    (0600, in a 0700 directory) answers us and refuses another user who can walk up to it."""
     lb = deployment.sd.state()["balancer"]
     listening = {c.laddr for c in psutil.Process(lb["pid"]).net_connections("inet")
                  if c.status == psutil.CONN_LISTEN}
@@ -262,6 +267,30 @@ def test_caddy_has_no_tcp_admin_and_its_socket_is_private(deployment: Deployment
     assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o700
     assert deployment.status()["balancer"]["upstreams"]  # our own view, over the socket
     assert as_stranger(UNIX_CONNECT.format(path=str(sock)), reach=[sock]) == "PermissionError"
+
+
+def test_a_balancer_that_dies_is_restarted_and_answers_again(deployment: Deployment) -> None:
+    """The supervisor's "balancer was gone" path: SIGKILL the balancer; the supervisor starts
+    it again on the same URL with every slot, and requests are answered through it."""
+    lb = deployment.sd.state()["balancer"]
+    os.kill(lb["pid"], signal.SIGKILL)
+    restarted = _wait(lambda: (deployment.sd.state()["balancer"]["pid"] != lb["pid"]
+                               and deployment.sd.state()["balancer"]["pid"]),
+                      what="a restarted balancer")
+    decisions = " ".join(deployment.sd.state()["decisions"])
+    assert f"{lb['kind']} (the load balancer) was gone: restarted on {lb['url']}" in decisions
+    assert psutil.Process(restarted).is_running()
+    resp = _wait(lambda: (r := _try_ask(deployment)) is not None and r.status_code == 200 and r,
+                 what="an answer through the restarted balancer")
+    assert resp.status_code == 200
+    assert len(deployment.status()["balancer"]["upstreams"]) == 3 * 4
+
+
+def _try_ask(dep: Deployment) -> httpx.Response | None:
+    try:
+        return _ask(dep, "How do I reset my password?")
+    except httpx.HTTPError:
+        return None
 
 
 def test_lcha_logs_reads_nothing_outside_the_state_directory(deployment: Deployment) -> None:

@@ -18,7 +18,8 @@ from langchain_ha._files import open_private_log, write_private
 from langchain_ha._redact import RedactingFormatter, redact
 from langchain_ha._usage import UsageError
 from langchain_ha.cli import main as lcha_main
-from langchain_ha.cluster.balancer import admin_socket, caddy_config
+from langchain_ha.cluster.balancer import admin_socket
+from langchain_ha.cluster.caddy import caddy_config
 from langchain_ha.cluster.patroni_config import (
     ClusterSpec,
     MemberPorts,

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from langchain_ha._usage import UsageError
-from langchain_ha.cluster.balancer import Upstream, caddy_config
+from langchain_ha.cluster.balancer import Upstream
+from langchain_ha.cluster.caddy import caddy_config
 from langchain_ha.cluster.topology import Balancer, Topology, load_topology
 
 BROKEN = """

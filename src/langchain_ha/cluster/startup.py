@@ -1,8 +1,8 @@
 """The supervisor's start-up: adopt what an earlier supervisor left, then start in order.
 
-Database (Patroni members and their raft DCS) → provider simulators → replicas → Caddy, each
-step waiting for readiness, then one answer through the load balancer (which also loads the
-support bot's corpus into the database).
+Database (Patroni members and their raft DCS) → provider simulators → replicas → the load
+balancer (HAProxy or Caddy), each step waiting for readiness, then one answer through the load
+balancer (which also loads the support bot's corpus into the database).
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from langchain_ha._proc import Adopted, free_port, port_is_listening
-from langchain_ha.cluster.balancer import CaddyBalancer
+from langchain_ha.cluster.balancer import Upstream
+from langchain_ha.cluster.balancers import balancer_kind, make_balancer
 from langchain_ha.cluster.replicas import (
     adopt_replica,
     adopt_simulator,
@@ -111,19 +112,23 @@ def adopt(sup: Supervisor, prior: dict[str, Any]) -> None:
 
 def start_balancer(sup: Supervisor, prior: dict[str, Any]) -> None:
     port = sup.topo.balancer.port or int(prior.get("port") or 0) or free_port()
-    sup.lb = CaddyBalancer(sup.topo.balancer, port, sup.sd.root)
     pid = prior.get("pid")
-    if pid:
-        old = Adopted(int(pid), name="caddy", marker=str(sup.lb.dir / "initial.json"))
-        if old.alive() and sup.lb.answers():
-            sup.caddy = old
-            sup._say(f"load balancer: adopted Caddy (pid {pid})", progress=True)
+    kind = balancer_kind(sup.topo)
+    if pid:  # an earlier supervisor's balancer keeps its kind (prior states are Caddy's)
+        old_kind = str(prior.get("kind") or "caddy")
+        lb = make_balancer(sup.topo, port, sup.sd.root, old_kind)
+        old = Adopted(int(pid), name=old_kind, marker=str(prior.get("marker") or lb.marker))
+        if old.alive() and lb.answers():
+            sup.lb, sup.lb_proc = lb, old
+            lb.upstreams = tuple(Upstream(**u) for u in prior.get("upstreams") or [])
+            sup._say(f"load balancer: adopted {old_kind} (pid {pid})", progress=True)
             return
+    sup.lb = make_balancer(sup.topo, port, sup.sd.root, kind)
     if port_is_listening(port):
         raise RuntimeError(f"balancer.port {port} is already in use: choose another "
                            "(lcha up --port P, or balancer.port in lcha.yaml)")
-    sup.caddy = sup.lb.start()
-    sup._say(f"load balancer: Caddy on {sup.lb.url} (admin API on the unix socket "
+    sup.lb_proc = sup.lb.start(sup.upstreams())
+    sup._say(f"load balancer: {sup.lb.kind} on {sup.lb.url} (its control socket: "
              f"{sup.lb.admin_socket})", progress=True)
 
 async def warm_up(sup: Supervisor) -> None:

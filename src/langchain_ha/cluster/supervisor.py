@@ -1,11 +1,12 @@
 """The supervisor: one loop that keeps a deployment as its topology says (``lcha up``).
 
 Start-up goes in order, each step waiting for readiness: the database (Patroni members with
-their raft DCS) → provider simulators → replicas → Caddy.  Then every cycle (0.5 s) it reads
-operator requests, probes every replica, makes at most one decision and logs it as a sentence
-(like Patroni's HA loop): replace a dead or hung replica (with backoff, as an auto-scaling
-group replaces a failed instance), register a ready one with the load balancer, start or drain
-one for a scale change or a rollout, restart a dead simulator, database member or Caddy.
+their raft DCS) → provider simulators → replicas → the load balancer (HAProxy or Caddy).
+Then every cycle (0.5 s) it reads operator requests, probes every replica, makes at most one
+decision and logs it as a sentence (like Patroni's HA loop): replace a dead or hung replica
+(with backoff, as an auto-scaling group replaces a failed instance), register a ready one with
+the load balancer, start or drain one for a scale change or a rollout, restart a dead
+simulator, database member or load balancer.
 
 It survives its own restart: a new supervisor adopts every process recorded in ``state.json``
 that still runs (checked by PID and command line) and reconciles from there.
@@ -29,7 +30,7 @@ import httpx
 
 from langchain_ha._proc import Adopted, Child, port_is_free
 from langchain_ha._redact import redact, redact_logging
-from langchain_ha.cluster.balancer import CaddyBalancer, Upstream
+from langchain_ha.cluster.balancer import LoadBalancer, Upstream
 from langchain_ha.cluster.dbtier import DbTier
 from langchain_ha.cluster.hostload import CpuSampler
 from langchain_ha.cluster.monitor import LocalPrometheus
@@ -55,7 +56,7 @@ CYCLE_S = 0.5
 
 
 class Supervisor:
-    """Keeps replicas, simulators, the database and Caddy running as the topology says."""
+    """Keeps replicas, simulators, the database and the load balancer as the topology says."""
 
     def __init__(self, state_dir: StateDir, topology: Topology) -> None:
         self.sd = state_dir
@@ -64,8 +65,8 @@ class Supervisor:
         self.slots: dict[str, list[int]] = {}
         self.sims: dict[str, Simulator] = {}
         self.db = DbTier(topology, state_dir.db_dir)
-        self.lb: CaddyBalancer | None = None
-        self.caddy: Child | Adopted | None = None
+        self.lb: LoadBalancer | None = None
+        self.lb_proc: Child | Adopted | None = None
         self.generation = 1
         self.apps: dict[int, str] = {1: topology.app}
         self.per_zone = topology.replicas.per_zone
@@ -193,10 +194,10 @@ class Supervisor:
                 self.sims[name] = start_simulator(sim.spec, self.sd.logs, sim.port,
                                                   admin_token=self.sim_admin_token)
                 return f"simulator {name} was gone: restarted on port {sim.port}"
-        if self.lb is not None and self.caddy is not None and not self.caddy.alive():
-            self.lb.upstreams = ()
-            self.caddy = self.lb.start()
-            return f"Caddy was gone: restarted on {self.lb.url}"
+        if self.lb is not None and self.lb_proc is not None and not self.lb_proc.alive():
+            self.lb.cleanup()
+            self.lb_proc = self.lb.start(self.upstreams())
+            return f"{self.lb.kind} (the load balancer) was gone: restarted on {self.lb.url}"
         if self.phase == "ready":
             return self.db.heal()
         return None
@@ -294,13 +295,16 @@ class Supervisor:
         """The balancer lists every slot all the time (no reload when replicas come and go);
         only a canary's weights change its config."""
         assert self.lb is not None
-        weight = {r.port: r.weight for r in self.replicas if r.state != "draining"}
-        ups = [Upstream(port, weight=weight.get(port, 1), standby=not self.topo.is_active(zone))
-               for zone in self.topo.zones for port in self.slots.get(zone, [])]
         try:
-            self.lb.apply(ups)
-        except (httpx.HTTPError, RuntimeError) as exc:
+            self.lb.apply(self.upstreams())
+        except (httpx.HTTPError, RuntimeError, OSError) as exc:
             self._say(f"load balancer update failed ({exc}); retrying next cycle")
+
+    def upstreams(self) -> list[Upstream]:
+        """Every balancer slot, in zone order: a replica's weight, standby for a passive zone."""
+        weight = {r.port: r.weight for r in self.replicas if r.state != "draining"}
+        return [Upstream(port, weight=weight.get(port, 1), standby=not self.topo.is_active(zone))
+                for zone in self.topo.zones for port in self.slots.get(zone, [])]
 
     def _target(self, zone: str) -> int:
         return self.per_zone
@@ -350,7 +354,7 @@ class Supervisor:
             self._write_state()
 
     def _write_state(self) -> None:
-        caddy = self.caddy.pid if self.caddy else None
+        lb_pid = self.lb_proc.pid if self.lb_proc else None
         write_json(self.sd.state_file, {
             "supervisor": {"pid": os.getpid()},
             "phase": self.phase, "progress": self.progress, "decisions": list(self.decisions),
@@ -358,7 +362,7 @@ class Supervisor:
             "base_per_zone": self.base_per_zone, "applied_seq": self.applied_seq,
             "next_index": self._next_index, "slots": self.slots,
             "rollout": self.rollout.to_json() if self.rollout else None,
-            "balancer": self.lb.to_json(caddy) if self.lb else {"role": "balancer"},
+            "balancer": self.lb.to_json(lb_pid) if self.lb else {"role": "balancer"},
             "simulators": {n: s.to_json() for n, s in self.sims.items()},
             "replicas": [r.to_json() for r in self.replicas],
             "database": self.db.to_json(), "prometheus": self.prometheus.to_json(),
@@ -368,8 +372,8 @@ class Supervisor:
     async def _shutdown(self) -> None:
         self.phase = "stopping"
         self._write_state()
-        if self.caddy is not None:
-            self.caddy.stop(timeout=5)
+        if self.lb_proc is not None:
+            self.lb_proc.stop(timeout=5)
             if self.lb is not None:
                 self.lb.cleanup()
         self.prometheus.stop()
@@ -379,7 +383,7 @@ class Supervisor:
         await asyncio.to_thread(self.db.stop)
         self.replicas.clear()
         self.sims.clear()
-        self.caddy = None
+        self.lb_proc = None
         self.phase = "stopped"
         self._say("stopped: nothing left running")
         self._write_state()

@@ -44,8 +44,11 @@ class HealthChecks(_Strict):
 
 
 class Balancer(_Strict):
-    """Caddy in front of the replicas."""
+    """The load balancer in front of the replicas (HAProxy or Caddy)."""
 
+    kind: Literal["auto", "haproxy", "caddy"] = Field(default="auto", description=(
+        "auto: HAProxy where it is installed (it retries a shed request on another replica), "
+        "else Caddy; the LCHA_BALANCER environment variable overrides it"))
     port: int = Field(default=8080, ge=0, le=65535, description="0 picks a free port")
     checks: HealthChecks = HealthChecks()
     retries: int = Field(default=0, ge=0, le=50, description=(
@@ -55,7 +58,8 @@ class Balancer(_Strict):
     try_interval_ms: int = Field(default=25, ge=5, le=5000)
     passive_max_fails: int = Field(default=1, ge=1)
     passive_fail_duration_s: float = Field(default=5.0, gt=0)
-    tls: bool = Field(default=False, description="serve HTTPS with Caddy's internal CA")
+    tls: bool = Field(default=False, description=(
+        "serve HTTPS with Caddy's internal CA (Caddy only; auto picks Caddy)"))
     header_timeout_s: float = Field(default=10.0, gt=0, le=300, description=(
         "a client has this long to send its request headers"))
     body_timeout_s: float = Field(default=30.0, gt=0, le=3600, description=(

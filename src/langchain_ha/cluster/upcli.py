@@ -21,7 +21,7 @@ from langchain_ha._files import write_private
 from langchain_ha._proc import Adopted, Child, pid_matches, port_is_listening, python_argv
 from langchain_ha._redact import redact
 from langchain_ha._usage import UsageError
-from langchain_ha.cluster.balancer import upstreams_view
+from langchain_ha.cluster.balancers import balancer_kind, live_view
 from langchain_ha.cluster.dbcli import member_table, text_table
 from langchain_ha.cluster.replicas import replica_marker, sim_marker
 from langchain_ha.cluster.state import SUPERVISOR_MARKER, StateDir
@@ -129,8 +129,9 @@ def processes(state: dict[str, Any]) -> list[dict[str, Any]]:
                     "pid": sup, "marker": SUPERVISOR_MARKER})
     lb = state.get("balancer") or {}
     if lb.get("pid"):
-        out.append({"name": "caddy", "role": "balancer", "zone": None, "port": lb.get("port"),
-                    "pid": lb["pid"], "marker": "/caddy/initial.json"})
+        kind = lb.get("kind") or "caddy"
+        out.append({"name": kind, "role": "balancer", "zone": None, "port": lb.get("port"),
+                    "pid": lb["pid"], "marker": lb.get("marker") or "/caddy/initial.json"})
     for name, sim in (state.get("simulators") or {}).items():
         out.append({"name": f"sim-{name}", "role": "simulator", "zone": None,
                     "port": sim["port"], "pid": sim["pid"],
@@ -177,7 +178,7 @@ def collect_status(sd: StateDir, state: dict[str, Any]) -> dict[str, Any]:
     admin = {"Authorization": f"Bearer {secrets['admin_token']}"}
     lb = dict(state.get("balancer") or {})
     if lb.get("admin_socket"):
-        lb["upstreams"] = upstreams_view(Path(lb["admin_socket"]))
+        lb["upstreams"] = live_view(lb)
     sims = {}
     for name, sim in (state.get("simulators") or {}).items():
         try:
@@ -212,7 +213,8 @@ def collect_status(sd: StateDir, state: dict[str, Any]) -> dict[str, Any]:
 
 
 def render_status(report: dict[str, Any]) -> str:
-    lines = [f"phase: {report['phase']}   url: {report['url']}   generation: "
+    lines = [f"phase: {report['phase']}   url: {report['url']}   balancer: "
+             f"{report['balancer'].get('kind') or 'caddy'}   generation: "
              f"{report['generation']}   replicas per zone: {report['per_zone']}"]
     ups = {u.get("address"): u for u in (report["balancer"].get("upstreams") or [])}
     rows: list[tuple[str, ...]] = [
@@ -279,7 +281,7 @@ def logs(state_dir: Path, name: str, lines: int) -> int:
     """Print the last ``lines`` of the log ``name``: a file of the state directory only."""
     sd = StateDir(state_dir)
     have = sorted([p.stem for p in sd.logs.glob("*.log")]
-                  + [d for d in ("caddy", "prometheus") if (sd.root / d).is_dir()])
+                  + [d for d in ("caddy", "haproxy", "prometheus") if (sd.root / d).is_dir()])
     if not LOG_NAME.fullmatch(name) or ".." in name:
         raise UsageError(f"NAME: {name!r} is not a log name (letters, digits, '-', '_', '.'); "
                          f"have: {', '.join(have) or 'none'}")
@@ -334,7 +336,8 @@ def _shape(topo: Topology) -> str:
     db = (f"{len(topo.zones)} PostgreSQL members ({topo.database.replication})"
           if topo.database.enabled else "no database")
     sims = sum(p.simulated for p in topo.providers)
-    return (f"{len(topo.zones)} zones x {topo.replicas.per_zone} replica(s) behind Caddy "
+    return (f"{len(topo.zones)} zones x {topo.replicas.per_zone} replica(s) behind "
+            f"{balancer_kind(topo)} "
             f"({topo.mode}), {db}, {sims} simulated provider(s)")
 
 

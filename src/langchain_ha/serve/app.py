@@ -86,13 +86,13 @@ def create_app(
     if breaker_map and "llm" not in all_checks:
         all_checks["llm"] = breaker_check(breaker_map)
 
-    admission = Admission(settings.max_inflight, floor=settings.min_inflight,
+    admission = Admission(settings.max_inflight, slo_s=settings.admission_slo_s,
                           target_lag_s=settings.target_loop_lag_ms / 1000,
                           adaptive=settings.adaptive_admission)
     metrics.admission_limit.set(admission.limit)
 
     def on_tick(a: Admission) -> None:
-        metrics.admission_limit.set(int(a.limit))
+        metrics.admission_limit.set(a.limit)
         metrics.loop_lag.observe(a.lag_s)
 
     @contextlib.asynccontextmanager

@@ -12,7 +12,7 @@ or running it under uvicorn's ``--root-path`` changes nothing.  Every path is on
   shed, so an operator can still drain an overloaded replica;
 - anything else, unknown paths and ``/openapi.json`` included: a valid API key (401 without,
   so the route table does not leak; with one, the router answers 404 for an unknown path),
-  then the body, then admission.
+  then the body, then admission (which sees every admitted request finish).
 
 Errors on the OpenAI-compatible paths (:data:`~langchain_ha.serve.openai_wire.OPENAI_PATHS`)
 are in OpenAI's shape (``{"error": {"message", "type", "param", "code"}}``), elsewhere in the
@@ -156,11 +156,16 @@ class Gate:
             if admin:
                 await self.app(scope, _replay(body, receive), send_with_ids)
                 return
-            if not self.admission.allows(self.drain.inflight):
+            inflight = self.drain.inflight
+            if not self.admission.allows(inflight, self.settings.request_timeout_s):
                 self.metrics.rejected.inc()
+                full = inflight >= self.admission.ceiling
+                why = ("replica at its in-flight limit" if full else
+                       "replica too busy to answer in time "
+                       f"(predicted {self.admission.predicted_wait(inflight):.2f}s)")
                 await _respond(send_with_ids, *_shaped(
-                    openai, 503, "overloaded", "replica at its in-flight limit; retry elsewhere",
-                    limit=int(self.admission.limit)), retry_after=True)
+                    openai, 503, "overloaded", f"{why}; retry elsewhere",
+                    limit=self.admission.limit), retry_after=True)
                 return
             self.drain.enter()
             self.metrics.inflight.inc()
@@ -169,6 +174,7 @@ class Gate:
             finally:
                 self.drain.leave()
                 self.metrics.inflight.dec()
+                self.admission.finished()
         finally:
             elapsed = time.perf_counter() - began
             self.metrics.requests.labels(route, str(status[0])).inc()

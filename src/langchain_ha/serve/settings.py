@@ -41,9 +41,12 @@ class ServeSettings(BaseSettings):
     ``root_path``, for the links the app builds); the gate checks the path below it."""
     max_inflight: int = Field(default=64, ge=1)
     adaptive_admission: bool = True
-    """Lower the in-flight limit while the event loop lags (see ``serve.admission``)."""
-    min_inflight: int = Field(default=8, ge=1)
+    """Refuse a request predicted to finish after ``admission_slo_s`` while the CPU is
+    saturated (see ``serve.admission``); false: only ``max_inflight``."""
+    admission_slo_s: float = Field(default=1.0, gt=0)
+    """The longest predicted wait a request is admitted with while the CPU is saturated."""
     target_loop_lag_ms: float = Field(default=10.0, gt=0)
+    """A smoothed event-loop lag above this means the CPU is saturated."""
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
     body_timeout_s: float = Field(default=30.0, gt=0)
     """The whole body must arrive within this (else 408); a request takes an in-flight slot
