@@ -1,4 +1,7 @@
-"""Admission on the predicted wait: deterministic ticks, no event loop timing."""
+"""Admission: the lag-driven limit (AIMD) and the queue that takes only what starts in time.
+
+Deterministic ticks: ``observe`` is fed lags and completions; no event-loop timing.
+"""
 
 from __future__ import annotations
 
@@ -13,90 +16,202 @@ TICK = 0.05
 
 
 def _feed(a: Admission, ticks: int, *, lag_s: float, inflight: int, per_tick: int) -> None:
-    """``ticks`` ticks, each late by ``lag_s``, with ``per_tick`` completions and
-    ``inflight`` requests running."""
+    """``ticks`` ticks late by ``lag_s``, each with ``per_tick`` completions and ``inflight``
+    requests running."""
     for _ in range(ticks):
-        for _ in range(per_tick):
-            a.finished()
+        for _ in range(per_tick):  # a completion: one that ran finishes
+            a.active += 1
+            a.release()
         a.observe(lag_s, inflight, TICK)
 
 
-def test_a_cold_replica_applies_only_the_ceiling() -> None:
-    """Nothing completed yet (a warm-up burst on a lagging loop): no prediction, so nothing
-    under the ceiling is refused."""
-    a = Admission(64, slo_s=1.0, target_lag_s=0.01, smoothing=1.0)
-    _feed(a, 10, lag_s=0.5, inflight=40, per_tick=0)  # 0.5 s of busy ticks < warmup_s
-    assert a.saturated
-    assert a.predicted_wait(40) == 0.0
-    assert a.allows(63) and not a.allows(64)
-    assert a.limit == 64
+# -- the limit -------------------------------------------------------------------------------
+
+def test_a_lagging_loop_cuts_the_limit_towards_what_runs() -> None:
+    a = Admission(64, floor=4, target_lag_s=0.05, smoothing=1.0)
+    a.observe(0.2, inflight=40)  # 4x the target: the deepest cut, half
+    assert a.limit == 20 and a.cuts == 1
+
+
+def test_a_mild_lag_cuts_gently_and_never_below_the_floor() -> None:
+    a = Admission(64, floor=4, target_lag_s=0.05, smoothing=1.0)
+    a.observe(0.051, inflight=30)
+    assert a.limit == pytest.approx(27.0)
+    a.observe(1.0, inflight=6)
+    assert a.limit == 4
+
+
+def test_no_second_cut_while_more_runs_than_the_limit() -> None:
+    a = Admission(64, floor=4, target_lag_s=0.05, smoothing=1.0)
+    a.observe(0.2, inflight=40)
+    a.observe(0.2, inflight=35)  # the admitted ones are still finishing
+    assert a.limit == 20 and a.cuts == 1
+    a.observe(0.2, inflight=16)
+    assert a.limit == 8 and a.cuts == 2
+
+
+def test_a_quiet_loop_raises_the_limit_by_one_up_to_the_ceiling() -> None:
+    a = Admission(10, floor=4, target_lag_s=0.05, smoothing=1.0)
+    a.observe(0.5, inflight=10)
+    assert a.limit == 5
+    for _ in range(3):
+        a.observe(0.01, inflight=5)
+    assert a.limit == 8
+    for _ in range(10):
+        a.observe(0.0, inflight=0)
+    assert a.limit == 10
+
+
+def test_one_slow_tick_is_smoothed_away() -> None:
+    a = Admission(64, floor=4, target_lag_s=0.01)  # default smoothing: newest tick 1/10
+    for _ in range(20):
+        a.observe(0.002, inflight=30)
+    a.observe(0.025, inflight=30)  # one callback ran long
+    assert a.limit == 64 and a.cuts == 0
 
 
 def test_the_rate_is_completions_per_second_of_busy_time() -> None:
-    a = Admission(64, smoothing=1.0)
+    a = Admission(64, smoothing=1.0, warmup_s=0.5)
     _feed(a, 30, lag_s=0.0, inflight=10, per_tick=2)  # 2 per 50 ms: 40/s
     assert a.rate == pytest.approx(40.0)
-    assert a.predicted_wait(19) == pytest.approx(0.5)  # (19 + 1) / 40
-    a.observe(0.0, 0, TICK)  # an idle tick changes nothing
+    assert a.predicted_start() == pytest.approx(1 / 40)  # nobody queued ahead
+    a.observe(0.0, 0, TICK)  # an idle tick says nothing about the rate
     assert a.rate == pytest.approx(40.0)
-
-
-def test_a_saturated_replica_refuses_what_it_would_answer_too_late() -> None:
-    """40 completions/s on a lagging loop: with a 1 s objective, up to 39 ahead is admitted
-    ((39 + 1) / 40 = 1 s), 40 ahead is not; a caller's shorter deadline tightens it."""
-    a = Admission(64, slo_s=1.0, target_lag_s=0.01, smoothing=1.0)
-    _feed(a, 30, lag_s=0.05, inflight=30, per_tick=2)
-    assert a.saturated
-    assert a.allows(39) and not a.allows(40)
-    assert a.limit == 40
-    assert a.allows(9, budget_s=0.25) and not a.allows(10, budget_s=0.25)
-    assert not a.allows(0, budget_s=0.0)
-
-
-def test_a_failover_stall_within_budget_sheds_nothing() -> None:
-    """The case the lag-only design got wrong: a replica taking a dead one's share while a
-    replacement starts lags far past the target, but with 8-20 in flight at 35/s the predicted
-    wait is 0.26-0.6 s, inside the objective: every request is admitted."""
-    a = Admission(64, slo_s=1.0, target_lag_s=0.01, smoothing=0.05)
-    _feed(a, 40, lag_s=0.002, inflight=5, per_tick=2)  # steady: 40/s, no lag
-    for inflight in range(8, 21):  # the stall: lag 40 ms, fewer completions
-        _feed(a, 4, lag_s=0.04, inflight=inflight, per_tick=1)  # 20/s at worst
-        assert a.saturated or inflight < 10
-        assert a.allows(inflight), (inflight, a.rate, a.predicted_wait(inflight))
-
-
-def test_a_slow_provider_is_not_a_reason_to_shed() -> None:
-    """Requests waiting on a provider (no lag) complete slowly: the predicted wait is long,
-    but admitting more slows nobody down, so only the ceiling refuses."""
-    a = Admission(64, slo_s=1.0, target_lag_s=0.01, smoothing=1.0)
-    _feed(a, 40, lag_s=0.001, inflight=50, per_tick=1)  # 20/s, 50 in flight: 2.5 s wait
-    assert a.predicted_wait(50) > 2
-    assert not a.saturated
-    assert a.allows(63) and not a.allows(64)
-
-
-def test_nothing_completing_on_a_saturated_loop_refuses_everything_but_the_ceiling_first(
-) -> None:
-    a = Admission(64, slo_s=1.0, target_lag_s=0.01, smoothing=1.0, warmup_s=0.1)
-    _feed(a, 5, lag_s=0.2, inflight=30, per_tick=0)
-    assert a.rate == 0 and a.predicted_wait(0) == math.inf
-    assert not a.allows(0)
-
-
-def test_a_fixed_cap_when_not_adaptive() -> None:
-    a = Admission(8, adaptive=False, smoothing=1.0)
-    _feed(a, 40, lag_s=1.0, inflight=8, per_tick=0)
-    assert a.allows(7) and not a.allows(8)
-    assert a.limit == 8
 
 
 def test_bad_parameters_are_refused() -> None:
-    with pytest.raises(ValueError):
-        Admission(0)
-    with pytest.raises(ValueError):
-        Admission(8, slo_s=0)
-    with pytest.raises(ValueError):
-        Admission(8, smoothing=0)
+    for kwargs in ({"ceiling": 0}, {"ceiling": 8, "slo_s": 0}, {"ceiling": 8, "smoothing": 0},
+                   {"ceiling": 8, "floor": 0}, {"ceiling": 8, "warmup_s": -1}):
+        with pytest.raises(ValueError):
+            Admission(**kwargs)  # type: ignore[arg-type]
+
+
+# -- the queue -------------------------------------------------------------------------------
+
+def _cut_to(a: Admission, limit: int) -> None:
+    """Make ``limit`` requests run on a loop lagging enough to cut the limit to them."""
+    for _ in range(limit):
+        assert a.try_admit()
+    a.limit = float(limit)
+
+
+async def test_over_the_limit_a_request_waits_and_starts_when_one_finishes() -> None:
+    """The stall the immediate refusal got wrong: over a cut limit, requests that would start
+    within the budget wait for a slot instead of getting a 503."""
+    a = Admission(64, floor=2, smoothing=1.0, warmup_s=0.5, slo_s=1.0)
+    _feed(a, 20, lag_s=0.0, inflight=4, per_tick=2)  # 40/s measured
+    _cut_to(a, 4)
+    waiting = [asyncio.ensure_future(a.acquire()) for _ in range(10)]  # starts in <= 0.275 s
+    await asyncio.sleep(0)
+    assert a.waiting == 10 and a.active == 4 and a.refused == 0
+    a.release()
+    await asyncio.sleep(0)
+    assert [w.done() for w in waiting] == [True] + [False] * 9  # first come, first served
+    assert a.active == 4 and a.waiting == 9
+    for _ in range(9):
+        a.release()
+    assert all(await asyncio.gather(*waiting))
+    assert a.active == 4 and a.waiting == 0
+
+
+async def test_a_request_predicted_to_start_too_late_is_refused_at_once() -> None:
+    a = Admission(64, floor=2, smoothing=1.0, warmup_s=0.5, slo_s=0.25)
+    _feed(a, 20, lag_s=0.0, inflight=4, per_tick=2)  # 40/s: the 10th queued starts at 0.25 s
+    _cut_to(a, 4)
+    waiting = [asyncio.ensure_future(a.acquire()) for _ in range(10)]
+    await asyncio.sleep(0)
+    assert a.waiting == 10 and a.refused == 0
+    assert await a.acquire() is False  # the 11th: 0.275 s, past the budget, no waiting
+    assert a.refused == 1 and a.waiting == 10
+    assert await a.acquire(budget_s=10.0) is False  # the caller's budget is capped by slo_s
+    for w in waiting:
+        w.cancel()
+    await asyncio.gather(*waiting, return_exceptions=True)
+    assert a.waiting == 0 and a.active == 4
+
+
+async def test_a_short_caller_deadline_tightens_the_budget() -> None:
+    a = Admission(64, floor=2, smoothing=1.0, warmup_s=0.5, slo_s=5.0)
+    _feed(a, 20, lag_s=0.0, inflight=4, per_tick=2)  # 40/s
+    _cut_to(a, 4)
+    assert await a.acquire(budget_s=0.01) is False  # 1/40 s > 10 ms
+    first = asyncio.ensure_future(a.acquire(budget_s=0.05))
+    await asyncio.sleep(0)
+    assert a.waiting == 1
+    a.release()
+    assert await first is True
+
+
+async def test_the_ceiling_bounds_running_and_queued_together() -> None:
+    a = Admission(6, floor=2, smoothing=1.0, warmup_s=0.5, slo_s=60.0)
+    _feed(a, 20, lag_s=0.0, inflight=4, per_tick=2)
+    _cut_to(a, 4)
+    waiting = [asyncio.ensure_future(a.acquire()) for _ in range(2)]
+    await asyncio.sleep(0)
+    assert a.waiting == 2
+    assert await a.acquire() is False  # 4 running + 2 queued = the ceiling
+    for _ in range(6):
+        a.release() if a.active else None
+    assert all(await asyncio.gather(*waiting))
+
+
+async def test_a_plain_cap_refuses_at_once_without_adaptation() -> None:
+    a = Admission(3, adaptive=False, smoothing=1.0, warmup_s=0.0)
+    _feed(a, 40, lag_s=1.0, inflight=3, per_tick=1)  # lag is ignored
+    assert a.limit == 3
+    assert all([await a.acquire() for _ in range(3)])
+    assert await a.acquire() is False  # at the ceiling: no queue to wait in
+    a.release()
+    assert await a.acquire() is True
+
+
+async def test_a_cold_replica_queues_up_to_the_ceiling() -> None:
+    """No rate known yet (a warm-up burst): nothing to predict from, so the queue takes
+    requests up to the ceiling rather than refusing what would be answered."""
+    a = Admission(8, floor=2, smoothing=1.0)
+    _cut_to(a, 2)
+    assert a.busy_s < a.warmup_s and a.predicted_start() == 0.0
+    waiting = [asyncio.ensure_future(a.acquire()) for _ in range(6)]
+    await asyncio.sleep(0)
+    assert a.waiting == 6 and await a.acquire() is False
+    for _ in range(8):
+        a.release() if a.active else None
+        await asyncio.sleep(0)
+    assert all(await asyncio.gather(*waiting))
+
+
+async def test_nothing_completing_on_a_busy_replica_queues_nothing() -> None:
+    a = Admission(64, floor=2, smoothing=1.0, warmup_s=0.1)
+    _feed(a, 5, lag_s=0.2, inflight=2, per_tick=0)
+    _cut_to(a, 2)
+    assert a.rate == 0 and a.predicted_start() == math.inf
+    assert await a.acquire() is False
+
+
+async def test_a_raised_limit_starts_queued_requests() -> None:
+    a = Admission(64, floor=2, target_lag_s=0.01, smoothing=1.0, warmup_s=0.5)
+    _feed(a, 20, lag_s=0.0, inflight=2, per_tick=2)
+    _cut_to(a, 2)
+    waiting = [asyncio.ensure_future(a.acquire()) for _ in range(2)]
+    await asyncio.sleep(0)
+    a.observe(0.0, TICK)  # a quiet tick: the limit grows by one and hands its slot over
+    await asyncio.sleep(0)
+    assert [w.done() for w in waiting] == [True, False] and a.active == 3
+    waiting[1].cancel()
+    await asyncio.gather(waiting[1], return_exceptions=True)
+    assert a.waiting == 0
+
+
+async def test_a_caller_gone_after_the_handover_gives_its_slot_back() -> None:
+    a = Admission(64, floor=1, smoothing=1.0, warmup_s=0.5)
+    _feed(a, 20, lag_s=0.0, inflight=1, per_tick=2)
+    _cut_to(a, 1)
+    waiter = asyncio.ensure_future(a.acquire())
+    await asyncio.sleep(0)
+    a.release()  # the slot goes to the waiter (active stays 1) ...
+    waiter.cancel()  # ... which is cancelled before it runs
+    await asyncio.gather(waiter, return_exceptions=True)
+    assert a.active == 0 and a.waiting == 0
 
 
 async def test_the_sampler_measures_lag_and_tick_length() -> None:
@@ -107,16 +222,18 @@ async def test_the_sampler_measures_lag_and_tick_length() -> None:
         await asyncio.sleep(0)
 
     a = Admission(64, target_lag_s=0.05, interval_s=0.05, smoothing=1.0)
+    assert a.try_admit()
     ticks: list[float] = []
 
     def on_tick(adm: Admission) -> None:
         ticks.append(adm.lag_s)
-        adm.finished()  # one completion per 350 ms tick
+        adm.release()  # one completion per 350 ms tick
+        assert adm.try_admit()
         if len(ticks) == 3:
             raise asyncio.CancelledError
 
     with pytest.raises(asyncio.CancelledError):
-        await a.run(lambda: 32, on_tick, clock=lambda: now[0], sleep=late_sleep)
+        await a.run(on_tick, clock=lambda: now[0], sleep=late_sleep)
     assert ticks == pytest.approx([0.3, 0.3, 0.3])
     assert a.rate == pytest.approx(1 / 0.35)
     assert a.busy_s == pytest.approx(3 * 0.35)

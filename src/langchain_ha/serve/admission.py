@@ -1,138 +1,201 @@
-"""Admission on the predicted wait: a replica refuses a request it would answer too late.
+"""Admission control: a concurrency limit that follows the event loop's lag, and a short
+queue in front of it that only takes requests predicted to start in time.
 
-A replica sheds (503 + ``Retry-After``; the balancer tries another replica) in two cases:
+Two questions, answered apart:
 
-1. ``max_inflight`` requests are running: a hard ceiling, for memory;
-2. its CPU is saturated *and* the request is predicted to finish after its budget.
+1. **How much work may run at once?**  A fixed in-flight limit protects memory, not latency:
+   on a CPU-bound replica it is reached only after every running request has slowed down,
+   and a request it refuses waits its turn on the same busy loop, so "fast" 503s arrive
+   seconds late and ``/readyz`` stops answering (the balancer then marks the replica down).
+   How late a timer fires (the loop's lag) measures that wait whatever its cause.  Waiting on
+   a slow provider costs the loop nothing, so a provider slowdown does not move the limit;
+   only CPU saturation does.  The limit moves like TCP's congestion window (AIMD):
 
-The prediction is Little's law.  With ``N`` requests in flight and the replica completing ``X``
-per second, what is ahead of a new request takes about ``N / X`` to finish, and the request
-itself ``1 / X`` more: ``wait = (N + 1) / X``.  ``X`` is measured, not assumed: completions per
-second, smoothed over about a second (an exponentially weighted mean of 50 ms ticks), counted
-only over ticks with work in flight.  The budget is the request's own (``budget_s``: what is
-left of a deadline the caller gave) capped by the configured objective ``slo_s``
-(``LCHA_ADMISSION_SLO_S``, 1 s).
+   - a tick whose smoothed lag exceeds the target cuts the limit to what runs now, times a
+     factor between 0.5 and 0.9 (the larger the lag, the deeper the cut), never under
+     ``floor``.  While more runs than the new limit, no further cut is made: the running
+     requests must finish before another cut can tell anything;
+   - a tick within the target raises it by one, up to ``ceiling`` (``max_inflight``).
 
-"Saturated" is the event loop's lag (how late a 50 ms timer fires), smoothed the same way, over
-``target_lag_s``.  Waiting on a slow provider costs the loop nothing: then more requests in
-flight do not slow the others down, so none is refused however long the provider takes (the
-ceiling still holds).  Only when the CPU is the bottleneck does each admitted request delay all
-the others, and then a request predicted to miss its budget is refused while it is still cheap
-to refuse.
+   The lag is an exponentially weighted mean over about ten 50 ms ticks, so one slow callback
+   does not cut the limit; real overload lasts longer than that.
 
-Why not the lag alone (the previous design: an AIMD in-flight limit following the lag, with a
-floor of 8): a lag spike says the CPU is busy, not that requests will be late.  When a replica
-is SIGKILLed under load, its traffic lands on the others while its replacement starts (a Python
-process importing LangChain takes a core for seconds); their lag passed 10 ms and cut their
-limits to the floor, and requests they would have answered well inside the 60 s deadline got a
-503 ("replica at its in-flight limit, limit 8": ≈1.25 % of them; ``tests/integration/
-test_up.py``'s replica-kill test failed about half the time on two cores).  The same happens in
-a warm-up burst.  Here those requests are admitted as long as their predicted wait is within
-budget (with it, and HAProxy retrying a shed request elsewhere, that test passed 4 runs of 5;
-the fifth failed at set-up, a database member not healthy in time).
+2. **What happens to a request over the limit?**  Refusing it at once (the previous design)
+   shed requests the replica would have answered in time: when a replica is SIGKILLed, its
+   traffic lands on the others while its replacement starts (a Python process importing
+   LangChain takes a core for seconds); their lag cut their limits to the floor and about
+   1 % of the requests got a 503 although each would have waited well under a second.  A
+   warm-up burst did the same.  Now such a request *waits* for a running one to finish — if
+   it is predicted to start within its budget.  The prediction is Little's law: with ``q``
+   requests queued ahead and the replica completing ``X`` per second (measured: a smoothed
+   rate over ticks with work in flight), it starts in about ``(q + 1) / X``.  The budget is
+   ``slo_s`` (``LCHA_ADMISSION_SLO_S``), capped by what is left of the request's own
+   deadline.  A request predicted to start too late is refused at once, cheaply: under a real
+   overload the queue fills to what the budget allows and the excess gets its 503 in
+   milliseconds (the balancer tries another replica), while the limit keeps the loop, and
+   with it ``/readyz``, quick.  A queued request is never refused later: once taken in, it is
+   answered.
 
-Under a real overload the wait grows past the budget within a second and the excess is refused
-at about ``slo_s x X`` in flight.  That is more in flight than the old floor allowed, and it
-does not yet keep the 503s fast: ``lcha drill overload`` at 240 req/s through HAProxy (on a
-machine not quiet, load 1.7) measured a 503 p99 of 28 s and 51 answers/s.  Not tuned yet.
+The ceiling bounds running and queued requests together (their bodies are in memory), so with
+``adaptive=False`` (or before any cut) a request at the ceiling is refused at once: a plain
+in-flight cap.  Until a second of busy ticks has been seen (a cold replica) the rate is not
+known and the queue takes requests up to the ceiling.
 
-Until a second of busy ticks has been seen (a cold replica) only the ceiling applies:
-there is nothing to predict from.
+The target lag, 10 ms, comes from the demo app on two cores: at 100 req/s (p99 260 ms) 99.5 %
+of 50 ms ticks were under 10 ms late; past capacity the median tick was 15-20 ms late.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import math
 import time
 from collections.abc import Awaitable, Callable
 
 
 class Admission:
-    """Decides whether one more request may start; see the module docstring.
+    """Decides whether a request may start, or wait to start; see the module docstring.
 
-    ``adaptive=False`` keeps only the ceiling (a plain in-flight cap).
+    ``adaptive=False`` keeps the limit at ``ceiling`` (a plain in-flight cap, no queue).
     """
 
-    def __init__(self, ceiling: int, *, slo_s: float = 1.0, target_lag_s: float = 0.01,
-                 interval_s: float = 0.05, smoothing: float = 0.05,
-                 warmup_s: float = 1.0, adaptive: bool = True) -> None:
-        if ceiling < 1 or slo_s <= 0 or target_lag_s <= 0 or interval_s <= 0 or warmup_s < 0:
-            raise ValueError("ceiling, slo_s, target_lag_s and interval_s must be positive")
+    def __init__(self, ceiling: int, *, floor: int = 8, slo_s: float = 5.0,
+                 target_lag_s: float = 0.01, interval_s: float = 0.05,
+                 smoothing: float = 0.1, warmup_s: float = 1.0,
+                 adaptive: bool = True) -> None:
+        if ceiling < 1 or floor < 1 or slo_s <= 0 or target_lag_s <= 0 or interval_s <= 0:
+            raise ValueError("ceiling, floor, slo_s, target_lag_s and interval_s must be "
+                             "positive")
         if not 0 < smoothing <= 1:
             raise ValueError("smoothing (the newest tick's weight) must be in (0, 1]")
+        if warmup_s < 0:
+            raise ValueError("warmup_s must not be negative")
         self.ceiling = ceiling
+        self.floor = min(floor, ceiling)
         self.slo_s = slo_s
         self.target_lag_s = target_lag_s
         self.interval_s = interval_s
         self.smoothing = smoothing
         self.warmup_s = warmup_s
         self.adaptive = adaptive
+        self.limit = float(ceiling)
         self.lag_s = 0.0
         """The newest tick's lag."""
         self.smoothed_lag_s = 0.0
         self.rate = 0.0
         """Completions per second (smoothed, over ticks with work in flight)."""
         self.busy_s = 0.0
-        """Seconds of ticks with work in flight seen so far (the rate is trusted after
-        ``warmup_s``)."""
+        """Seconds of ticks with work in flight seen so far."""
+        self.cuts = 0
         self.refused = 0
+        self.queued_total = 0
+        self.active = 0
+        """Requests running (admitted and not yet released)."""
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._done = 0
 
     @property
-    def saturated(self) -> bool:
-        """The loop lags: the CPU, not a provider, is what requests wait for."""
-        return self.smoothed_lag_s > self.target_lag_s
+    def waiting(self) -> int:
+        """Requests queued for a slot."""
+        return len(self._waiters)
 
-    def predicted_wait(self, inflight: int) -> float:
-        """Seconds until a request admitted now would finish (``inf`` when nothing completes;
-        0 while the rate is not yet known)."""
+    def predicted_start(self) -> float:
+        """Seconds until a request queued now would start: 0 while the rate is not known yet,
+        ``inf`` when nothing completes."""
         if self.busy_s < self.warmup_s:
             return 0.0
-        return (inflight + 1) / self.rate if self.rate > 0 else math.inf
+        return (len(self._waiters) + 1) / self.rate if self.rate > 0 else math.inf
 
-    @property
-    def limit(self) -> int:
-        """The in-flight count at which a request is refused now (for the metrics)."""
-        if not (self.adaptive and self.saturated) or self.busy_s < self.warmup_s:
-            return self.ceiling
-        return max(1, min(self.ceiling, math.floor(self.slo_s * self.rate)))
-
-    def allows(self, inflight: int, budget_s: float | None = None) -> bool:
-        """May a request start while ``inflight`` others run?  ``budget_s``: the seconds left
-        before its caller's deadline, if it gave one (capped by ``slo_s``)."""
-        if inflight >= self.ceiling:
-            return False
-        if not (self.adaptive and self.saturated):
+    def try_admit(self) -> bool:
+        """Start a request now if there is room (no queue ahead of it)."""
+        if not self._waiters and self.active < self.limit:
+            self.active += 1
             return True
+        return False
+
+    async def acquire(self, budget_s: float | None = None) -> bool:
+        """Admit a request, waiting for a slot if it is predicted to start within its budget
+        (``budget_s``: its deadline, capped by ``slo_s``); False: refused, at once.  An
+        admitted request must be :meth:`release`\\ d."""
+        if self.try_admit():
+            return True
+        if not self.may_wait(budget_s):
+            return False
+        await self.wait()
+        return True
+
+    def may_wait(self, budget_s: float | None = None) -> bool:
+        """Whether a request over the limit may queue: the ceiling has room for it and it is
+        predicted to start within its budget.  False counts a refusal."""
         budget = self.slo_s if budget_s is None else min(self.slo_s, budget_s)
-        return self.predicted_wait(inflight) <= budget
+        if (self.active + len(self._waiters) >= self.ceiling
+                or self.predicted_start() > budget):
+            self.refused += 1
+            return False
+        return True
 
-    def finished(self) -> None:
-        """One admitted request finished (answered, failed or cancelled)."""
+    async def wait(self) -> None:
+        """Queue for a slot (after :meth:`may_wait`); returns admitted."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self.queued_total += 1
+        try:
+            await waiter  # release() or a raised limit hands the slot over (active counted)
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # the slot was handed over as the caller went away
+            elif waiter in self._waiters:
+                self._waiters.remove(waiter)
+            raise
+
+    def release(self) -> None:
+        """An admitted request finished (answered, failed or cancelled)."""
+        self.active -= 1
         self._done += 1
+        self._wake()
 
-    def observe(self, lag_s: float, inflight: int, elapsed_s: float | None = None) -> None:
-        """Feed one tick: its lag (seconds late), the requests in flight at its end, and how
-        long it lasted (by default ``interval_s + lag_s``)."""
+    def _wake(self) -> None:
+        while self._waiters and self.active < self.limit:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self.active += 1
+                waiter.set_result(None)
+
+    def observe(self, lag_s: float, inflight: int | None = None,
+                elapsed_s: float | None = None) -> None:
+        """Feed one tick: its lag (seconds late), the requests running at its end (by default
+        :attr:`active`) and how long it lasted (by default ``interval_s + lag_s``)."""
+        running = self.active if inflight is None else inflight
         tick = elapsed_s if elapsed_s is not None else self.interval_s + lag_s
         self.lag_s = lag_s
         self.smoothed_lag_s += self.smoothing * (lag_s - self.smoothed_lag_s)
         done, self._done = self._done, 0
-        if inflight == 0 and done == 0:
-            return  # idle: says nothing about the rate
-        self.busy_s += tick
-        self.rate += self.smoothing * (done / tick - self.rate)
+        if running or done:
+            self.busy_s += tick
+            self.rate += self.smoothing * (done / tick - self.rate)
+        if not self.adaptive:
+            return
+        lag = self.smoothed_lag_s
+        if lag > self.target_lag_s:
+            if running <= self.limit:
+                factor = min(0.9, max(0.5, self.target_lag_s / lag))
+                cut = max(float(self.floor), running * factor)
+                if cut < self.limit:
+                    self.limit = cut
+                    self.cuts += 1
+        elif self.limit < self.ceiling:
+            self.limit = min(float(self.ceiling), self.limit + 1.0)
+            self._wake()
 
-    async def run(self, inflight: Callable[[], int],
-                  on_tick: Callable[[Admission], None] | None = None, *,
+    async def run(self, on_tick: Callable[[Admission], None] | None = None, *,
                   clock: Callable[[], float] = time.monotonic,
                   sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
-        """Sample the loop every ``interval_s`` until cancelled."""
+        """Sample the loop's lag every ``interval_s`` until cancelled."""
         while True:
             began = clock()
             await sleep(self.interval_s)
             elapsed = clock() - began
-            self.observe(max(0.0, elapsed - self.interval_s), inflight(), elapsed)
+            self.observe(max(0.0, elapsed - self.interval_s), elapsed_s=elapsed)
             if on_tick is not None:
                 on_tick(self)

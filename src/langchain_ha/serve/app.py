@@ -86,19 +86,20 @@ def create_app(
     if breaker_map and "llm" not in all_checks:
         all_checks["llm"] = breaker_check(breaker_map)
 
-    admission = Admission(settings.max_inflight, slo_s=settings.admission_slo_s,
+    admission = Admission(settings.max_inflight, floor=settings.min_inflight,
+                          slo_s=settings.admission_slo_s,
                           target_lag_s=settings.target_loop_lag_ms / 1000,
                           adaptive=settings.adaptive_admission)
-    metrics.admission_limit.set(admission.limit)
+    metrics.admission_limit.set(int(admission.limit))
 
     def on_tick(a: Admission) -> None:
-        metrics.admission_limit.set(a.limit)
+        metrics.admission_limit.set(int(a.limit))
         metrics.loop_lag.observe(a.lag_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # The sampler lives as long as the server does (uvicorn runs the lifespan).
-        sampler = asyncio.ensure_future(admission.run(lambda: drain.inflight, on_tick))
+        sampler = asyncio.ensure_future(admission.run(on_tick))
         try:
             yield
         finally:

@@ -156,25 +156,36 @@ class Gate:
             if admin:
                 await self.app(scope, _replay(body, receive), send_with_ids)
                 return
-            inflight = self.drain.inflight
-            if not self.admission.allows(inflight, self.settings.request_timeout_s):
-                self.metrics.rejected.inc()
-                full = inflight >= self.admission.ceiling
-                why = ("replica at its in-flight limit" if full else
-                       "replica too busy to answer in time "
-                       f"(predicted {self.admission.predicted_wait(inflight):.2f}s)")
-                await _respond(send_with_ids, *_shaped(
-                    openai, 503, "overloaded", f"{why}; retry elsewhere",
-                    limit=self.admission.limit), retry_after=True)
-                return
+            # Counted for draining while queued too: a draining replica answers what it took.
             self.drain.enter()
-            self.metrics.inflight.inc()
             try:
-                await self.app(scope, _replay(body, receive), send_with_ids)
+                admitted = self.admission.try_admit()
+                if not admitted and self.admission.may_wait(self.settings.request_timeout_s):
+                    self.metrics.queued.inc()
+                    self.metrics.waiting.inc()
+                    try:
+                        await self.admission.wait()
+                    finally:
+                        self.metrics.waiting.dec()
+                    admitted = True
+                if not admitted:
+                    self.metrics.rejected.inc()
+                    full = self.admission.active + self.admission.waiting >= self.admission.ceiling
+                    why = ("replica at its in-flight limit" if full else
+                           "replica too busy to start it in time (predicted start in "
+                           f"{self.admission.predicted_start():.2f}s)")
+                    await _respond(send_with_ids, *_shaped(
+                        openai, 503, "overloaded", f"{why}; retry elsewhere",
+                        limit=int(self.admission.limit)), retry_after=True)
+                    return
+                self.metrics.inflight.inc()
+                try:
+                    await self.app(scope, _replay(body, receive), send_with_ids)
+                finally:
+                    self.metrics.inflight.dec()
+                    self.admission.release()
             finally:
                 self.drain.leave()
-                self.metrics.inflight.dec()
-                self.admission.finished()
         finally:
             elapsed = time.perf_counter() - began
             self.metrics.requests.labels(route, str(status[0])).inc()

@@ -23,6 +23,11 @@ class ServerMetrics:
                               registry=registry)
         self.rejected = Counter("lcha_admission_rejected", "Requests shed by admission control",
                                 registry=registry)
+        self.queued = Counter("lcha_admission_queued",
+                              "Requests that waited for a slot (predicted to start in time)",
+                              registry=registry)
+        self.waiting = Gauge("lcha_admission_waiting", "Requests waiting for a slot now",
+                             registry=registry)
         self.admission_limit = Gauge("lcha_admission_limit",
                                      "In-flight limit now (adaptive: follows the loop's lag)",
                                      registry=registry)

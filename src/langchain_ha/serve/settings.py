@@ -41,10 +41,13 @@ class ServeSettings(BaseSettings):
     ``root_path``, for the links the app builds); the gate checks the path below it."""
     max_inflight: int = Field(default=64, ge=1)
     adaptive_admission: bool = True
-    """Refuse a request predicted to finish after ``admission_slo_s`` while the CPU is
-    saturated (see ``serve.admission``); false: only ``max_inflight``."""
-    admission_slo_s: float = Field(default=1.0, gt=0)
-    """The longest predicted wait a request is admitted with while the CPU is saturated."""
+    """Lower the in-flight limit while the event loop lags, and queue what is over it when
+    it is predicted to start within ``admission_slo_s`` (see ``serve.admission``); false:
+    only ``max_inflight``."""
+    min_inflight: int = Field(default=8, ge=1)
+    """The adaptive limit never goes below this."""
+    admission_slo_s: float = Field(default=5.0, gt=0)
+    """The longest predicted wait for a slot a request is queued with (else 503 at once)."""
     target_loop_lag_ms: float = Field(default=10.0, gt=0)
     """A smoothed event-loop lag above this means the CPU is saturated."""
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
