@@ -190,3 +190,27 @@ def test_with_no_replica_up_haproxy_answers_503_with_retry_after(tmp_path: Path)
     assert resp.status_code == 503
     assert resp.headers.get("retry-after") == "1"
     assert resp.json()["error"]["type"] == "overloaded"
+
+
+def test_an_empty_slot_is_in_maintenance_until_a_replica_occupies_it(
+        serve_factory: Callable[..., Replica], tmp_path: Path) -> None:
+    """Right after HAProxy starts every server counts as up until its first failed check; an
+    empty slot kept in maintenance is never tried, so no request is lost to it."""
+    a = serve_factory("tests.support.apps:echo")
+    empty = free_port()
+    lb = HaproxyBalancer(Balancer(), free_port(), tmp_path, server_timeout_s=10)
+    child = lb.start([Upstream(a.port), Upstream(empty, occupied=False)])
+    try:
+        states = {v["address"]: v["status"] for v in lb.view()}
+        assert states[f"127.0.0.1:{empty}"] == "MAINT"
+        with httpx.Client(timeout=10) as client:
+            for _ in range(8):
+                r = client.post(lb.url + "/v1/invoke", json={"input": 1})
+                assert r.status_code == 200
+        lb.apply([Upstream(a.port), Upstream(empty)])  # a replica takes the slot
+        assert {v["address"]: v["status"] for v in lb.view()}[f"127.0.0.1:{empty}"] != "MAINT"
+        lb.apply([Upstream(a.port), Upstream(empty, occupied=False)])
+        assert {v["address"]: v["status"] for v in lb.view()}[f"127.0.0.1:{empty}"] == "MAINT"
+    finally:
+        child.stop()
+        lb.cleanup()

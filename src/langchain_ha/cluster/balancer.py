@@ -36,6 +36,10 @@ class Upstream:
     port: int
     weight: int = 1
     standby: bool = False
+    occupied: bool = True
+    """A replica runs in the slot (starting, ready or draining).  HAProxy keeps an empty slot
+    in maintenance, so no request tries it while its checks have not yet marked it down (as
+    after HAProxy starts); Caddy's checks alone decide."""
 
     @property
     def dial(self) -> str:

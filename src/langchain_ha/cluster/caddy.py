@@ -19,6 +19,7 @@ or one Caddy adds per request, kept across its retries) so a retry is answered o
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import sysconfig
@@ -168,7 +169,7 @@ class CaddyBalancer:
         """Start Caddy with ``upstreams``; returns the child (its PID goes to the state file)."""
         private_dir(self.dir)
         private_socket_dir(self.admin_socket)
-        self.upstreams = tuple(upstreams)
+        self.upstreams = tuple(dataclasses.replace(u, occupied=True) for u in upstreams)
         env = {"HOME": str(self.dir), "XDG_DATA_HOME": str(self.dir / "data"),
                "XDG_CONFIG_HOME": str(self.dir / "config")}
         config = self.dir / "initial.json"
@@ -186,8 +187,9 @@ class CaddyBalancer:
         return child
 
     def apply(self, upstreams: Sequence[Upstream]) -> None:
-        """Push the config for ``upstreams`` (no-op when unchanged)."""
-        wanted = tuple(upstreams)
+        """Push the config for ``upstreams`` (no-op when unchanged).  Occupancy is not part of
+        it: Caddy's checks find a slot's replica, so replicas coming and going reload nothing."""
+        wanted = tuple(dataclasses.replace(u, occupied=True) for u in upstreams)
         if wanted == self.upstreams:
             return
         body = caddy_config(self.spec, self.port, self.admin_socket, wanted, self.dir / "data")

@@ -80,7 +80,7 @@ def haproxy_config(spec: Balancer, port: int, sock: Path, upstreams: Sequence[Up
              f"fall {checks.unhealthy_threshold}")
     servers = [
         f"    server {server_name(i)} {u.dial} weight {min(MAX_WEIGHT, u.weight)} {check}"
-        + (" backup" if u.standby else "")
+        + (" backup" if u.standby else "") + ("" if u.occupied else " disabled")
         for i, u in enumerate(upstreams)]
     return "\n".join([
         "global",
@@ -234,12 +234,16 @@ class HaproxyBalancer:
                                                       for u in self.upstreams]:
             raise RuntimeError("haproxy: the balancer slots (ports, standbys) changed; they are "
                                "fixed while it runs (restart the deployment)")
-        commands = [f"set server {BACKEND}/{server_name(i)} weight {min(MAX_WEIGHT, u.weight)}"
-                    for i, (u, old) in enumerate(zip(wanted, self.upstreams, strict=True))
-                    if u.weight != old.weight]
+        commands = []
+        for i, (u, old) in enumerate(zip(wanted, self.upstreams, strict=True)):
+            server = f"{BACKEND}/{server_name(i)}"
+            if u.weight != old.weight:
+                commands.append(f"set server {server} weight {min(MAX_WEIGHT, u.weight)}")
+            if u.occupied != old.occupied:
+                commands.append(f"set server {server} state {'ready' if u.occupied else 'maint'}")
         answer = runtime(self.admin_socket, "; ".join(commands))
         if answer.strip():  # it answers nothing on success
-            raise RuntimeError(f"haproxy refused the weights: {answer.strip()[:300]}")
+            raise RuntimeError(f"haproxy refused the change: {answer.strip()[:300]}")
         self.upstreams = wanted
 
     def view(self) -> list[dict[str, Any]]:

@@ -303,7 +303,9 @@ class Supervisor:
     def upstreams(self) -> list[Upstream]:
         """Every balancer slot, in zone order: a replica's weight, standby for a passive zone."""
         weight = {r.port: r.weight for r in self.replicas if r.state != "draining"}
-        return [Upstream(port, weight=weight.get(port, 1), standby=not self.topo.is_active(zone))
+        occupied = {r.port for r in self.replicas}
+        return [Upstream(port, weight=weight.get(port, 1), standby=not self.topo.is_active(zone),
+                         occupied=port in occupied)
                 for zone in self.topo.zones for port in self.slots.get(zone, [])]
 
     def _target(self, zone: str) -> int:
