@@ -12,7 +12,8 @@ import pytest
 
 from tests.support.fixtures_serve import Replica, gauge
 
-CONCURRENCY = 48  # under the ceiling of 64: a fixed limit admits them all
+CONCURRENCY = 48  # under the default ceiling: a fixed limit admits them all
+CEILING = 256
 
 
 async def _hammer(url: str, seconds: float) -> list[tuple[int, str | None]]:
@@ -47,24 +48,24 @@ def test_a_cpu_bound_overload_is_shed_when_adaptive(
     replica = serve_factory("tests.support.apps:burn", env={
         "LCHA_TEST_BURN_MS": "40", "LCHA_ADAPTIVE_ADMISSION": str(adaptive).lower(),
         "LCHA_ADMISSION_SLO_S": "0.3"})
-    assert _limit(replica.url) == 64
+    assert _limit(replica.url) == CEILING
     results = asyncio.run(_hammer(replica.url, 3.0))
     statuses = [s for s, _ in results]
     print(f"\nadaptive={adaptive}: {statuses.count(200)} answered, {statuses.count(503)} shed")
     assert statuses.count(200) > 20
     shed = [(s, ra) for s, ra in results if s == 503]
     if not adaptive:
-        assert shed == []  # 48 in flight never reach the fixed 64
-        assert _limit(replica.url) == 64
+        assert shed == []  # 48 in flight never reach the fixed ceiling
+        assert _limit(replica.url) == CEILING
         return
     assert len(shed) > 10 and all(ra == "1" for _, ra in shed)
     assert set(statuses) == {200, 503}
     assert gauge(httpx.get(replica.url + "/metrics").text, "lcha_admission_rejected_total") >= 1
     # Idle again, the limit climbs back to its ceiling (one step per quiet tick).
     deadline = time.monotonic() + 15
-    while _limit(replica.url) < 64 and time.monotonic() < deadline:
+    while _limit(replica.url) < CEILING and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert _limit(replica.url) == 64
+    assert _limit(replica.url) == CEILING
 
 
 def test_a_burst_that_would_be_answered_in_time_waits_instead_of_being_shed(

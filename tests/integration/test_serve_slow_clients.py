@@ -16,7 +16,7 @@ from tests.support.fixtures_serve import Replica, gauge
 
 KEY = "slow-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-SLOW = 70  # more than the 64 in-flight slots
+SLOW = 70  # more than the replica's 64 in-flight slots (LCHA_MAX_INFLIGHT below)
 BODY_TIMEOUT_S = 8.0  # long enough for the normal requests to finish first on a busy CI box
 HEADER_TIMEOUT_S = 2.0
 
@@ -45,7 +45,8 @@ def _status_and_json(raw: bytes) -> tuple[int, dict[str, object]]:
 @pytest.fixture(scope="module")
 def replica(serve_factory: Callable[..., Replica]) -> Replica:
     return serve_factory("tests.support.apps:echo", env={
-        "LCHA_API_KEYS": KEY, "LCHA_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S)})
+        "LCHA_API_KEYS": KEY, "LCHA_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
+        "LCHA_MAX_INFLIGHT": "64"})
 
 
 def test_slow_bodies_hold_no_slot_and_time_out(replica: Replica) -> None:

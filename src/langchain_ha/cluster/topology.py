@@ -77,7 +77,7 @@ class Replicas(_Strict):
     per_zone: int = Field(default=1, ge=1)
     min_per_zone: int = Field(default=1, ge=1)
     max_per_zone: int = Field(default=3, ge=1)
-    max_inflight: int = Field(default=64, ge=1)
+    max_inflight: int = Field(default=256, ge=1)
     serving_nice: int = Field(default=5, ge=0, le=19, description=(
         "nice value of a ready replica: on a shared machine, request work yields the CPU to "
         "the balancer, the database, the supervisor and local clients"))

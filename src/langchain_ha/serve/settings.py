@@ -39,7 +39,11 @@ class ServeSettings(BaseSettings):
     root_path: str = Field(default="", pattern=r"^(/[^/\s]+)*$")
     """The prefix a proxy strips before the request reaches the replica (uvicorn's
     ``root_path``, for the links the app builds); the gate checks the path below it."""
-    max_inflight: int = Field(default=64, ge=1)
+    max_inflight: int = Field(default=256, ge=1)
+    """Requests running and queued, for memory alone: the CPU is guarded by the adaptive
+    limit.  Requests waiting on I/O hold their slots — a database failover stalls writes for
+    ~20 s — and with 64 a zone outage at half the demo's capacity filled the two surviving
+    replicas (21 of 3,300 got a 503 at the moment of the fault)."""
     adaptive_admission: bool = True
     """Lower the in-flight limit while the event loop lags, and queue what is over it when
     it is predicted to start within ``admission_slo_s`` (see ``serve.admission``); false:
