@@ -71,10 +71,11 @@ def test_a_cpu_bound_overload_is_shed_when_adaptive(
 def test_a_burst_that_would_be_answered_in_time_waits_instead_of_being_shed(
     serve_factory: Callable[..., Replica]
 ) -> None:
-    """The same CPU-bound burst with the default 5 s objective: the 48 waiting are predicted to
+    """The same CPU-bound burst with a 5 s objective: the 48 waiting are predicted to
     start within about 2 s, so the replica queues them (its limit still cut by the lag) and
     answers every one: no 503 for a request it would answer in time."""
-    replica = serve_factory("tests.support.apps:burn", env={"LCHA_TEST_BURN_MS": "40"})
+    replica = serve_factory("tests.support.apps:burn", env={"LCHA_TEST_BURN_MS": "40",
+                                                            "LCHA_ADMISSION_SLO_S": "5"})
     results = asyncio.run(_hammer(replica.url, 3.0))
     statuses = [s for s, _ in results]
     assert statuses.count(200) > 20 and set(statuses) == {200}
