@@ -60,7 +60,7 @@ class Admission:
     ``adaptive=False`` keeps the limit at ``ceiling`` (a plain in-flight cap, no queue).
     """
 
-    def __init__(self, ceiling: int, *, floor: int = 8, slo_s: float = 1.0,
+    def __init__(self, ceiling: int, *, floor: int = 8, slo_s: float = 5.0,
                  target_lag_s: float = 0.01, interval_s: float = 0.05,
                  smoothing: float = 0.1, warmup_s: float = 1.0,
                  adaptive: bool = True) -> None:

@@ -50,7 +50,7 @@ class ServeSettings(BaseSettings):
     only ``max_inflight``."""
     min_inflight: int = Field(default=8, ge=1)
     """The adaptive limit never goes below this."""
-    admission_slo_s: float = Field(default=1.0, gt=0)
+    admission_slo_s: float = Field(default=5.0, gt=0)
     """The longest predicted wait for a slot a request is queued with (else 503 at once)."""
     target_loop_lag_ms: float = Field(default=10.0, gt=0)
     """A smoothed event-loop lag above this means the CPU is saturated."""
