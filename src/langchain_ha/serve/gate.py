@@ -12,7 +12,8 @@ or running it under uvicorn's ``--root-path`` changes nothing.  Every path is on
   shed, so an operator can still drain an overloaded replica;
 - anything else, unknown paths and ``/openapi.json`` included: a valid API key (401 without,
   so the route table does not leak; with one, the router answers 404 for an unknown path),
-  then the body, then admission (which sees every admitted request finish).
+  then the body, then admission (a request over the limit may wait for a slot, see
+  :mod:`~langchain_ha.serve.admission`; every admitted request's end is reported to it).
 
 Errors on the OpenAI-compatible paths (:data:`~langchain_ha.serve.openai_wire.OPENAI_PATHS`)
 are in OpenAI's shape (``{"error": {"message", "type", "param", "code"}}``), elsewhere in the
