@@ -6,7 +6,6 @@ Deterministic ticks: ``observe`` is fed lags and completions; no event-loop timi
 from __future__ import annotations
 
 import asyncio
-import math
 
 import pytest
 
@@ -180,12 +179,22 @@ async def test_a_cold_replica_queues_up_to_the_ceiling() -> None:
     assert all(await asyncio.gather(*waiting))
 
 
-async def test_nothing_completing_on_a_busy_replica_queues_nothing() -> None:
-    a = Admission(64, floor=2, smoothing=1.0, warmup_s=0.1)
-    _feed(a, 5, lag_s=0.2, inflight=2, per_tick=0)
+async def test_a_stall_with_nothing_completing_queues_up_to_the_ceiling() -> None:
+    """A database failover stops completions everywhere: a rate near zero predicts nothing,
+    so the queue takes requests (bounded by the ceiling) instead of refusing them on every
+    replica."""
+    a = Admission(6, floor=2, smoothing=1.0, warmup_s=0.1, slo_s=1.0)
+    _feed(a, 20, lag_s=0.0, inflight=2, per_tick=2)  # 40/s before the stall
+    _feed(a, 5, lag_s=0.2, inflight=2, per_tick=0)  # then nothing completes
     _cut_to(a, 2)
-    assert a.rate == 0 and a.predicted_start() == math.inf
-    assert await a.acquire() is False
+    assert a.rate * a.slo_s < 1 and a.predicted_start() == 0.0
+    waiting = [asyncio.ensure_future(a.acquire()) for _ in range(4)]
+    await asyncio.sleep(0)
+    assert a.waiting == 4 and await a.acquire() is False  # the ceiling still holds
+    for _ in range(6):
+        a.release() if a.active else None
+        await asyncio.sleep(0)
+    assert all(await asyncio.gather(*waiting))
 
 
 async def test_a_raised_limit_starts_queued_requests() -> None:

@@ -39,7 +39,11 @@ Two questions, answered apart:
 The ceiling bounds running and queued requests together (their bodies are in memory), so with
 ``adaptive=False`` (or before any cut) a request at the ceiling is refused at once: a plain
 in-flight cap.  Until a second of busy ticks has been seen (a cold replica) the rate is not
-known and the queue takes requests up to the ceiling.
+known and the queue takes requests up to the ceiling.  The same holds in a stall, when less
+than one request completes within ``slo_s``: when the database fails over, or is gone and
+answers degrade after their timeouts, completions stop on *every* replica, so a rate near zero
+says nothing about when the queue drains, and refusing would only send the request to another
+replica that refuses it too (the zone-outage and vector-db-outage drills got 503s that way).
 
 The target lag, 10 ms, comes from the demo app on two cores: at 100 req/s (p99 260 ms) 99.5 %
 of 50 ms ticks were under 10 ms late; past capacity the median tick was 15-20 ms late.
@@ -49,7 +53,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import math
 import time
 from collections.abc import Awaitable, Callable
 
@@ -101,11 +104,12 @@ class Admission:
         return len(self._waiters)
 
     def predicted_start(self) -> float:
-        """Seconds until a request queued now would start: 0 while the rate is not known yet,
-        ``inf`` when nothing completes."""
-        if self.busy_s < self.warmup_s:
+        """Seconds until a request queued now would start; 0 when there is nothing to predict
+        from: a cold replica, or a stall in which less than one request completes within
+        ``slo_s`` (see the module docstring)."""
+        if self.busy_s < self.warmup_s or self.rate * self.slo_s < 1:
             return 0.0
-        return (len(self._waiters) + 1) / self.rate if self.rate > 0 else math.inf
+        return (len(self._waiters) + 1) / self.rate
 
     def try_admit(self) -> bool:
         """Start a request now if there is room (no queue ahead of it)."""
