@@ -92,7 +92,6 @@ class Admission:
         """Seconds of ticks with work in flight seen so far."""
         self.cuts = 0
         self.refused = 0
-        self.queued_total = 0
         self.active = 0
         """Requests running (admitted and not yet released)."""
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
@@ -143,7 +142,6 @@ class Admission:
         """Queue for a slot (after :meth:`may_wait`); returns admitted."""
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
-        self.queued_total += 1
         try:
             await waiter  # release() or a raised limit hands the slot over (active counted)
         except asyncio.CancelledError:
