@@ -128,6 +128,47 @@ def test_a_503_reaches_the_client_only_when_every_replica_is_full(
     assert took < 1.0
 
 
+def test_with_every_replica_at_its_room_haproxy_refuses_without_asking_them(
+        haproxy: tuple[HaproxyBalancer, psutil.Process], pair: tuple[Replica, Replica]) -> None:
+    """Each replica's /readyz says its room (cold: its whole ceiling); the supervisor makes
+    it the server's maxconn.  With both replicas at their room, the next request gets its 503
+    from HAProxy itself, fast and with Retry-After, and neither replica is asked (their shed
+    counters stay put); room given back, it is answered."""
+    lb, _ = haproxy
+    a, b = pair
+    assert {r.port: httpx.get(r.url + "/readyz").json()["room"] for r in pair} == {
+        a.port: 2, b.port: 4}
+    lb.apply([Upstream(a.port, max_requests=1), Upstream(b.port, max_requests=1)])
+    assert [s["max_requests"] for s in lb.view()] == [1, 1]
+
+    async def run() -> tuple[httpx.Response, float, httpx.Response]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            held = [asyncio.create_task(client.post(f"{lb.url}/v1/invoke",
+                                                    json={"input": {"sleep": NAP_S}}))
+                    for _ in range(2)]
+            deadline = time.monotonic() + 5
+            while _inflight(a) + _inflight(b) < 2:
+                assert time.monotonic() < deadline, "the napping requests never arrived"
+                await asyncio.sleep(0.05)
+            began = time.monotonic()
+            refused = await client.post(f"{lb.url}/v1/invoke", json={"input": 1})
+            took = time.monotonic() - began
+            lb.apply([Upstream(a.port, max_requests=2), Upstream(b.port, max_requests=4)])
+            answered = await client.post(f"{lb.url}/v1/invoke", json={"input": 1})
+            assert all(t.status_code == 200 for t in await asyncio.gather(*held))
+            return refused, took, answered
+
+    before = _rejected(a) + _rejected(b)
+    refused, took, answered = asyncio.run(run())
+    assert refused.status_code == 503, refused.text
+    assert refused.headers.get("retry-after") == "1"
+    assert refused.json()["error"]["type"] == "overloaded"
+    assert "x-lcha-replica" not in refused.headers  # HAProxy's answer, not a replica's
+    assert _rejected(a) + _rejected(b) == before
+    assert took < 0.5
+    assert answered.status_code == 200, answered.text
+
+
 def test_weights_change_live_and_the_runtime_socket_is_private(
         haproxy: tuple[HaproxyBalancer, psutil.Process], pair: tuple[Replica, Replica]) -> None:
     """A weight change goes through the runtime API (same PID, no reload) and HAProxy reports

@@ -9,7 +9,7 @@ import asyncio
 
 import pytest
 
-from langchain_ha.serve.admission import Admission
+from langchain_ha.serve.admission import ROOM_SHARE, Admission
 
 TICK = 0.05
 
@@ -47,6 +47,19 @@ def test_no_second_cut_while_more_runs_than_the_limit() -> None:
     assert a.limit == 20 and a.cuts == 1
     a.observe(0.2, inflight=16)
     assert a.limit == 8 and a.cuts == 2
+
+
+def test_a_fractional_limit_is_cut_again_once_as_many_run_as_it_lets_in() -> None:
+    """A limit of 19.5 lets 20 run (the queue hands a slot over while fewer than 19.5 run),
+    so 20 running is not "more than the limit": a lag that persists cuts again.  (Comparing
+    with the fraction held the limit at its first cut for a whole overload, lag or not.)"""
+    a = Admission(64, floor=4, target_lag_s=0.05, smoothing=1.0)
+    a.observe(0.0555, inflight=39)  # factor 0.9 (capped): 35.1
+    assert a.limit == pytest.approx(35.1)
+    a.observe(0.2, inflight=36)  # ceil(35.1) = 36 run: cut again, by half
+    assert a.limit == pytest.approx(18.0) and a.cuts == 2
+    a.observe(0.2, inflight=19)  # 19 > ceil(18.0): still finishing, no cut
+    assert a.cuts == 2
 
 
 def test_a_quiet_loop_raises_the_limit_by_one_up_to_the_ceiling() -> None:
@@ -246,3 +259,27 @@ async def test_the_sampler_measures_lag_and_tick_length() -> None:
     assert ticks == pytest.approx([0.3, 0.3, 0.3])
     assert a.rate == pytest.approx(1 / 0.35)
     assert a.busy_s == pytest.approx(3 * 0.35)
+
+
+# -- the room a balancer may fill --------------------------------------------------------------
+
+def test_the_room_is_the_limit_plus_the_queue_that_starts_in_time() -> None:
+    """Cold: the ceiling.  Warm at 40/s with a 1 s objective: ceil(limit) running plus
+    floor(40 x 1 x ROOM_SHARE) queued.  It is the least over the last second, so a cut shows
+    at once and a recovery only once it has lasted."""
+    a = Admission(256, floor=4, smoothing=1.0, warmup_s=0.1, slo_s=1.0, target_lag_s=0.05)
+    assert a.room() == 256  # nothing measured yet
+    _feed(a, 20, lag_s=0.0, inflight=4, per_tick=2)  # 40 completions/s
+    a.limit = 10.5
+    assert a.room_now() == 11 + int(40 * 1.0 * ROOM_SHARE)
+    _feed(a, 1, lag_s=0.2, inflight=11, per_tick=2)  # lag: the limit is cut to 5.5
+    assert a.limit == pytest.approx(5.5)
+    assert a.room_now() == 6 + 32 and a.room() == 6 + 32
+    a.limit = 200.0  # raised (as quiet ticks would): room() still remembers the cut
+    assert a.room_now() == 200 + 32 and a.room() == 6 + 32
+
+
+def test_without_adaptation_the_room_is_the_ceiling() -> None:
+    a = Admission(16, adaptive=False)
+    a.observe(1.0, inflight=16)
+    assert a.room() == 16

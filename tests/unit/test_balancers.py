@@ -37,6 +37,12 @@ def test_haproxy_retries_a_shed_503_on_another_server_with_the_body_buffered() -
     servers = [line for line in lines if line.startswith("server ")]
     assert servers[1].startswith("server s1 127.0.0.1:9002 weight 256 check inter 1000 rise 2")
     assert servers[2].endswith(" backup") and not servers[0].endswith(" backup")
+    assert "maxconn" not in servers[0]  # the replica did not say its room: no cap
+    capped = haproxy_config(Balancer(), 8080, Path("/x.sock"), [Upstream(9001, max_requests=40)],
+                            server_timeout_s=65)
+    assert " maxconn 40" in capped
+    # every replica up at its room: HAProxy's own 503, before any replica is asked
+    assert "if { nbsrv(replicas) gt 0 } { be_conn_free(replicas) eq 0 }" in cfg
     assert "retries 5" in _config(retries=5)
     assert "retries 3\n" in haproxy_config(Balancer(), 8080, Path("/x.sock"), UPS * 4,
                                            server_timeout_s=65, retries=3)

@@ -40,6 +40,11 @@ class Upstream:
     """A replica runs in the slot (starting, ready or draining).  HAProxy keeps an empty slot
     in maintenance, so no request tries it while its checks have not yet marked it down (as
     after HAProxy starts); Caddy's checks alone decide."""
+    max_requests: int = 0
+    """The requests the slot's replica would hold now, running and queued (its ``/readyz``
+    ``room``); 0: no cap.  HAProxy sends a replica no more than this at once and, when every
+    replica up is at it, answers the 503 itself (see :mod:`~langchain_ha.cluster.haproxy`);
+    Caddy ignores it."""
 
     @property
     def dial(self) -> str:

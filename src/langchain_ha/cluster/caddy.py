@@ -187,9 +187,11 @@ class CaddyBalancer:
         return child
 
     def apply(self, upstreams: Sequence[Upstream]) -> None:
-        """Push the config for ``upstreams`` (no-op when unchanged).  Occupancy is not part of
-        it: Caddy's checks find a slot's replica, so replicas coming and going reload nothing."""
-        wanted = tuple(dataclasses.replace(u, occupied=True) for u in upstreams)
+        """Push the config for ``upstreams`` (no-op when unchanged).  Occupancy and
+        ``max_requests`` are not part of it: Caddy's checks find a slot's replica, so replicas
+        coming and going reload nothing, and a reload every time a replica's room changed
+        would cost more than it saves."""
+        wanted = tuple(dataclasses.replace(u, occupied=True, max_requests=0) for u in upstreams)
         if wanted == self.upstreams:
             return
         body = caddy_config(self.spec, self.port, self.admin_socket, wanted, self.dir / "data")

@@ -61,6 +61,8 @@ class Replica:
     started_at: float = field(default_factory=time.time)
     misses: int = 0
     inflight: int = 0
+    room: int = 0
+    """What its ``/readyz`` last said it would hold (running and queued); 0: not known."""
     ready: bool = False
     weight: int = 1
     drain_started: float | None = None
@@ -74,7 +76,8 @@ class Replica:
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "zone": self.zone, "port": self.port, "pid": self.proc.pid,
                 "generation": self.generation, "state": self.state, "ready": self.ready,
-                "inflight": self.inflight, "misses": self.misses, "weight": self.weight,
+                "inflight": self.inflight, "room": self.room, "misses": self.misses,
+                "weight": self.weight,
                 "started_at": self.started_at, "ready_at": self.ready_at, "app": self.app,
                 "role": "replica"}
 
@@ -190,6 +193,8 @@ async def probe(client: httpx.AsyncClient, replica: Replica, timeout: float) -> 
     replica.misses = 0
     replica.ready = resp.status_code == 200
     replica.inflight = int(body.get("inflight", 0)) if isinstance(body, dict) else 0
+    room = body.get("room") if isinstance(body, dict) else None
+    replica.room = room if isinstance(room, int) and room > 0 else 0
 
 
 @dataclass

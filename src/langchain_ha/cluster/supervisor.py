@@ -301,11 +301,15 @@ class Supervisor:
             self._say(f"load balancer update failed ({exc}); retrying next cycle")
 
     def upstreams(self) -> list[Upstream]:
-        """Every balancer slot, in zone order: a replica's weight, standby for a passive zone."""
+        """Every balancer slot, in zone order: a replica's weight, standby for a passive zone,
+        the room its ``/readyz`` last reported (``max_requests``)."""
         weight = {r.port: r.weight for r in self.replicas if r.state != "draining"}
         occupied = {r.port for r in self.replicas}
+        # A replica that has not said its room yet may take what its settings allow.
+        ceiling = self.topo.replicas.max_inflight
+        room = {r.port: r.room or ceiling for r in self.replicas}
         return [Upstream(port, weight=weight.get(port, 1), standby=not self.topo.is_active(zone),
-                         occupied=port in occupied)
+                         occupied=port in occupied, max_requests=room.get(port, ceiling))
                 for zone in self.topo.zones for port in self.slots.get(zone, [])]
 
     def _target(self, zone: str) -> int:

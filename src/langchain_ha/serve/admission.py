@@ -36,6 +36,14 @@ Two questions, answered apart:
    with it ``/readyz``, quick.  A queued request is never refused later: once taken in, it is
    answered.
 
+3. **Who refuses?**  Refusing costs little in the replica (0.2 ms), but reaching a saturated
+   replica does not: at twice the capacity a shed request waited for four busy Python
+   processes in turn (503 p99 ~350 ms).  So the replica also says how many requests it would
+   hold now, :meth:`Admission.room` (on ``/readyz``), and a balancer that sends no more than
+   that (HAProxy's ``maxconn``, see :mod:`~langchain_ha.cluster.haproxy`) answers the 503
+   itself once every replica is at its room.  The replica's own refusal stays for what gets
+   past the balancer between two updates.
+
 The ceiling bounds running and queued requests together (their bodies are in memory), so with
 ``adaptive=False`` (or before any cut) a request at the ceiling is refused at once: a plain
 in-flight cap.  Until a second of busy ticks has been seen (a cold replica) the rate is not
@@ -53,8 +61,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import math
 import time
 from collections.abc import Awaitable, Callable
+
+ROOM_SHARE = 0.8
+"""The share of the admission objective a replica's advertised room covers (see
+:meth:`Admission.room_now`)."""
 
 
 class Admission:
@@ -66,7 +79,7 @@ class Admission:
     def __init__(self, ceiling: int, *, floor: int = 8, slo_s: float = 5.0,
                  target_lag_s: float = 0.01, interval_s: float = 0.05,
                  smoothing: float = 0.1, warmup_s: float = 1.0,
-                 adaptive: bool = True) -> None:
+                 room_window_s: float = 1.0, adaptive: bool = True) -> None:
         if ceiling < 1 or floor < 1 or slo_s <= 0 or target_lag_s <= 0 or interval_s <= 0:
             raise ValueError("ceiling, floor, slo_s, target_lag_s and interval_s must be "
                              "positive")
@@ -95,6 +108,8 @@ class Admission:
         self.active = 0
         """Requests running (admitted and not yet released)."""
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._rooms: collections.deque[int] = collections.deque(
+            maxlen=max(1, math.ceil(room_window_s / interval_s)))
         self._done = 0
 
     @property
@@ -109,6 +124,29 @@ class Admission:
         if self.busy_s < self.warmup_s or self.rate * self.slo_s < 1:
             return 0.0
         return (len(self._waiters) + 1) / self.rate
+
+    def room(self) -> int:
+        """How many requests this replica would hold, running and queued, before it refuses
+        one: the least of :meth:`room_now` over the last ``room_window_s``.  A balancer that
+        sends no more than this (HAProxy's ``maxconn``, updated every half second) can refuse
+        the rest itself without asking the replica; the least, not the newest, so that a limit
+        cut since the balancer last asked seldom makes the replica refuse what it was sent."""
+        now = self.room_now()
+        return min(now, *self._rooms) if self._rooms else now
+
+    def room_now(self) -> int:
+        """``ceil(limit)`` running plus the queue predicted to start within ``ROOM_SHARE`` of
+        ``slo_s`` (``floor(rate * slo_s * ROOM_SHARE)``; the ceiling's worth when there is
+        nothing to predict from), at most ``ceiling``.  The rest of the objective is margin:
+        the rate and the limit move between two updates of the balancer, and a replica sent
+        more than it takes refuses it (the balancer then asks every other replica in turn)."""
+        if not self.adaptive:
+            return self.ceiling
+        if self.busy_s < self.warmup_s or self.rate * self.slo_s < 1:
+            queue = self.ceiling
+        else:
+            queue = int(self.rate * self.slo_s * ROOM_SHARE)
+        return max(1, min(self.ceiling, math.ceil(self.limit) + queue))
 
     def try_admit(self) -> bool:
         """Start a request now if there is room (no queue ahead of it)."""
@@ -180,7 +218,9 @@ class Admission:
             return
         lag = self.smoothed_lag_s
         if lag > self.target_lag_s:
-            if running <= self.limit:
+            # ceil: the queue hands a slot over whenever fewer than the (fractional) limit
+            # run, so as many as ceil(limit) run at once; "more than the limit" is more.
+            if running <= math.ceil(self.limit):
                 factor = min(0.9, max(0.5, self.target_lag_s / lag))
                 cut = max(float(self.floor), running * factor)
                 if cut < self.limit:
@@ -189,6 +229,7 @@ class Admission:
         elif self.limit < self.ceiling:
             self.limit = min(float(self.ceiling), self.limit + 1.0)
             self._wake()
+        self._rooms.append(self.room_now())
 
     async def run(self, on_tick: Callable[[Admission], None] | None = None, *,
                   clock: Callable[[], float] = time.monotonic,

@@ -110,7 +110,7 @@ def create_app(
                   openapi_url="/openapi.json", lifespan=lifespan)
     app.include_router(build_router(runnable, served))
     app.include_router(build_gateway(runnable, served, found_embeddings(runnable, embeddings)))
-    app.include_router(build_health(served, drain, all_checks, breaker_map))
+    app.include_router(build_health(served, drain, all_checks, breaker_map, admission))
 
     def openai_path(request: Request) -> bool:
         return openai_wire.is_openai_path(route_path(request.scope))

@@ -17,6 +17,7 @@ from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from starlette.responses import JSONResponse, Response
 
+from langchain_ha.serve.admission import Admission
 from langchain_ha.serve.answer import Served
 from langchain_ha.serve.drain import DrainState
 
@@ -57,8 +58,10 @@ async def _run(name: str, hc: HealthCheck) -> tuple[str, dict[str, Any]]:
 
 
 def build_health(served: Served, drain: DrainState, checks: Mapping[str, HealthCheck],
-                 breakers: Mapping[str, Any]) -> APIRouter:
-    """The probe, metrics and admin routes."""
+                 breakers: Mapping[str, Any], admission: Admission | None = None
+                 ) -> APIRouter:
+    """The probe, metrics and admin routes.  ``/readyz`` reports ``admission``'s room (see
+    :meth:`~langchain_ha.serve.admission.Admission.room`) for the balancer."""
     api = APIRouter()
     settings = served.settings
 
@@ -73,6 +76,7 @@ def build_health(served: Served, drain: DrainState, checks: Mapping[str, HealthC
         # fast 503 + Retry-After instead.
         reason = "starting" if not drain.started else "draining" if drain.draining else None
         body = {"ready": reason is None, "reason": reason, "inflight": drain.inflight,
+                "room": admission.room() if admission is not None else None,
                 "replica": settings.replica_id, "zone": settings.zone}
         return JSONResponse(body, status_code=200 if reason is None else 503)
 
