@@ -222,3 +222,15 @@ def test_a_capacity_step_passes_only_without_replays_and_on_schedule() -> None:
                        end=i * 0.01 + 0.2) for i in range(100)]
     assert judge_step(summarize(behind), p99_ms=1000) == [
         "send lag p99 80.0 ms >= 50 ms (the generator fell behind)"]
+
+
+def test_failed_requests_are_listed_with_what_they_got() -> None:
+    """A report that says "1 failed" also says what it got: status or transport error, and
+    whether the response had begun (a stream cut mid-way, which no balancer can resend)."""
+    cut = _outcome(1, status=0)
+    cut.begun, cut.error = True, "RemoteProtocolError: incomplete chunked read"
+    s = summarize([_outcome(0), cut, _outcome(2, status=503), _outcome(3)])
+    assert [(f["index"], f["status"], f["response_begun"]) for f in s["failures"]] == [
+        (1, "transport error", True), (2, 503, False)]
+    assert s["failures"][0]["error"].startswith("RemoteProtocolError")
+    assert s["shed"]["count"] == 1 and s["shed"]["p99_from_sent_ms"] is not None

@@ -32,6 +32,8 @@ REPLAY_HEADER = "idempotent-replayed"
 """The header a replica sets on an answer replayed from the idempotency store."""
 WRONG_KEPT = 20
 """Wrong answers a summary lists (the first ones), so a failed correctness check can be read."""
+FAILURES_KEPT = 20
+"""Failed requests a summary lists (the first ones): what each got, so a failure can be read."""
 HISTORY_WRITE = "history:write"
 """The degradation a replica records when a chat turn could not be saved."""
 
@@ -60,6 +62,9 @@ class Outcome:
     replayed: bool = False
     wrong_answer: str | None = None
     """The start of the answer, kept when it was judged wrong (for the report)."""
+    begun: bool = False
+    """The response had begun (its status line arrived): a transport error after this cut a
+    response under way, which no balancer can send again."""
 
     @property
     def outcome(self) -> str:
@@ -97,9 +102,10 @@ async def send(client: httpx.AsyncClient, url: str, api_key: str, i: int, run_id
     try:
         if req.kind == "stream":
             output, meta, status, resp_headers = await _stream(client, url + req.path,
-                                                               req.body, headers)
+                                                               req.body, headers, rec)
         else:
             resp = await client.post(url + req.path, json=req.body, headers=headers)
+            rec.begun = True
             status, body, resp_headers = resp.status_code, _json(resp), resp.headers
             output, meta = body.get("output") or {}, body
         rec.status = status
@@ -121,12 +127,13 @@ async def send(client: httpx.AsyncClient, url: str, api_key: str, i: int, run_id
 
 
 async def _stream(client: httpx.AsyncClient, url: str, body: dict[str, Any],
-                  headers: dict[str, str],
+                  headers: dict[str, str], rec: Outcome,
                   ) -> tuple[dict[str, Any], dict[str, Any], int, httpx.Headers]:
     output: dict[str, Any] = {}
     meta: dict[str, Any] = {}
     event = ""
     async with client.stream("POST", url, json=body, headers=headers) as resp:
+        rec.begun = True
         if resp.status_code != 200:
             await resp.aread()
             return {}, _json(resp), resp.status_code, resp.headers
@@ -211,6 +218,10 @@ def summarize(outcomes: list[Outcome]) -> dict[str, Any]:
         "wrong_answers": [{"index": o.index, "kind": o.kind, "degraded": o.degraded,
                            "replica": o.replica, "answer": o.wrong_answer}
                           for o in outcomes if o.status == 200 and not o.correct][:WRONG_KEPT],
+        "failures": [{"index": o.index, "kind": o.kind, "t": round(o.start, 2),
+                      "status": o.status or "transport error", "response_begun": o.begun,
+                      "replica": o.replica, "error": o.error}
+                     for o in outcomes if o.outcome == "failed"][:FAILURES_KEPT],
         "shed": _shed([o for o in outcomes if o.status == 503]),
         "served": _served([o for o in outcomes if o.status == 200]),
     }
@@ -255,8 +266,12 @@ def _ms(value: float | None) -> float | None:
 
 
 def _shed(shed: list[Outcome]) -> dict[str, Any]:
+    """Requests refused with 503: how many, how fast (from schedule, the verdict's figure; from
+    the actual send, without the generator's own lag), and how many lacked Retry-After."""
     lat = [o.latency_ms for o in shed]
+    from_sent = [(o.end - o.sent) * 1000 for o in shed]
     return {"count": len(shed), "p99_ms": _ms(percentile(lat, 0.99)),
+            "p99_from_sent_ms": _ms(percentile(from_sent, 0.99)),
             "without_retry_after": sum(1 for o in shed if not o.retry_after)}
 
 

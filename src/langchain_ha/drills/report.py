@@ -50,6 +50,16 @@ def print_table(reports: Sequence[dict[str, Any]], console: Console | None = Non
         for component, c in ((r.get("correctness") or {}).get("by_component") or {}).items():
             out.print(f"{r['scenario']}: degraded by {component}: {c['correct']} of "
                       f"{c['judged']} right")
+        failures = [f for f in r.get("failures") or [] if f["status"] != 503]
+        for f in failures[:FAILURES_PRINTED]:
+            begun = ", the response under way" if f.get("response_begun") else ""
+            out.print(escape(f"{r['scenario']}: failed at {f['t']:g}s: {f['kind']} got "
+                             f"{f['status']}{begun} (replica {f.get('replica') or '?'}): "
+                             f"{f.get('error') or ''}"))
+
+
+FAILURES_PRINTED = 5
+"""Failed requests (other than shed ones) printed under the table, from the report's list."""
 
 
 def verdict_text(r: dict[str, Any]) -> str:
