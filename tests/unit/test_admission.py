@@ -9,7 +9,7 @@ import asyncio
 
 import pytest
 
-from langchain_ha.serve.admission import ROOM_SHARE, Admission
+from langchain_ha.serve.admission import ROOM_SHARE, STALL_SHARE, Admission
 
 TICK = 0.05
 
@@ -283,3 +283,25 @@ def test_without_adaptation_the_room_is_the_ceiling() -> None:
     a = Admission(16, adaptive=False)
     a.observe(1.0, inflight=16)
     assert a.room() == 16
+
+
+def test_completions_collapsing_against_their_norm_is_a_stall_not_an_overload() -> None:
+    """40/s for five seconds, then 6/s: still over one per objective (which alone would
+    predict (queue + 1) / 6 s and refuse), but under a third of the slow mean, so it is a
+    stall: nothing is predicted, the queue and the room take up to the ceiling.  A steady
+    rate, however low, stays predictable."""
+    a = Admission(256, floor=4, smoothing=0.5, warmup_s=0.1, slo_s=1.0, target_lag_s=0.05)
+    _feed(a, 100, lag_s=0.0, inflight=4, per_tick=2)  # 40/s
+    assert a.predictable and a.slow_rate == pytest.approx(40, rel=0.01)
+    a.limit = 4.0
+    for _ in range(8):  # 6/s: 3 completions per half-second tick
+        for _ in range(3):
+            a.active += 1
+            a.release()
+        a.observe(0.0, inflight=4, elapsed_s=0.5)
+    assert a.rate * a.slo_s >= 1 and a.rate < STALL_SHARE * a.slow_rate
+    assert not a.predictable and a.predicted_start() == 0.0 and a.room() == 256
+    steady = Admission(256, floor=4, smoothing=0.5, warmup_s=0.1, slo_s=1.0)
+    _feed(steady, 100, lag_s=0.0, inflight=4, per_tick=1)  # 20/s throughout
+    steady.limit = 4.0
+    assert steady.predictable and steady.room() < 256

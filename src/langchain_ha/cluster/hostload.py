@@ -2,7 +2,27 @@
 
 from __future__ import annotations
 
+import os
 from collections import deque
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def room_to_scale(idle_fraction: float, cpus: int, new_processes: int) -> bool:
+    """Whether one machine has a core's worth of idle CPU for each replica scaling up would add.
+
+    A replica is one Python process: on a machine without idle cores more of them only split
+    the same CPU more ways (on two cores the demo scaled from 3 to 6 replicas during a capacity
+    ramp, and every later drill ran slower for it).  In-flight requests waiting on I/O need no
+    more processes either: one replica's event loop holds hundreds.
+    """
+    return idle_fraction * cpus >= new_processes
 
 
 class CpuSampler:

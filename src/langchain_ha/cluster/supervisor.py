@@ -32,7 +32,7 @@ from langchain_ha._proc import Adopted, Child, port_is_free
 from langchain_ha._redact import redact, redact_logging
 from langchain_ha.cluster.balancer import LoadBalancer, Upstream
 from langchain_ha.cluster.dbtier import DbTier
-from langchain_ha.cluster.hostload import CpuSampler
+from langchain_ha.cluster.hostload import CpuSampler, room_to_scale, usable_cpus
 from langchain_ha.cluster.monitor import LocalPrometheus
 from langchain_ha.cluster.replicas import (
     NoFreeSlot,
@@ -237,11 +237,12 @@ class Supervisor:
         self.load_high = self.load_high + 1 if mean > spec.scale_up_inflight else 0
         self.load_low = self.load_low + 1 if mean < spec.scale_down_inflight else 0
         if self.load_high >= 6 and self.per_zone < spec.max_per_zone:
-            if self.cpu.idle_fraction() < 0.25:
-                # One machine: more processes only help if it has idle CPU.
+            idle, cpus, more = self.cpu.idle_fraction(), usable_cpus(), len(self.topo.zones)
+            if not room_to_scale(idle, cpus, more):
                 self.load_high = 0
-                return (f"mean in-flight {mean:.1f} per replica is high but this machine's CPU "
-                        "is saturated: not scaling up")
+                return (f"mean in-flight {mean:.1f} per replica is high, but {more} more "
+                        f"replicas need {more} idle cores and this machine has "
+                        f"{idle * cpus:.1f} of {cpus}: not scaling up")
             self.per_zone += 1
             self.load_high = 0
             return (f"mean in-flight {mean:.1f} per replica above {spec.scale_up_inflight} for "

@@ -47,11 +47,14 @@ Two questions, answered apart:
 The ceiling bounds running and queued requests together (their bodies are in memory), so with
 ``adaptive=False`` (or before any cut) a request at the ceiling is refused at once: a plain
 in-flight cap.  Until a second of busy ticks has been seen (a cold replica) the rate is not
-known and the queue takes requests up to the ceiling.  The same holds in a stall, when less
-than one request completes within ``slo_s``: when the database fails over, or is gone and
-answers degrade after their timeouts, completions stop on *every* replica, so a rate near zero
-says nothing about when the queue drains, and refusing would only send the request to another
-replica that refuses it too (the zone-outage and vector-db-outage drills got 503s that way).
+known and the queue takes requests up to the ceiling.  The same holds in a stall: when the
+database fails over, or is gone and answers degrade after their timeouts, completions stop on
+*every* replica, so the rate says nothing about when the queue drains, and refusing would only
+send the request to another replica that refuses it too (the zone-outage and vector-db-outage
+drills got 503s that way).  A stall is a rate under one completion per objective, or one that
+fell under ``STALL_SHARE`` of the slow rate (a mean over about five seconds): an overload
+keeps completing at the replica's capacity, a stall does not; and the smoothed rate takes a
+while to reach zero, during which its prediction grew past the objective and refused.
 
 The target lag, 10 ms, comes from the demo app on two cores: at 100 req/s (p99 260 ms) 99.5 %
 of 50 ms ticks were under 10 ms late; past capacity the median tick was 15-20 ms late.
@@ -65,6 +68,9 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 
+STALL_SHARE = 1 / 3
+"""A rate under this share of the slow rate is a stall, not an overload (see the module
+docstring)."""
 ROOM_SHARE = 0.8
 """The share of the admission objective a replica's advertised room covers (see
 :meth:`Admission.room_now`)."""
@@ -101,6 +107,9 @@ class Admission:
         self.smoothed_lag_s = 0.0
         self.rate = 0.0
         """Completions per second (smoothed, over ticks with work in flight)."""
+        self.slow_rate = 0.0
+        """The same, smoothed ten times slower (about five seconds): the norm a stall is seen
+        against."""
         self.busy_s = 0.0
         """Seconds of ticks with work in flight seen so far."""
         self.cuts = 0
@@ -117,11 +126,17 @@ class Admission:
         """Requests queued for a slot."""
         return len(self._waiters)
 
+    @property
+    def predictable(self) -> bool:
+        """Whether the rate predicts when a queued request starts: not on a cold replica, nor
+        in a stall (see the module docstring)."""
+        return not (self.busy_s < self.warmup_s or self.rate * self.slo_s < 1
+                    or self.rate < STALL_SHARE * self.slow_rate)
+
     def predicted_start(self) -> float:
         """Seconds until a request queued now would start; 0 when there is nothing to predict
-        from: a cold replica, or a stall in which less than one request completes within
-        ``slo_s`` (see the module docstring)."""
-        if self.busy_s < self.warmup_s or self.rate * self.slo_s < 1:
+        from (not :attr:`predictable`)."""
+        if not self.predictable:
             return 0.0
         return (len(self._waiters) + 1) / self.rate
 
@@ -132,6 +147,8 @@ class Admission:
         the rest itself without asking the replica; the least, not the newest, so that a limit
         cut since the balancer last asked seldom makes the replica refuse what it was sent."""
         now = self.room_now()
+        if not self.predictable:  # a stall: as a cold replica, take what the ceiling allows
+            return now
         return min(now, *self._rooms) if self._rooms else now
 
     def room_now(self) -> int:
@@ -142,10 +159,8 @@ class Admission:
         more than it takes refuses it (the balancer then asks every other replica in turn)."""
         if not self.adaptive:
             return self.ceiling
-        if self.busy_s < self.warmup_s or self.rate * self.slo_s < 1:
-            queue = self.ceiling
-        else:
-            queue = int(self.rate * self.slo_s * ROOM_SHARE)
+        queue = (int(self.rate * self.slo_s * ROOM_SHARE) if self.predictable
+                 else self.ceiling)
         return max(1, min(self.ceiling, math.ceil(self.limit) + queue))
 
     def try_admit(self) -> bool:
@@ -214,6 +229,7 @@ class Admission:
         if running or done:
             self.busy_s += tick
             self.rate += self.smoothing * (done / tick - self.rate)
+            self.slow_rate += self.smoothing / 10 * (done / tick - self.slow_rate)
         if not self.adaptive:
             return
         lag = self.smoothed_lag_s
