@@ -234,3 +234,10 @@ def test_failed_requests_are_listed_with_what_they_got() -> None:
         (1, "transport error", True), (2, 503, False)]
     assert s["failures"][0]["error"].startswith("RemoteProtocolError")
     assert s["shed"]["count"] == 1 and s["shed"]["p99_from_sent_ms"] is not None
+
+
+def test_restarted_streams_are_counted() -> None:
+    again = _outcome(1)
+    again.restarted = True
+    s = summarize([_outcome(0), again])
+    assert s["restarted_streams"] == 1 and s["requests"]["failed"] == 0

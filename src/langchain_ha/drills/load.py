@@ -10,6 +10,12 @@ degraded components, replica, zone, whether the answer was right (degraded answe
 too, :mod:`langchain_ha.drills.mix`), whether it was an idempotent replay, and its
 Idempotency-Key (the key its chat-history write is stored under, so a drill can check
 acknowledged writes afterwards).
+
+The generator is a client that does what a chat UI must: a stream cut after its response began
+(its replica was SIGKILLed mid-answer: nothing a balancer can resend) is sent again once, with
+the same Idempotency-Key, and counted (``restarted_streams``); a second cut fails it.  Nothing
+else is retried by the client: a connection that fails before any response is the balancer's to
+retry.  Streams carry no chat session, so sending one again writes nothing twice.
 """
 
 from __future__ import annotations
@@ -62,6 +68,8 @@ class Outcome:
     replayed: bool = False
     wrong_answer: str | None = None
     """The start of the answer, kept when it was judged wrong (for the report)."""
+    restarted: bool = False
+    """A stream cut under way that the client sent again (once, same Idempotency-Key)."""
     begun: bool = False
     """The response had begun (its status line arrived): a transport error after this cut a
     response under way, which no balancer can send again."""
@@ -101,8 +109,17 @@ async def send(client: httpx.AsyncClient, url: str, api_key: str, i: int, run_id
     headers = {"Authorization": f"Bearer {api_key}", "Idempotency-Key": key}
     try:
         if req.kind == "stream":
-            output, meta, status, resp_headers = await _stream(client, url + req.path,
-                                                               req.body, headers, rec)
+            try:
+                output, meta, status, resp_headers = await _stream(client, url + req.path,
+                                                                   req.body, headers, rec)
+            except httpx.TransportError:
+                if not rec.begun:
+                    raise
+                # Cut under way (its replica died): no balancer can resend a response that has
+                # begun, so the client restarts it once, with the same key, as a chat UI would.
+                rec.restarted, rec.begun = True, False
+                output, meta, status, resp_headers = await _stream(client, url + req.path,
+                                                                   req.body, headers, rec)
         else:
             resp = await client.post(url + req.path, json=req.body, headers=headers)
             rec.begun = True
@@ -112,7 +129,8 @@ async def send(client: httpx.AsyncClient, url: str, api_key: str, i: int, run_id
         rec.retry_after = resp_headers.get("retry-after")
         rec.replayed = resp_headers.get(REPLAY_HEADER) == "true"
         rec.degraded = list(meta.get("degraded") or [])
-        rec.replica, rec.zone = meta.get("replica"), meta.get("zone")
+        rec.replica = meta.get("replica") or rec.replica
+        rec.zone = meta.get("zone") or rec.zone
         if status == 200:
             rec.correct = req.correct(output, rec.degraded)
             if not rec.correct:
@@ -134,6 +152,8 @@ async def _stream(client: httpx.AsyncClient, url: str, body: dict[str, Any],
     event = ""
     async with client.stream("POST", url, json=body, headers=headers) as resp:
         rec.begun = True
+        rec.replica = resp.headers.get("x-lcha-replica")
+        rec.zone = resp.headers.get("x-lcha-zone")
         if resp.status_code != 200:
             await resp.aread()
             return {}, _json(resp), resp.status_code, resp.headers
@@ -215,6 +235,7 @@ def summarize(outcomes: list[Outcome]) -> dict[str, Any]:
                        "max": _ms(max(lat, default=None))},
         "send_lag_ms": send_lag(outcomes),
         "replayed": sum(o.replayed for o in outcomes),
+        "restarted_streams": sum(o.restarted for o in outcomes),
         "wrong_answers": [{"index": o.index, "kind": o.kind, "degraded": o.degraded,
                            "replica": o.replica, "answer": o.wrong_answer}
                           for o in outcomes if o.status == 200 and not o.correct][:WRONG_KEPT],

@@ -50,6 +50,10 @@ def print_table(reports: Sequence[dict[str, Any]], console: Console | None = Non
         for component, c in ((r.get("correctness") or {}).get("by_component") or {}).items():
             out.print(f"{r['scenario']}: degraded by {component}: {c['correct']} of "
                       f"{c['judged']} right")
+        if r.get("restarted_streams"):
+            out.print(f"{r['scenario']}: {r['restarted_streams']} stream(s) cut under way were "
+                      "sent again by the client (same Idempotency-Key); they count as failed "
+                      "only if the second try failed too")
         failures = [f for f in r.get("failures") or [] if f["status"] != 503]
         for f in failures[:FAILURES_PRINTED]:
             begun = ", the response under way" if f.get("response_begun") else ""
