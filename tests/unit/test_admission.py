@@ -24,6 +24,13 @@ def _feed(a: Admission, ticks: int, *, lag_s: float, inflight: int, per_tick: in
         a.observe(lag_s, inflight, TICK)
 
 
+def _finish(a: Admission, n: int) -> None:
+    """``n`` running requests finish."""
+    for _ in range(n):
+        a.active += 1
+        a.release()
+
+
 # -- the limit -------------------------------------------------------------------------------
 
 def test_a_lagging_loop_cuts_the_limit_towards_what_runs() -> None:
@@ -36,29 +43,34 @@ def test_a_mild_lag_cuts_gently_and_never_below_the_floor() -> None:
     a = Admission(64, floor=4, target_lag_s=0.05, smoothing=1.0)
     a.observe(0.051, inflight=30)
     assert a.limit == pytest.approx(27.0)
+    _finish(a, 30)
     a.observe(1.0, inflight=6)
     assert a.limit == 4
 
 
-def test_no_second_cut_while_more_runs_than_the_limit() -> None:
+def test_no_second_cut_until_as_many_finished_as_ran_at_the_cut() -> None:
     a = Admission(64, floor=4, target_lag_s=0.05, smoothing=1.0)
     a.observe(0.2, inflight=40)
-    a.observe(0.2, inflight=35)  # the admitted ones are still finishing
+    _finish(a, 39)
+    a.observe(0.2, inflight=35)  # one admitted before the cut is still running
     assert a.limit == 20 and a.cuts == 1
+    _finish(a, 1)
     a.observe(0.2, inflight=16)
     assert a.limit == 8 and a.cuts == 2
 
 
-def test_a_fractional_limit_is_cut_again_once_as_many_run_as_it_lets_in() -> None:
-    """A limit of 19.5 lets 20 run (the queue hands a slot over while fewer than 19.5 run),
-    so 20 running is not "more than the limit": a lag that persists cuts again.  (Comparing
-    with the fraction held the limit at its first cut for a whole overload, lag or not.)"""
+def test_a_queue_refilling_the_slots_does_not_hold_the_limit() -> None:
+    """A limit of 35.1 lets 36 run (the queue hands a slot over while fewer than 35.1 run), so
+    "no cut while more run than the limit" would never cut again under a queue; what counts
+    is that the requests running at the cut have finished.  (The fraction held the limit at
+    its first cut for a whole overload, lag or not.)"""
     a = Admission(64, floor=4, target_lag_s=0.05, smoothing=1.0)
     a.observe(0.0555, inflight=39)  # factor 0.9 (capped): 35.1
     assert a.limit == pytest.approx(35.1)
-    a.observe(0.2, inflight=36)  # ceil(35.1) = 36 run: cut again, by half
+    _finish(a, 39)
+    a.observe(0.2, inflight=36)  # all 39 finished, 36 run: cut again, by half
     assert a.limit == pytest.approx(18.0) and a.cuts == 2
-    a.observe(0.2, inflight=19)  # 19 > ceil(18.0): still finishing, no cut
+    a.observe(0.2, inflight=19)  # those 36 have not finished: no cut
     assert a.cuts == 2
 
 
