@@ -19,7 +19,7 @@ R80=$(python -c "print(round($CAP*0.8))"); R50=$(python -c "print(round($CAP*0.5
 D80=$(python -c "import math;print(math.ceil(6000/$R80))")
 D50=$(python -c "import math;print(max(60, math.ceil(3000/$R50)))")
 for i in 1 2 3; do
-  uptime; lcha drill replica-crash --state-dir "$SD" --rps "$R80" --duration "$D80" \
+  sleep 20; uptime; lcha drill replica-crash --state-dir "$SD" --rps "$R80" --duration "$D80" \
     --json "$R/drill-replica-crash-$i.json"
 done
 for s in db-primary-loss zone-outage; do
