@@ -14,21 +14,19 @@ from langchain_ha.serve.admission import ROOM_SHARE, STALL_SHARE, Admission
 TICK = 0.05
 
 
-def _feed(a: Admission, ticks: int, *, lag_s: float, inflight: int, per_tick: int) -> None:
-    """``ticks`` ticks late by ``lag_s``, each with ``per_tick`` completions and ``inflight``
-    requests running."""
-    for _ in range(ticks):
-        for _ in range(per_tick):  # a completion: one that ran finishes
-            a.active += 1
-            a.release()
-        a.observe(lag_s, inflight, TICK)
-
-
 def _finish(a: Admission, n: int) -> None:
     """``n`` running requests finish."""
     for _ in range(n):
         a.active += 1
         a.release()
+
+
+def _feed(a: Admission, ticks: int, *, lag_s: float, inflight: int, per_tick: int) -> None:
+    """``ticks`` ticks late by ``lag_s``, each with ``per_tick`` completions and ``inflight``
+    requests running."""
+    for _ in range(ticks):
+        _finish(a, per_tick)
+        a.observe(lag_s, inflight, TICK)
 
 
 # -- the limit -------------------------------------------------------------------------------
@@ -307,9 +305,7 @@ def test_completions_collapsing_against_their_norm_is_a_stall_not_an_overload() 
     assert a.predictable and a.slow_rate == pytest.approx(40, rel=0.01)
     a.limit = 4.0
     for _ in range(8):  # 6/s: 3 completions per half-second tick
-        for _ in range(3):
-            a.active += 1
-            a.release()
+        _finish(a, 3)
         a.observe(0.0, inflight=4, elapsed_s=0.5)
     assert a.rate * a.slo_s >= 1 and a.rate < STALL_SHARE * a.slow_rate
     assert not a.predictable and a.predicted_start() == 0.0 and a.room() == 256

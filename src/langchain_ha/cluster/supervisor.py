@@ -294,7 +294,8 @@ class Supervisor:
 
     def _sync_balancer(self) -> None:
         """The balancer lists every slot all the time (no reload when replicas come and go);
-        only a canary's weights change its config."""
+        what changes is a canary's weights and, for HAProxy, each replica's room (its
+        ``maxconn``, through the runtime API)."""
         assert self.lb is not None
         try:
             self.lb.apply(self.upstreams())
