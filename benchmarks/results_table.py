@@ -67,17 +67,25 @@ def drill_table(reports: list[dict[str, Any]]) -> str:
 
 def capacity_table(doc: dict[str, Any]) -> str:
     """One row per target of ``lcha bench capacity``: the rate, and what held at it."""
-    lines = ["| target | capacity req/s | p50 / p99 ms there | send lag p99 / max ms there | "
-             "replayed | steps (last: why it stopped) |", "|---|---|---|---|---|---|"]
+    lines = ["| target | capacity req/s | held | p50 / p99 ms held | answered req/s held | "
+             "send lag p99 / max ms held | replayed | steps (last: why it stopped) |",
+             "|---|---|---|---|---|---|---|---|"]
     for target in ("cluster", "replica"):
         ramp = doc[target]
         steps = ramp["steps"]
-        at = next((s for s in reversed(steps) if s["passed"]), None)
+        holds = ramp.get("holds") or []
+        # Before the hold existed the rate was judged on its step alone.
+        at = next((h for h in holds if h["passed"]), None) or (
+            None if holds else next((s for s in reversed(steps) if s["passed"]), None))
         stop = next((s for s in steps if not s["passed"]), None)
         why = f"{stop['rps']:g}: {'; '.join(stop.get('why') or ['over'])}" if stop else "none"
+        failed_holds = ", ".join(f"{h['rps']:g}" for h in holds if not h["passed"])
+        held = (f"{at.get('duration_s', 0):g} s" if holds and at else "no") + (
+            f" (not held: {failed_holds})" if failed_holds else "")
         lines.append(
-            f"| {target} | {ramp['capacity_rps']:g} | "
+            f"| {target} | {ramp['capacity_rps']:g} | {held} | "
             f"{_ms(at['p50_ms']) if at else '—'} / {_ms(at['p99_ms']) if at else '—'} | "
+            f"{_opt(at.get('answered_per_s')) if at else '—'} | "
             f"{_ms(at['send_lag_ms']['p99']) if at else '—'} / "
             f"{_ms(at['send_lag_ms']['max']) if at else '—'} | {ramp.get('replayed', '—')} | "
             f"{len(steps)} ({why}) |")

@@ -105,6 +105,8 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     c.add_argument("--start", type=float, default=20.0)
     c.add_argument("--step", type=float, default=10.0)
     c.add_argument("--step-s", type=float, default=10.0, help="seconds per step")
+    c.add_argument("--hold-s", type=float, default=30.0,
+                   help="seconds the rate found must then be held (else the next lower step)")
     c.add_argument("--max-rps", type=float, default=400.0)
     c.add_argument("--json", dest="json_path", type=Path)
     c.add_argument("--state-dir", type=Path, default=Path(".lcha"))
@@ -113,8 +115,8 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         from langchain_ha.drills.drillcli import capacity
 
         return capacity(state_dir=args.state_dir, p99_ms=args.p99_ms, start=args.start,
-                        step=args.step, step_s=args.step_s, max_rps=args.max_rps,
-                        json_path=args.json_path)
+                        step=args.step, step_s=args.step_s, hold_s=args.hold_s,
+                        max_rps=args.max_rps, json_path=args.json_path)
 
     c.set_defaults(handler=run_capacity)
 

@@ -71,13 +71,17 @@ async def test_capacity_ramps_send_fresh_keys_and_replays_are_detected(
     from langchain_ha.drills.capacity import ramp
     from langchain_ha.drills.load import run_load
 
-    kw = {"p99_ms": 10_000.0, "start": 10.0, "step": 10.0, "step_s": 3.0, "max_rps": 20.0}
+    kw = {"p99_ms": 10_000.0, "start": 10.0, "step": 10.0, "step_s": 3.0, "max_rps": 20.0,
+          "hold_s": 3.0}
     first = await ramp(deployment.url, deployment.api_key, label="cluster", **kw)
     # The same ramp again (as the single-replica ramp followed the cluster one): fresh keys.
     second = await ramp(deployment.url, deployment.api_key, label="cluster", **kw)
     for r in (first, second):
         assert [st["requests"] for st in r["steps"]] == [30, 60]
-        assert r["replayed"] == 0 and all(st["replayed"] == 0 for st in r["steps"])
+        # The rate found is then held (its own keys too) before it is called the capacity.
+        assert [(h["rps"], h["requests"], h["passed"]) for h in r["holds"]] == [(20, 60, True)]
+        assert r["capacity_rps"] == 20
+        assert r["replayed"] == 0 and all(st["replayed"] == 0 for st in r["steps"] + r["holds"])
         assert r["send_lag_ms_at_capacity"]["max"] is not None
     # The detector sees a replay when there is one: the same keys sent twice to one replica
     # (each replica keeps its own idempotency store: through the balancer a repeat may reach

@@ -224,6 +224,26 @@ def test_a_capacity_step_passes_only_without_replays_and_on_schedule() -> None:
         "send lag p99 80.0 ms >= 50 ms (the generator fell behind)"]
 
 
+def test_a_capacity_step_whose_queue_builds_up_fails_though_its_p99_is_under_the_bound() -> None:
+    """Ten seconds at a rate a little over capacity: the p99 stays under the bound, but every
+    request waits longer than the one before (the queue grows), so the step fails; a step
+    whose latency only wobbles passes."""
+    from langchain_ha.drills.capacity import judge_step, queue_growth
+
+    building = [_outcome(i, start=i * 0.01, end=i * 0.01 + 0.15 + i * 0.0008)
+                for i in range(1000)]
+    growth = queue_growth(building)
+    assert growth is not None and growth[1] > 1.5 * growth[0] + 50
+    s = summarize(building)
+    assert s["latency_ms"]["p99"] < 1000
+    assert judge_step(s, 1000, growth) == [
+        f"queue building: p50 {growth[0]:g} ms in the first quarter, {growth[1]:g} ms in the last"]
+    steady = [_outcome(i, start=i * 0.01, end=i * 0.01 + (0.15 if i % 3 else 0.25))
+              for i in range(1000)]
+    assert judge_step(summarize(steady), 1000, queue_growth(steady)) == []
+    assert queue_growth(steady[:7]) is None  # too short to say
+
+
 def test_failed_requests_are_listed_with_what_they_got() -> None:
     """A report that says "1 failed" also says what it got: status or transport error, and
     whether the response had begun (a stream cut mid-way, which no balancer can resend)."""

@@ -67,9 +67,14 @@ async def _run_all(sd: StateDir, names: list[str], rps: float,
 
 
 def capacity(*, state_dir: Path, p99_ms: float, start: float, step: float, step_s: float,
-             max_rps: float, json_path: Path | None) -> int:
+             hold_s: float, max_rps: float, json_path: Path | None) -> int:
     """Ramp through the balancer, then against one replica; print and save both."""
     from langchain_ha.drills.capacity import ramp
+
+    for name, value in (("--start", start), ("--step", step), ("--step-s", step_s),
+                        ("--hold-s", hold_s), ("--p99-ms", p99_ms)):
+        if value <= 0:
+            raise UsageError(f"{name} must be positive (got {value:g})")
 
     sd = StateDir(state_dir)
     if sd.supervisor_pid() is None:
@@ -77,7 +82,8 @@ def capacity(*, state_dir: Path, p99_ms: float, start: float, step: float, step_
     state = sd.state()
     key = sd.secrets()["api_key"]
     replica = next(r for r in state["replicas"] if r["state"] == "ready")
-    kw = {"p99_ms": p99_ms, "start": start, "step": step, "step_s": step_s, "max_rps": max_rps}
+    kw = {"p99_ms": p99_ms, "start": start, "step": step, "step_s": step_s, "hold_s": hold_s,
+          "max_rps": max_rps}
     print(f"cluster ({len(state['replicas'])} replicas through the balancer):", flush=True)
     cluster = asyncio.run(ramp(state["balancer"]["url"], key, label="cluster", **kw))
     print(f"one replica ({replica['id']}, direct):", flush=True)
@@ -88,9 +94,9 @@ def capacity(*, state_dir: Path, p99_ms: float, start: float, step: float, step_
               if single["capacity_rps"] else None,
               "replayed": cluster["replayed"] + single["replayed"]}
     print(f"capacity: cluster {cluster['capacity_rps']:g} req/s, one replica "
-          f"{single['capacity_rps']:g} req/s (ratio {result['ratio']}) at p99 <= {p99_ms:g} ms "
-          f"and send lag < {cluster['max_send_lag_ms']:g} ms; {result['replayed']} replayed "
-          "responses")
+          f"{single['capacity_rps']:g} req/s (ratio {result['ratio']}), each held {hold_s:g} s "
+          f"at p99 <= {p99_ms:g} ms with no queue building up and send lag < "
+          f"{cluster['max_send_lag_ms']:g} ms; {result['replayed']} replayed responses")
     if json_path:
         json_path.write_text(json.dumps(result, indent=2))
     (sd.root / "capacity.json").write_text(json.dumps(result, indent=2))  # for drill overload
