@@ -105,7 +105,7 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     c.add_argument("--start", type=float, default=20.0)
     c.add_argument("--step", type=float, default=10.0)
     c.add_argument("--step-s", type=float, default=10.0, help="seconds per step")
-    c.add_argument("--hold-s", type=float, default=30.0,
+    c.add_argument("--hold-s", type=float, default=60.0,
                    help="seconds the rate found must then be held (else the next lower step)")
     c.add_argument("--max-rps", type=float, default=400.0)
     c.add_argument("--json", dest="json_path", type=Path)

@@ -50,6 +50,17 @@ async def test_history_append_is_idempotent_per_request_key(store_db: Any) -> No
     assert await history.aget_messages() == []
 
 
+async def test_the_last_messages_are_read_alone_oldest_first(store_db: Any) -> None:
+    history = PgChatMessageHistory(store_db, f"s-{uuid.uuid4()}")
+    assert await history.aget_last(4) == []
+    for turn in range(5):
+        with request_key_scope(f"turn-{turn}"):
+            await history.aadd_messages([HumanMessage(f"q{turn}"), AIMessage(f"a{turn}")])
+    assert [m.content for m in await history.aget_last(3)] == ["a3", "q4", "a4"]
+    assert await history.aget_last(100) == await history.aget_messages()
+    assert await history.aget_last(0) == []
+
+
 async def test_exact_cache_ttl_and_stale(store_db: Any) -> None:
     llm = f"llm-{uuid.uuid4()}"
     cache = PgCache(store_db, ttl_s=0.5)

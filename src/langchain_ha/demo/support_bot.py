@@ -27,7 +27,8 @@ import re
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, Protocol, runtime_checkable
 
 import httpx
 from langchain_anthropic import ChatAnthropic
@@ -128,6 +129,16 @@ def order_status_tool(tools_url: str) -> BaseTool:
 
 
 HistoryFactory = Callable[[str], BaseChatMessageHistory]
+HISTORY_MESSAGES = 6
+"""The earlier messages a prompt carries (the last three turns)."""
+
+
+@runtime_checkable
+class _LastMessages(Protocol):
+    """A history that can read its last ``n`` messages alone
+    (:meth:`~langchain_ha.store.history.PgChatMessageHistory.aget_last`)."""
+
+    async def aget_last(self, n: int) -> list[BaseMessage]: ...
 
 
 class SupportBot(Runnable[Any, dict[str, Any]]):
@@ -260,13 +271,15 @@ class SupportBot(Runnable[Any, dict[str, Any]]):
 
     async def _recall(self, history: BaseChatMessageHistory) -> list[BaseMessage]:
         try:
-            past = await guarded(self.history_breaker, self.history_timeout_s,
-                                 history.aget_messages)
+            # Only the turns the prompt uses are read: a long session must not cost more.
+            read = (partial(history.aget_last, HISTORY_MESSAGES)
+                    if isinstance(history, _LastMessages) else history.aget_messages)
+            past = await guarded(self.history_breaker, self.history_timeout_s, read)
         except Unavailable as exc:
             log.warning("chat history unreadable (%s): answering without it", exc.reason)
             record_degraded("history:read")
             return []
-        return past[-6:]
+        return past[-HISTORY_MESSAGES:]
 
     async def _remember(self, history: BaseChatMessageHistory, session_id: str,
                         question: str, answer: str) -> None:

@@ -76,6 +76,25 @@ class PgChatMessageHistory(BaseChatMessageHistory):
         except UndefinedTable:
             return []
 
+    async def aget_last(self, n: int) -> list[BaseMessage]:
+        """The session's last ``n`` messages, oldest first: what a prompt with a bounded
+        memory needs, read and decoded without the rest of a long session."""
+        if n < 1:
+            return []
+
+        async def read(conn: AsyncConn) -> list[BaseMessage]:
+            cur = await conn.execute(
+                "SELECT message FROM (SELECT id, message FROM lcha_chat_history"
+                " WHERE session_id = %s ORDER BY id DESC LIMIT %s) AS last ORDER BY id",
+                (self.session_id, n),
+            )
+            return messages_from_dict([r[0] for r in await cur.fetchall()])
+
+        try:
+            return await on_writer_then_reader(self.db, read)
+        except UndefinedTable:
+            return []
+
     async def aclear(self) -> None:
         """Delete every message of the session."""
         await ensure_schema(self.db)
