@@ -12,6 +12,10 @@ __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
     "ResilientChatModel": "langchain_ha.resilience.chat",
+    "router_from_env": "langchain_ha.deployment",
+    "AppEnvironment": "langchain_ha.deployment",
+    "ProviderEntry": "langchain_ha.deployment",
+    "DeploymentConfigError": "langchain_ha.deployment",
     "Provider": "langchain_ha.resilience.chat",
     "CONTINUATION_INSTRUCTION": "langchain_ha.resilience.continuation",
     "accept_restarts": "langchain_ha.resilience.continuation",
@@ -56,6 +60,7 @@ __all__ = [
     "CONTINUATION_INSTRUCTION",
     "RESTART_KEY",
     "AllProvidersFailed",
+    "AppEnvironment",
     "BreakerConfig",
     "BreakerState",
     "BreakerStore",
@@ -63,6 +68,7 @@ __all__ = [
     "CircuitBreaker",
     "ClusterSpec",
     "Database",
+    "DeploymentConfigError",
     "EmbeddingEndpoint",
     "HedgePolicy",
     "InMemoryBreakerStore",
@@ -73,6 +79,7 @@ __all__ = [
     "PostgresCluster",
     "PrometheusEvents",
     "Provider",
+    "ProviderEntry",
     "ProviderRefused",
     "ResilientChatModel",
     "ResilientEmbeddings",
@@ -93,6 +100,7 @@ __all__ = [
     "degradation_scope",
     "record_degraded",
     "resilient_tool",
+    "router_from_env",
 ]
 
 

@@ -295,8 +295,8 @@ def test_real_providers_and_no_database(tmp_path: Path) -> None:
 database: {enabled: false}
 providers:
   - {name: primary, simulated: false, base_url: "https://api.openai.com/v1/",
-     api_key_env: OPENAI_API_KEY}
-  - {name: secondary, simulated: false, base_url: "https://api.anthropic.com",
+     api_key_env: OPENAI_API_KEY, model: gpt-4.1-mini}
+  - {name: secondary, simulated: false, kind: anthropic, model: claude-sonnet-4-5,
      api_key_env: ANTHROPIC_API_KEY}
 """)
     out = tmp_path / "out"
@@ -310,7 +310,15 @@ providers:
     objs = objects(out)
     assert {o["kind"] for o in objs}.isdisjoint({"Cluster", "PodMonitor", "ObjectStore"})
     env = env_of(one(objs, "Deployment", "lcha"))
-    assert env["LCHA_PRIMARY_URL"]["value"] == "https://api.openai.com/v1"
+    # The support bot's slot takes the root (it adds /v1 itself); LCHA_PROVIDERS the client URL.
+    assert env["LCHA_PRIMARY_URL"]["value"] == "https://api.openai.com"
+    assert env["LCHA_SECONDARY_URL"]["value"] == "https://api.anthropic.com"
+    providers = json.loads(env["LCHA_PROVIDERS"]["value"])
+    assert [(p["kind"], p["model"], p.get("base_url")) for p in providers] == [
+        ("openai", "gpt-4.1-mini", "https://api.openai.com/v1/"),
+        ("anthropic", "claude-sonnet-4-5", None)]
+    assert env["OPENAI_API_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "lcha-secrets", "key": "OPENAI_API_KEY"}
     assert env["LCHA_SECONDARY_API_KEY"]["valueFrom"]["secretKeyRef"] == {
         "name": "lcha-secrets", "key": "ANTHROPIC_API_KEY"}
     assert not {"LCHA_DB_WRITER", "PGPASSWORD", "LCHA_TOOLS_URL"} & set(env)
@@ -516,10 +524,10 @@ def test_real_providers_are_reached_on_their_port_outside_private_ranges(
     topo = topo_from(tmp_path, """
 database: {enabled: false}
 providers:
-  - {name: primary, simulated: false, base_url: "https://api.openai.com/v1/",
+  - {name: primary, simulated: false, kind: anthropic, model: claude-sonnet-4-5,
      api_key_env: OPENAI_API_KEY}
-  - {name: secondary, simulated: false, base_url: "https://llm.example.com:8443",
-     api_key_env: OTHER_KEY}
+  - {name: secondary, simulated: false, base_url: "https://llm.example.com:8443/v1",
+     kind: openai-compatible, model: llama, api_key_env: OTHER_KEY}
 """)
     render_k8s(topo, tmp_path / "out")
     objs = objects(tmp_path / "out")

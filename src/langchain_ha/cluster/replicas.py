@@ -36,6 +36,7 @@ from langchain_ha._proc import (
 )
 from langchain_ha._runas import is_open
 from langchain_ha.cluster.topology import ProviderSpec, Topology
+from langchain_ha.deployment import AppEnvironment
 from langchain_ha.providers import ADMIN_TOKEN_ENV
 
 STARTUP_NICE = 10
@@ -241,19 +242,26 @@ def adopt_simulator(spec: ProviderSpec, entry: dict[str, Any]) -> Simulator | No
     return Simulator(spec=spec, port=port, proc=proc) if proc.alive() else None
 
 
-def provider_env(topology: Topology, sims: dict[str, Simulator]) -> dict[str, str]:
-    """``LCHA_PRIMARY_URL`` etc. for the support bot: providers in order, sims or real URLs."""
-    env: dict[str, str] = {}
+def app_env(topology: Topology, sims: dict[str, Simulator], *, db_writer: str | None = None,
+            db_reader: str | None = None) -> dict[str, str]:
+    """What a replica's app is told (:class:`~langchain_ha.deployment.AppEnvironment` as env):
+    ``LCHA_PROVIDERS`` (every provider by kind, in order, simulators by their URL), the tool
+    and embeddings endpoints, the database; and, for the support bot, its two provider slots
+    (``LCHA_PRIMARY_URL``, ``LCHA_SECONDARY_URL`` and their keys)."""
+    entries = [spec.entry(sims[spec.name].url if spec.simulated else None)
+               for spec in topology.providers]
+    first_sim = next((s for s in sims.values()), None)
+    app = AppEnvironment(providers=entries,
+                         tools_url=first_sim.url if first_sim else None,
+                         embeddings_url=first_sim.url if first_sim else None,
+                         db_writer=db_writer, db_reader=db_reader)
+    env = app.to_env()
     for slot, spec in zip(("PRIMARY", "SECONDARY"), topology.providers, strict=False):
         if spec.simulated:
             env[f"LCHA_{slot}_URL"] = sims[spec.name].url
         else:
-            env[f"LCHA_{slot}_URL"] = str(spec.base_url).rstrip("/")
+            env[f"LCHA_{slot}_URL"] = spec.legacy_url()
             env[f"LCHA_{slot}_API_KEY"] = os.environ.get(str(spec.api_key_env), "")
-    first_sim = next((s for s in sims.values()), None)
-    if first_sim is not None:
-        env.setdefault("LCHA_TOOLS_URL", first_sim.url)
-        env.setdefault("LCHA_EMBEDDINGS_URL", first_sim.url)
     return env
 
 

@@ -38,10 +38,10 @@ from langchain_ha.cluster.replicas import (
     NoFreeSlot,
     Replica,
     Simulator,
+    app_env,
     drain_grace_s,
     kill_now,
     probe,
-    provider_env,
     set_priority,
     start_replica,
     start_simulator,
@@ -327,12 +327,12 @@ class Supervisor:
         self.backoff[zone] = (fails + 1, time.monotonic() + delay)
 
     def _replica_env(self) -> dict[str, str]:
-        env = provider_env(self.topo, self.sims)
+        db = self.topo.database.enabled
+        env = app_env(self.topo, self.sims, db_writer=self.db.writer if db else None,
+                      db_reader=self.db.reader if db else None)
         env["LCHA_API_KEY_HASHES"] = hashlib.sha256(self.api_key.encode()).hexdigest()
         env["LCHA_ADMIN_TOKEN"] = self.admin_token
-        if self.topo.database.enabled:
-            env["LCHA_DB_WRITER"] = self.db.writer
-            env["LCHA_DB_READER"] = self.db.reader
+        if db:
             env["PGPASSWORD"] = self.db.app_password
         return env
 

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from langchain_ha._usage import UsageError
+from langchain_ha.deployment import KIND_BASE_URLS, ProviderEntry, ProviderKind
 
 DEFAULT_APP = "langchain_ha.demo.support_bot:bot"
 ZoneName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,19}$")]
@@ -119,25 +120,67 @@ class Database(_Strict):
         return self
 
 
+SIM_MODELS = {"openai": "sim-chat", "openai-compatible": "sim-chat", "anthropic": "sim-claude",
+              "google": "gemini-2.5-flash"}
+"""The model name a simulated provider of each kind is asked for (the simulator takes any)."""
+
+
 class ProviderSpec(_Strict):
-    """One LLM provider: simulated (started locally) or real (base URL + key from env)."""
+    """One LLM provider: simulated (started locally) or real (by kind, model, key from env)."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+    kind: ProviderKind = Field(default="openai", description=(
+        "the API it speaks: openai, anthropic, google or openai-compatible (a simulator "
+        "speaks all of them)"))
+    model: str | None = Field(default=None, min_length=1, description=(
+        "the model asked for (a simulated provider defaults to the simulator's name)"))
     simulated: bool = True
-    base_url: str | None = Field(default=None, pattern=r"^https?://")
+    base_url: str | None = Field(default=None, pattern=r"^https?://", description=(
+        "the API's URL as the kind's LangChain client takes it; default: the kind's public "
+        "endpoint (needed for openai-compatible)"))
     api_key_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+    timeout_s: float | None = Field(default=None, gt=0, description="its attempt timeout")
+    context_window: int | None = Field(default=None, gt=0)
+    accepts_prefill: bool = False
     latency_ms: float = Field(default=40.0, ge=0)
     jitter_ms: float = Field(default=20.0, ge=0)
 
     @model_validator(mode="after")
-    def _real_needs_url(self) -> ProviderSpec:
-        if not self.simulated and not (self.base_url and self.api_key_env):
-            raise ValueError("a real provider (simulated: false) needs base_url and api_key_env")
+    def _real_needs_key(self) -> ProviderSpec:
+        if self.simulated:
+            return self
+        missing = [f for f in ("api_key_env", "model") if not getattr(self, f)]
+        if self.kind == "openai-compatible" and not self.base_url:
+            missing.append("base_url")
+        if missing:
+            raise ValueError(f"a real {self.kind} provider (simulated: false) needs "
+                             f"{' and '.join(missing)}")
         return self
+
+    def entry(self, sim_url: str | None = None) -> ProviderEntry:
+        """What a replica is told about this provider; ``sim_url`` is its simulator's root URL
+        (the simulator speaks every kind, OpenAI's under ``/v1``)."""
+        base_url = self.base_url
+        if self.simulated:
+            if sim_url is None:
+                raise ValueError(f"provider {self.name}: a simulated provider needs its URL")
+            root = sim_url.rstrip("/")
+            base_url = root + "/v1" if self.kind in ("openai", "openai-compatible") else root
+        return ProviderEntry(
+            name=self.name, kind=self.kind, model=self.model or SIM_MODELS[self.kind],
+            base_url=base_url, api_key_env=None if self.simulated else self.api_key_env,
+            simulated=self.simulated, timeout_s=self.timeout_s,
+            context_window=self.context_window, accepts_prefill=self.accepts_prefill)
+
+    def legacy_url(self) -> str:
+        """The URL the support bot's two slots (``LCHA_PRIMARY_URL``...) take for a real provider:
+        the root its clients extend (without OpenAI's ``/v1``)."""
+        url = (self.base_url or KIND_BASE_URLS[self.kind] or "").rstrip("/")
+        return url.removesuffix("/v1")
 
 
 def _default_providers() -> list[ProviderSpec]:
-    return [ProviderSpec(name="primary"), ProviderSpec(name="secondary")]
+    return [ProviderSpec(name="primary"), ProviderSpec(name="secondary", kind="anthropic")]
 
 
 class Topology(BaseSettings):

@@ -19,6 +19,7 @@ from typing import Any
 
 from langchain_ha.cluster.replicas import drain_grace_s
 from langchain_ha.cluster.topology import ProviderSpec, Topology
+from langchain_ha.deployment import AppEnvironment
 
 Obj = dict[str, Any]
 
@@ -150,6 +151,21 @@ def db_conninfo(topo: Topology, service: str) -> str:
             f"user={DB_OWNER}")
 
 
+def sim_url(topo: Topology, spec: ProviderSpec) -> str:
+    """A simulated provider's root URL inside the cluster (its Service)."""
+    return f"http://{sim_name(topo, spec)}:{SIM_PORT}"
+
+
+def app_environment(topo: Topology) -> AppEnvironment:
+    """The replica's :class:`AppEnvironment` in the cluster: simulators by their Service, the
+    database by the CloudNativePG services (``LCHA_DB_*``, set beside it with TLS settings)."""
+    sims = [p for p in topo.providers if p.simulated]
+    first = sim_url(topo, sims[0]) if sims else None
+    return AppEnvironment(
+        providers=[p.entry(sim_url(topo, p) if p.simulated else None) for p in topo.providers],
+        tools_url=first, embeddings_url=first)
+
+
 def replica_env(topo: Topology) -> list[Obj]:
     """The replica's ``LCHA_*`` settings; secrets only as ``secretKeyRef``."""
     spec = topo.replicas
@@ -164,19 +180,18 @@ def replica_env(topo: Topology) -> list[Obj]:
         _secret_env("LCHA_API_KEY_HASHES", secret_name(topo), "api-key-hashes"),
         _secret_env("LCHA_ADMIN_TOKEN", secret_name(topo), "admin-token", optional=True),
     ]
+    app = app_environment(topo)
+    env += [{"name": k, "value": v} for k, v in app.to_env().items()]
+    # Each real provider's key under the variable its entry names, from the deployment's secret.
+    env += [_secret_env(str(p.api_key_env), secret_name(topo), str(p.api_key_env))
+            for p in topo.providers if not p.simulated]
     for slot, provider in zip(("PRIMARY", "SECONDARY"), topo.providers, strict=False):
         if provider.simulated:
-            env.append({"name": f"LCHA_{slot}_URL",
-                        "value": f"http://{sim_name(topo, provider)}:{SIM_PORT}"})
+            env.append({"name": f"LCHA_{slot}_URL", "value": sim_url(topo, provider)})
         else:
-            env.append({"name": f"LCHA_{slot}_URL", "value": str(provider.base_url).rstrip("/")})
+            env.append({"name": f"LCHA_{slot}_URL", "value": provider.legacy_url()})
             env.append(_secret_env(f"LCHA_{slot}_API_KEY", secret_name(topo),
                                    str(provider.api_key_env)))
-    first_sim = next((p for p in topo.providers if p.simulated), None)
-    if first_sim is not None:
-        url = f"http://{sim_name(topo, first_sim)}:{SIM_PORT}"
-        env += [{"name": "LCHA_TOOLS_URL", "value": url},
-                {"name": "LCHA_EMBEDDINGS_URL", "value": url}]
     if topo.database.enabled:
         env += [{"name": "LCHA_DB_WRITER", "value": db_conninfo(topo, "rw")},
                 {"name": "LCHA_DB_READER", "value": db_conninfo(topo, "ro")},

@@ -69,8 +69,9 @@ def provider_ports(topo: Topology) -> list[int]:
     """The TCP ports of the real providers' base URLs (443 for https, 80 for http)."""
     ports = set()
     for p in topo.providers:
-        if not p.simulated and p.base_url:
-            url = urlsplit(str(p.base_url))
+        if not p.simulated:
+            # No base_url: the kind's public endpoint (or the SDK's own), all on https.
+            url = urlsplit(str(p.base_url or "https://"))
             ports.add(url.port or (443 if url.scheme == "https" else 80))
     return sorted(ports)
 
