@@ -50,6 +50,8 @@ _EXPORTS: dict[str, str] = {
     "PgVectorStore": "langchain_ha.store.vectors",
     "PgChatMessageHistory": "langchain_ha.store.history",
     "PgCache": "langchain_ha.store.cache",
+    "DeploymentStores": "langchain_ha.store.stores",
+    "stores_from_env": "langchain_ha.store.stores",
     "PgBreakerStore": "langchain_ha.store.breakers",
     "TaskQueue": "langchain_ha.store.tasks",
     "PostgresCluster": "langchain_ha.cluster.postgres",
@@ -69,6 +71,7 @@ __all__ = [
     "ClusterSpec",
     "Database",
     "DeploymentConfigError",
+    "DeploymentStores",
     "EmbeddingEndpoint",
     "HedgePolicy",
     "InMemoryBreakerStore",
@@ -101,6 +104,7 @@ __all__ = [
     "record_degraded",
     "resilient_tool",
     "router_from_env",
+    "stores_from_env",
 ]
 
 
