@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 if TYPE_CHECKING:  # the topology imports this module; LangChain loads only when a model is built
+    from langchain_core.language_models import BaseChatModel
+
     from langchain_ha.resilience.chat import Provider, ResilientChatModel
 
 PROVIDERS_ENV = "LCHA_PROVIDERS"
@@ -77,7 +79,7 @@ class ProviderEntry(BaseModel):
                 f"(its API key) in the replica's environment")
         return key
 
-    def chat_model(self, env: Mapping[str, str] | None = None) -> Any:
+    def chat_model(self, env: Mapping[str, str] | None = None) -> BaseChatModel:
         """The kind's LangChain chat model, with its own retries off (the router retries)."""
         key = self.api_key(env)
         url = self.base_url or KIND_BASE_URLS[self.kind]

@@ -36,7 +36,6 @@ from langchain_ha._proc import (
 )
 from langchain_ha._runas import is_open
 from langchain_ha.cluster.topology import ProviderSpec, Topology
-from langchain_ha.deployment import AppEnvironment
 from langchain_ha.providers import ADMIN_TOKEN_ENV
 
 STARTUP_NICE = 10
@@ -248,14 +247,8 @@ def app_env(topology: Topology, sims: dict[str, Simulator], *, db_writer: str | 
     ``LCHA_PROVIDERS`` (every provider by kind, in order, simulators by their URL), the tool
     and embeddings endpoints, the database; and, for the support bot, its two provider slots
     (``LCHA_PRIMARY_URL``, ``LCHA_SECONDARY_URL`` and their keys)."""
-    entries = [spec.entry(sims[spec.name].url if spec.simulated else None)
-               for spec in topology.providers]
-    first_sim = next((s for s in sims.values()), None)
-    app = AppEnvironment(providers=entries,
-                         tools_url=first_sim.url if first_sim else None,
-                         embeddings_url=first_sim.url if first_sim else None,
-                         db_writer=db_writer, db_reader=db_reader)
-    env = app.to_env()
+    env = topology.app_environment(lambda spec: sims[spec.name].url, db_writer=db_writer,
+                                   db_reader=db_reader).to_env()
     for slot, spec in zip(("PRIMARY", "SECONDARY"), topology.providers, strict=False):
         if spec.simulated:
             env[f"LCHA_{slot}_URL"] = sims[spec.name].url

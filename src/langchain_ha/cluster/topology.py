@@ -9,6 +9,7 @@ Precedence: CLI flags > environment (``LCHA_UP__<FIELD>``, nested with ``__``) >
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -18,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from langchain_ha._usage import UsageError
-from langchain_ha.deployment import KIND_BASE_URLS, ProviderEntry, ProviderKind
+from langchain_ha.deployment import KIND_BASE_URLS, AppEnvironment, ProviderEntry, ProviderKind
 
 DEFAULT_APP = "langchain_ha.demo.support_bot:bot"
 ZoneName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,19}$")]
@@ -233,6 +234,18 @@ class Topology(BaseSettings):
                                    ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Flags (init values) win over the environment, which wins over the file.
         return init_settings, env_settings, _FileSource(settings_cls)
+
+    def app_environment(self, sim_url: Callable[[ProviderSpec], str], *,
+                        db_writer: str | None = None,
+                        db_reader: str | None = None) -> AppEnvironment:
+        """What this deployment tells its app; ``sim_url`` says where a simulated provider
+        answers (a local port, a Kubernetes Service).  The first simulator also serves the
+        tool API and the embeddings."""
+        sims = [p for p in self.providers if p.simulated]
+        first = sim_url(sims[0]) if sims else None
+        return AppEnvironment(
+            providers=[p.entry(sim_url(p) if p.simulated else None) for p in self.providers],
+            tools_url=first, embeddings_url=first, db_writer=db_writer, db_reader=db_reader)
 
     def is_active(self, zone: str) -> bool:
         """Whether ``zone``'s replicas take traffic while an active replica is healthy."""

@@ -19,7 +19,6 @@ from typing import Any
 
 from langchain_ha.cluster.replicas import drain_grace_s
 from langchain_ha.cluster.topology import ProviderSpec, Topology
-from langchain_ha.deployment import AppEnvironment
 
 Obj = dict[str, Any]
 
@@ -156,16 +155,6 @@ def sim_url(topo: Topology, spec: ProviderSpec) -> str:
     return f"http://{sim_name(topo, spec)}:{SIM_PORT}"
 
 
-def app_environment(topo: Topology) -> AppEnvironment:
-    """The replica's :class:`AppEnvironment` in the cluster: simulators by their Service, the
-    database by the CloudNativePG services (``LCHA_DB_*``, set beside it with TLS settings)."""
-    sims = [p for p in topo.providers if p.simulated]
-    first = sim_url(topo, sims[0]) if sims else None
-    return AppEnvironment(
-        providers=[p.entry(sim_url(topo, p) if p.simulated else None) for p in topo.providers],
-        tools_url=first, embeddings_url=first)
-
-
 def replica_env(topo: Topology) -> list[Obj]:
     """The replica's ``LCHA_*`` settings; secrets only as ``secretKeyRef``."""
     spec = topo.replicas
@@ -180,7 +169,8 @@ def replica_env(topo: Topology) -> list[Obj]:
         _secret_env("LCHA_API_KEY_HASHES", secret_name(topo), "api-key-hashes"),
         _secret_env("LCHA_ADMIN_TOKEN", secret_name(topo), "admin-token", optional=True),
     ]
-    app = app_environment(topo)
+    # The database's variables are set below, beside their TLS settings.
+    app = topo.app_environment(lambda p: sim_url(topo, p))
     env += [{"name": k, "value": v} for k, v in app.to_env().items()]
     # Each real provider's key under the variable its entry names, from the deployment's secret.
     env += [_secret_env(str(p.api_key_env), secret_name(topo), str(p.api_key_env))
