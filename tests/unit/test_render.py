@@ -557,3 +557,18 @@ def test_the_database_is_reached_over_tls_verified_against_the_cnpg_ca(demo: Pat
     assert env["PGSSLROOTCERT"]["value"] == f"{mount['mountPath']}/ca.crt"
     # The conninfo dials the service names the server certificate carries.
     assert env["LCHA_DB_WRITER"]["value"].startswith("host=lcha-db-rw ")
+
+
+def test_two_providers_sharing_a_key_render_it_once(tmp_path: Path) -> None:
+    topo = topo_from(tmp_path, """
+database: {enabled: false}
+providers:
+  - {name: fast, simulated: false, model: gpt-4.1-mini, api_key_env: OPENAI_API_KEY}
+  - {name: big, simulated: false, model: gpt-4.1, api_key_env: OPENAI_API_KEY}
+""")
+    render_k8s(topo, tmp_path / "out")
+    [container] = one(objects(tmp_path / "out"), "Deployment", "lcha")["spec"]["template"][
+        "spec"]["containers"]
+    names = [e["name"] for e in container["env"]]
+    assert names.count("OPENAI_API_KEY") == 1
+    assert len(names) == len(set(names))

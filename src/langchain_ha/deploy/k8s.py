@@ -173,8 +173,8 @@ def replica_env(topo: Topology) -> list[Obj]:
     app = topo.app_environment(lambda p: sim_url(topo, p))
     env += [{"name": k, "value": v} for k, v in app.to_env().items()]
     # Each real provider's key under the variable its entry names, from the deployment's secret.
-    env += [_secret_env(str(p.api_key_env), secret_name(topo), str(p.api_key_env))
-            for p in topo.providers if not p.simulated]
+    keys = dict.fromkeys(str(p.api_key_env) for p in topo.providers if not p.simulated)
+    env += [_secret_env(name, secret_name(topo), name) for name in keys]
     for slot, provider in zip(("PRIMARY", "SECONDARY"), topo.providers, strict=False):
         if provider.simulated:
             env.append({"name": f"LCHA_{slot}_URL", "value": sim_url(topo, provider)})
