@@ -19,6 +19,7 @@ from typing import Any
 
 import psycopg
 from psycopg import conninfo as pg_conninfo
+from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 AsyncConn = psycopg.AsyncConnection[Any]
@@ -117,7 +118,7 @@ class Database:
         return AsyncConnectionPool(
             conninfo, min_size=s.min_size, max_size=s.max_size, timeout=s.pool_timeout_s,
             open=False, name=name,
-            check=_check_writable if writable else AsyncConnectionPool.check_connection,
+            check=check_writable if writable else AsyncConnectionPool.check_connection,
             kwargs={"autocommit": True}, reconnect_timeout=0,
         )
 
@@ -179,10 +180,12 @@ async def _give_back(pool: AsyncConnectionPool[AsyncConn], conn: AsyncConn) -> N
     await asyncio.shield(pool.putconn(conn))
 
 
-async def _check_writable(conn: AsyncConn) -> None:
-    """Checkout check of the writer pool: one round trip that also catches a demoted primary
-    (the pool then discards the connection and makes a new one, which finds the new primary)."""
-    cur = await conn.execute("SELECT pg_is_in_recovery()")
+async def check_writable(conn: AsyncConn) -> None:
+    """Checkout check of a writer pool: one round trip that also catches a demoted primary
+    (the pool then discards the connection and makes a new one, which finds the new primary).
+    Works whatever the connection's row factory."""
+    cur = conn.cursor(row_factory=tuple_row)
+    await cur.execute("SELECT pg_is_in_recovery()")
     row = await cur.fetchone()
     if row is None or row[0]:
         raise psycopg.OperationalError("pooled connection is to a standby now (failover)")

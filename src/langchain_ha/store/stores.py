@@ -9,6 +9,7 @@ Kubernetes manifests set (``LCHA_DB_WRITER``, ``LCHA_DB_READER``, ``PGPASSWORD``
     await stores.open()
     vectors = stores.vector_store(embeddings, dimensions=256, collection="docs")
     history = stores.history("session-1")          # PgChatMessageHistory
+    checkpointer = await stores.checkpointer()     # LangGraph threads that survive failover
     model = router_from_env(cache=stores.cache)    # the LLM cache in the cluster
 
 Everything shares one :class:`~langchain_ha.store.connect.Database`: a writer pool that follows
@@ -26,6 +27,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_ha.deployment import AppEnvironment, DeploymentConfigError
 from langchain_ha.store.breakers import PgBreakerStore
 from langchain_ha.store.cache import PgCache
+from langchain_ha.store.checkpoints import DurableCheckpointer
 from langchain_ha.store.connect import Database
 from langchain_ha.store.history import PgChatMessageHistory
 from langchain_ha.store.vectors import PgVectorStore
@@ -46,6 +48,8 @@ class DeploymentStores:
     def __init__(self, writer: str, reader: str | None = None, *, namespace: str = "",
                  cache_ttl_s: float | None = 3600.0, connect_timeout_s: float = 1.0,
                  pool_timeout_s: float = 1.0) -> None:
+        self._writer = writer
+        self._checkpointer: DurableCheckpointer | None = None
         self.db = Database.from_conninfo(writer, reader, connect_timeout_s=connect_timeout_s,
                                          pool_timeout_s=pool_timeout_s)
         self.cache = PgCache(self.db, ttl_s=cache_ttl_s)
@@ -56,7 +60,10 @@ class DeploymentStores:
         await self.db.open()
 
     async def close(self) -> None:
-        """Close the pools."""
+        """Close the pools (the checkpointer's too, if one was opened)."""
+        if self._checkpointer is not None:
+            await self._checkpointer.close()
+            self._checkpointer = None
         await self.db.close()
 
     async def __aenter__(self) -> DeploymentStores:
@@ -76,6 +83,17 @@ class DeploymentStores:
         """The chat history of ``session_id`` (a ``get_session_history`` for
         ``RunnableWithMessageHistory``)."""
         return PgChatMessageHistory(self.db, session_id)
+
+    async def checkpointer(self, *, deadline_s: float = 45.0) -> DurableCheckpointer:
+        """LangGraph's PostgreSQL saver on the cluster's primary, retried across a failover
+        (opened, with its tables, on first call; closed with the stores)::
+
+            agent = create_agent(model, tools, checkpointer=await stores.checkpointer())
+        """
+        if self._checkpointer is None:
+            self._checkpointer = await DurableCheckpointer.connect(self._writer,
+                                                                   deadline_s=deadline_s)
+        return self._checkpointer
 
 
 def stores_from_env(env: Mapping[str, str] | None = None, *, namespace: str = "",
