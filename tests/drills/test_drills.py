@@ -46,7 +46,7 @@ async def test_provider_outage(deployment: Deployment) -> None:
     assert r["requests"]["failed"] == 0, r["problems"]
     assert r["degraded_components"].get("primary_llm", 0) > 0  # fallbacks answered, and said so
     assert [f["action"] for f in r["faults"]] == ["provider outage", "fault cleared"]
-    assert r["recovery_s"] is not None
+    assert r["recovery_s"] is not None, (r["faults"], r["timeline"])
 
 
 async def test_db_primary_loss(deployment: Deployment) -> None:

@@ -25,6 +25,7 @@ from langchain_ha.resilience.options import (
     ReshapedChatModel,
     Unsupported,
     bind_options,
+    bind_tools_on,
 )
 from langchain_ha.resilience.prometheus import PrometheusEvents, TokenPrice
 from tests.support.scripted import FULL, Scripted
@@ -209,3 +210,13 @@ async def test_an_endpoint_answering_other_dimensions_fails_over() -> None:
     done = await router.aembed(["x", "y"])
     assert done.endpoint == "b" and done.fallback and done.vectors == [[0.5] * 4] * 2
     assert router.embed_query("z") == [0.5] * 4  # the sync entry point, same routing
+
+
+def test_parallel_tool_calls_false_is_bound_in_each_kinds_terms() -> None:
+    oa = bind_tools_on(_oa(), [TOOL], parallel_tool_calls=False)
+    assert unwrap(oa)[1]["parallel_tool_calls"] is False
+    gm = bind_tools_on(_gm(), [TOOL], parallel_tool_calls=False)
+    # google-genai rejects the keyword; the answer is trimmed to its first call instead.
+    assert isinstance(gm, ReshapedChatModel) and gm.single_tool_call
+    assert "parallel_tool_calls" not in _kwargs(gm)
+    assert not isinstance(bind_tools_on(_gm(), [TOOL]), ReshapedChatModel)

@@ -116,6 +116,26 @@ def test_tool_calls_auto_forced_and_parallel() -> None:
     assert tool_calls_for([*two, ("tool", "x")], [ORDER_TOOL], forced=True) == []
 
 
+def test_sequential_tool_calls_pick_the_verb_and_chain_one_step_at_a_time() -> None:
+    refund = ("refund_order", ORDER_TOOL[1])
+    tools = [ORDER_TOOL, refund]
+    ask = [("user", "Please refund AB-1234 and CD-5678")]
+    assert tool_calls_for(ask, tools, parallel=False) == [("refund_order", {"order_id": "AB-1234"})]
+    first = json.dumps({"order_id": "AB-1234", "refund_id": "R-1", "amount": 10, "currency": "EUR"})
+    step2 = [*ask, ("assistant", ""), ("tool", first)]
+    assert tool_calls_for(step2, tools, parallel=False) == [
+        ("refund_order", {"order_id": "CD-5678"})]
+    second = json.dumps({"order_id": "CD-5678", "refund_id": "R-2", "amount": 5, "currency": "EUR"})
+    done = [*step2, ("assistant", ""), ("tool", second)]
+    assert tool_calls_for(done, tools, parallel=False) == []
+    assert tool_calls_for(step2, tools) == []  # parallel: one step, then the answer
+    # An error result still counts as the step done: no endless retry loop.
+    assert tool_calls_for([*ask, ("tool", "error: 503"), ("tool", "error")], tools,
+                          parallel=False) == []
+    text = answer_for(done)
+    assert "refund R-1 of 10 EUR" in text and "refund R-2 of 5 EUR" in text
+
+
 class Line(BaseModel):
     sku: str
     qty: int

@@ -213,12 +213,27 @@ def reword(text: str) -> str:
 
 
 def _tool_results(conversation: Sequence[Turn]) -> list[str]:
+    """The tool results since the last user turn (one tool-calling step or several)."""
     results: list[str] = []
     for role, text in reversed(conversation):
-        if role != "tool":
+        if role == "user":
             break
-        results.append(text)
+        if role == "tool":
+            results.append(text)
     return results[::-1]
+
+
+def _answered_ids(conversation: Sequence[Turn]) -> set[str]:
+    """Order ids the tool results since the last user turn answered."""
+    done: set[str] = set()
+    for result in _tool_results(conversation):
+        try:
+            data = json.loads(result)
+        except ValueError:
+            continue
+        if isinstance(data, dict) and isinstance(data.get("order_id"), str):
+            done.add(data["order_id"])
+    return done
 
 
 def _tool_answer(conversation: Sequence[Turn]) -> str:
@@ -230,6 +245,10 @@ def _tool_answer(conversation: Sequence[Turn]) -> str:
             data = json.loads(result)
         except ValueError:
             data = None
+        if isinstance(data, dict) and "refund_id" in data:
+            sentences.append(f"Order {data.get('order_id')}: refund {data['refund_id']} of "
+                             f"{data.get('amount', '?')} {data.get('currency', 'EUR')} issued.")
+            continue
         if isinstance(data, dict) and "order_id" in data:
             sentences.append(
                 f"Order {data['order_id']}: {data.get('status', 'unknown')}, expected in "
@@ -244,27 +263,42 @@ def tool_calls_for(
     conversation: Sequence[Turn], tools: Sequence[ToolSpec], forced: str | bool = False,
     parallel: bool = True,
 ) -> list[ToolCall]:
-    """The tool calls the last user turn calls for (``[]`` for none).
+    """The tool calls the conversation calls for next (``[]`` for none: answer).
 
     Auto (``forced`` False): an order id in the question selects a tool whose name mentions
-    "order".  Forced (``forced`` is a tool's name, or True for "any tool"): that tool (for
-    "any", an order tool when the question has an order id, else the first) is called with
-    arguments filled from its schema (structured output works this way).  Two order ids ask
-    for two calls of an order tool, unless ``parallel`` is False.
+    "order" (among several, the one whose other words the question uses: ``refund_order``
+    for "refund order AB-1234").  Two order ids ask for two calls in one step, or, when
+    ``parallel`` is False, for one call per step, the next after the previous one's result
+    (as real models chain calls).  Forced (``forced`` is a tool's name, or True for "any
+    tool"): that tool (for "any", an order tool when the question has an order id, else the
+    first) is called once, with arguments filled from its schema (structured output works
+    this way).
     """
-    if not conversation or conversation[-1][0] != "user" or not tools:
+    if not conversation or not tools:
         return []
-    question = conversation[-1][1]
+    last = conversation[-1][0]
+    if last == "tool" and (forced or parallel):
+        return []
+    if last not in ("user", "tool"):
+        return []
+    question = _last(conversation, "user")
     ids = list(dict.fromkeys(ORDER_ID.findall(question)))
+    if last == "tool":
+        # A result that names no order id (an error text) still counts as one step done.
+        if len(_tool_results(conversation)) >= len(ids):
+            return []
+        ids = [i for i in ids if i not in _answered_ids(conversation)]
+        if not ids:
+            return []
     order_tools = [t for t in tools if "order" in t[0].lower()]
     chosen: ToolSpec | None = None
     if forced:
         if isinstance(forced, str):
             chosen = next((t for t in tools if t[0] == forced), None)
         if chosen is None:
-            chosen = order_tools[0] if ids and order_tools else tools[0]
+            chosen = _order_tool(question, order_tools) if ids and order_tools else tools[0]
     elif ids and order_tools:
-        chosen = order_tools[0]
+        chosen = _order_tool(question, order_tools)
     if chosen is None:
         return []
     name, schema = chosen
@@ -272,6 +306,15 @@ def tool_calls_for(
     answer = answer_for(conversation)
     return [(name, fill_schema(schema, topic=topic(question), order_id=oid, answer=answer))
             for oid in targets or [None]]
+
+
+def _order_tool(question: str, order_tools: Sequence[ToolSpec]) -> ToolSpec:
+    asked = set(words(question))
+    for spec in order_tools:
+        verbs = set(re.split(r"[^a-z]+", spec[0].lower())) - {"order", "orders", "get", ""}
+        if verbs & asked:
+            return spec
+    return order_tools[0]
 
 
 def chunks(text: str) -> list[str]:

@@ -62,7 +62,12 @@ from langchain_ha.resilience.degrade import record_degraded
 from langchain_ha.resilience.errors import ProviderRefused, StreamInterrupted
 from langchain_ha.resilience.events import NullEvents, RouterEvents
 from langchain_ha.resilience.hedging import HedgePolicy
-from langchain_ha.resilience.options import CallOptions, Unsupported, bind_options
+from langchain_ha.resilience.options import (
+    CallOptions,
+    Unsupported,
+    bind_options,
+    bind_tools_on,
+)
 from langchain_ha.resilience.retry import RetryPolicy
 
 __all__ = ["CONTINUATION_INSTRUCTION", "Provider", "ResilientChatModel", "continuation_messages"]
@@ -362,12 +367,14 @@ class ResilientChatModel(BaseChatModel):
         tool_choice: str | None = None,
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, AIMessage]:
-        """Bind ``tools`` on every provider; a provider without tool support answers plainly."""
+        """Bind ``tools`` on every provider; a provider without tool support answers plainly.
+        ``parallel_tool_calls`` is given to each in its integration's terms (see
+        :func:`~langchain_ha.resilience.options.bind_tools_on`)."""
         providers = []
         for p in self.providers:
             model, _ = unwrap(p.model)
             try:
-                bound = model.bind_tools(tools, tool_choice=tool_choice, **kwargs)
+                bound = bind_tools_on(model, tools, tool_choice=tool_choice, **kwargs)
             except (NotImplementedError, AttributeError):
                 bound = p.model
             providers.append(p.model_copy(update={"model": bound}))

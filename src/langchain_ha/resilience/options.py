@@ -60,7 +60,8 @@ from pydantic import ConfigDict
 
 from langchain_ha.resilience._calls import unwrap
 
-__all__ = ["CallOptions", "ReshapedChatModel", "Unsupported", "bind_options", "kind_of"]
+__all__ = ["CallOptions", "ReshapedChatModel", "Unsupported", "bind_options", "bind_tools_on",
+           "kind_of"]
 
 OPENAI_KINDS = frozenset({"openai-chat", "azure-openai-chat"})
 ANTHROPIC_KINDS = frozenset({"anthropic-chat"})
@@ -129,6 +130,24 @@ def kind_of(model: Runnable[Any, Any]) -> str:
     if isinstance(inner, BaseChatModel):
         return inner._llm_type
     return type(inner).__name__
+
+
+def bind_tools_on(model: BaseChatModel, tools: Sequence[Any], *, tool_choice: Any = None,
+                  **kwargs: Any) -> Runnable[Any, Any]:
+    """``model.bind_tools(tools, ...)`` with ``parallel_tool_calls`` in the integration's terms.
+
+    Gemini has no such switch (``ChatGoogleGenerativeAI`` passes the keyword on, and
+    google-genai rejects it: ``GenerateContentConfig: Extra inputs are not permitted``), so
+    there ``parallel_tool_calls=False`` keeps the answer's first tool call, as for
+    :class:`CallOptions`.
+    """
+    parallel = kwargs.pop("parallel_tool_calls", None)
+    if kind_of(model) not in GEMINI_KINDS:
+        if parallel is not None:
+            kwargs["parallel_tool_calls"] = parallel
+        return model.bind_tools(tools, tool_choice=tool_choice, **kwargs)
+    bound = model.bind_tools(tools, tool_choice=tool_choice, **kwargs)
+    return ReshapedChatModel(inner=bound, single_tool_call=True) if parallel is False else bound
 
 
 def bind_options(model: Runnable[Any, Any], options: CallOptions) -> Runnable[Any, Any]:
