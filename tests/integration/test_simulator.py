@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 import anthropic
@@ -171,3 +172,43 @@ def test_tool_api_and_route_scoped_faults(sim_pair) -> None:
     sim.set_faults(status=503, routes=["tools"])
     assert httpx.get(sim.url + "/tools/order_status/AB-1234").status_code == 503
     assert oa(sim).invoke(Q).content == expected_answer([("user", Q)])
+
+
+async def test_refund_api_executes_once_per_idempotency_key(sim_pair) -> None:
+    sim, _ = sim_pair
+    sim.reset_stats()
+    url = sim.url + "/tools/refunds"
+    async with httpx.AsyncClient(timeout=10) as c:
+        first = await c.post(url, json={"order_id": "AB-1234"}, headers={"Idempotency-Key": "k1"})
+        again = await c.post(url, json={"order_id": "AB-1234"}, headers={"Idempotency-Key": "k1"})
+        assert first.status_code == again.status_code == 200
+        assert first.json() == again.json() and first.json()["refund_id"]
+        assert again.headers["idempotent-replayed"] == "true"
+        other = await c.post(url, json={"order_id": "CD-5678"}, headers={"Idempotency-Key": "k1"})
+        assert other.status_code == 422
+        bad = await c.post(url, json={"order": "AB-1234"})
+        assert bad.status_code == 400 and "order_id" in bad.text
+        # A twin sent while the first is executing gets 409; its retry gets the answer.
+        sim.set_faults(latency_ms=400, routes=["tools"])
+        slow = asyncio.ensure_future(
+            c.post(url, json={"order_id": "EF-9012"}, headers={"Idempotency-Key": "k2"}))
+        await asyncio.sleep(0.15)
+        twin = await c.post(url, json={"order_id": "EF-9012"}, headers={"Idempotency-Key": "k2"})
+        assert twin.status_code == 409
+        done = await slow
+        sim.clear_faults()
+        retry = await c.post(url, json={"order_id": "EF-9012"}, headers={"Idempotency-Key": "k2"})
+        assert retry.json() == done.json()
+        # A fault before execution releases the key: the retry executes.
+        sim.set_faults(status=503, routes=["tools"])
+        failed = await c.post(url, json={"order_id": "GH-3456"}, headers={"Idempotency-Key": "k3"})
+        assert failed.status_code == 503
+        sim.clear_faults()
+        ok = await c.post(url, json={"order_id": "GH-3456"}, headers={"Idempotency-Key": "k3"})
+        assert ok.status_code == 200
+        # No key: every request executes (what a non-idempotent retry costs).
+        await c.post(url, json={"order_id": "AB-1234"})
+        await c.post(url, json={"order_id": "AB-1234"})
+    ledger = sim.stats()["refunds"]
+    assert ledger["executed"] == 5  # k1, k2, k3 once each, and two without a key
+    assert ledger["requests_by_key"] == {"k1": 3, "k2": 3, "k3": 2}

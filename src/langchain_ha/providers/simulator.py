@@ -14,7 +14,9 @@ Routes:
 - Gemini: ``POST /v1beta/models/{model}:generateContent``, ``…:streamGenerateContent``
   (also under ``/v1/``, which google-genai 3.x uses by default), ``GET /v1beta/models`` (and
   ``GET /v1/models`` with a Gemini key: ``x-goog-api-key`` or ``?key=``);
-- the order API the demo's tool calls: ``GET /tools/order_status/{order_id}``;
+- the order API the demo's tool calls: ``GET /tools/order_status/{order_id}``, and a tool
+  with a side effect, ``POST /tools/refunds`` (idempotent by ``Idempotency-Key``, see
+  :mod:`langchain_ha.providers._refunds`);
 - admin (``Authorization: Bearer $LCHA_SIM_ADMIN_TOKEN``; refused when the simulator was
   started without that variable): ``POST|GET|DELETE /_faults`` and ``GET|DELETE /_stats``.
 
@@ -43,6 +45,7 @@ from langchain_ha.providers._core import Api, Sim, json_response, read_json
 from langchain_ha.providers._faults import Faults
 from langchain_ha.providers._gemini_api import GeminiApi
 from langchain_ha.providers._openai_api import OpenAIApi
+from langchain_ha.providers._refunds import KeyConflict, RefundLedger, order_id_of
 
 _ORDER = re.compile(r"^[A-Z0-9-]{3,20}$")
 
@@ -58,6 +61,33 @@ async def _order_status(sim: Sim, api: Api, request: Request) -> Response:
     if order_id.startswith("MISSING"):
         return sim.fail("tools", api.error(404, f"no order {order_id}"))
     return sim.ok("tools", order_status(order_id))
+
+
+async def _refund(sim: Sim, api: Api, ledger: RefundLedger, request: Request) -> Response:
+    order_id = order_id_of(await read_json(request))
+    if order_id is None or not _ORDER.match(order_id):
+        sim.stats.arrive("tools")
+        return sim.fail("tools", api.error(
+            400, "the body must be {\"order_id\": ...} with 3-20 characters of A-Z, 0-9 "
+                 "and '-'"))
+    key = request.headers.get("idempotency-key")
+    try:
+        replay = ledger.begin(key, order_id)
+    except KeyConflict as err:
+        sim.stats.arrive("tools")
+        return sim.fail("tools", api.error(err.status, err.message))
+    if replay is not None:
+        sim.stats.arrive("tools")
+        response = sim.ok("tools", replay)
+        response.headers["idempotent-replayed"] = "true"
+        return response
+    # The claim is held while the refund "executes" (the route's latency and faults), so a
+    # twin sent meanwhile gets 409, as from a payment API.
+    early = await sim.gate(request, "tools", api, auth=False)
+    if early is not None:
+        ledger.abandon(key)
+        return early
+    return sim.ok("tools", ledger.finish(key, order_id))
 
 
 async def _models(sim: Sim, openai: OpenAIApi, gemini: GeminiApi, request: Request) -> Response:
@@ -102,13 +132,15 @@ async def _faults(sim: Sim, token: str | None, request: Request) -> Response:
     return json_response(sim.faults.as_dict())
 
 
-async def _stats(sim: Sim, token: str | None, request: Request) -> Response:
+async def _stats(sim: Sim, ledger: RefundLedger, token: str | None,
+                 request: Request) -> Response:
     refused = _admin_refusal(token, request)
     if refused is not None:
         return refused
     if request.method == "DELETE":
         sim.stats.clear()
-    return json_response(sim.stats.as_dict(sim.name))
+        ledger.clear()
+    return json_response({**sim.stats.as_dict(sim.name), "refunds": ledger.as_dict()})
 
 
 def create_app(name: str = "sim", latency_ms: float = 0.0, jitter_ms: float = 0.0,
@@ -121,6 +153,7 @@ def create_app(name: str = "sim", latency_ms: float = 0.0, jitter_ms: float = 0.
     sim = Sim(name, latency_ms, jitter_ms)
     token = admin_token if admin_token is not None else os.environ.get(ADMIN_TOKEN_ENV)
     openai, anthropic, gemini, tools = OpenAIApi(name), AnthropicApi(), GeminiApi(), Api()
+    refunds = RefundLedger()
     routes = [
         Route("/v1/chat/completions", partial(sim.chat, api=openai), methods=["POST"]),
         Route("/v1/embeddings", partial(_openai_api.embeddings, sim, openai), methods=["POST"]),
@@ -131,8 +164,9 @@ def create_app(name: str = "sim", latency_ms: float = 0.0, jitter_ms: float = 0.
         Route("/v1beta/models", partial(_gemini_api.models, sim, gemini), methods=["GET"]),
         Route("/tools/order_status/{order_id}", partial(_order_status, sim, tools),
               methods=["GET"]),
+        Route("/tools/refunds", partial(_refund, sim, tools, refunds), methods=["POST"]),
         Route("/_faults", partial(_faults, sim, token), methods=["GET", "POST", "DELETE"]),
-        Route("/_stats", partial(_stats, sim, token), methods=["GET", "DELETE"]),
+        Route("/_stats", partial(_stats, sim, refunds, token), methods=["GET", "DELETE"]),
     ]
     app = Starlette(routes=routes)
     app.state.sim = sim
