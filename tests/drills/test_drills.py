@@ -6,7 +6,9 @@ acknowledged write lost, right answers whenever an answer is not marked degraded
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from typing import Any
 
 import pytest
 
@@ -17,8 +19,10 @@ from tests.support.fixtures_up import Deployment
 pytestmark = pytest.mark.timeout(900)
 
 
-async def _drill(dep: Deployment, name: str, rps: float, duration_s: float) -> dict:  # type: ignore[type-arg]
-    report = await run_scenario(dep.sd, SCENARIOS[name], rps=rps, duration_s=duration_s)
+async def _drill(dep: Deployment, name: str, rps: float, duration_s: float,
+                 **timing: Any) -> dict[str, Any]:
+    scenario = dataclasses.replace(SCENARIOS[name], **timing)
+    report = await run_scenario(dep.sd, scenario, rps=rps, duration_s=duration_s)
     assert report["requests"]["total"] == int(rps * duration_s)
     assert report["acked_writes_lost"] == 0
     # Every answer judged, degraded ones included, and all right.
@@ -42,7 +46,10 @@ async def test_replica_crash(deployment: Deployment) -> None:
 
 
 async def test_provider_outage(deployment: Deployment) -> None:
-    r = await _drill(deployment, "provider-outage", rps=30, duration_s=12)
+    # The outage (2.8 s) is shorter than the breakers' first open period (5 s), so their first
+    # probe finds the provider back; the load runs on 7 s after it to show the recovery.
+    r = await _drill(deployment, "provider-outage", rps=30, duration_s=14, at=0.2,
+                     clear_at=0.45)
     assert r["requests"]["failed"] == 0, r["problems"]
     assert r["degraded_components"].get("primary_llm", 0) > 0  # fallbacks answered, and said so
     assert [f["action"] for f in r["faults"]] == ["provider outage", "fault cleared"]

@@ -1,0 +1,154 @@
+"""An order-desk agent: LangChain's ``create_agent`` with tools, retrieval and memory, all on
+the deployment's stores, served as ``examples.agent.app:agent``.
+
+- the model is the deployment's router (``router_from_env``: the providers of ``lcha.yaml``,
+  each with its breaker, retries and fallbacks);
+- memory is the LangGraph thread, checkpointed in the HA cluster (``stores.checkpointer()``),
+  so a turn survives the replica running it and a database failover (:class:`DurableAgent`);
+- retrieval puts the help articles nearest the question (pgvector, ``stores.vector_store``)
+  into the system prompt; a failed search answers without them and says so (``retrieval``);
+- ``order_status`` reads the order API; ``refund_order`` has a side effect and sends the tool
+  call's id as its ``Idempotency-Key``, so a step run again after a crash refunds once.
+
+The model is asked for one tool call per step (``parallel_tool_calls=False``): each refund is
+checkpointed before the next starts.  The LLM cache is deliberately not used here: a cached
+answer would replay its tool calls' ids, and a new refund request would get an old refund.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+import httpx
+from langchain.agents import create_agent
+from langchain.agents.middleware import ModelRequest, ModelResponse, dynamic_prompt, wrap_model_call
+from langchain_core.documents import Document
+from langchain_core.tools import InjectedToolCallId, tool
+from langchain_openai import OpenAIEmbeddings
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
+
+from langchain_ha import (
+    AppEnvironment,
+    DeploymentStores,
+    DurableAgent,
+    ResilientRetriever,
+    router_from_env,
+    stores_from_env,
+)
+
+log = logging.getLogger(__name__)
+
+DIMENSIONS = 256
+COLLECTION = "order_desk_help"
+HELP = [
+    Document(id="refunds", page_content=(
+        "Refunds go back to the original payment method within 5 business days. "
+        "Orders can be refunded up to 30 days after delivery.")),
+    Document(id="shipping", page_content=(
+        "Standard shipping takes 2 to 4 days; express orders ship the same day when placed "
+        "before noon.")),
+    Document(id="returns", page_content=(
+        "Returns need the order id and a photo of the item; the label is emailed within an "
+        "hour.")),
+]
+SYSTEM = ("You are the order desk. Use the tools for anything about a specific order; "
+          "answer other questions from the help articles below, citing them as [doc:ID].\n\n"
+          "Help articles:\n{articles}")
+
+
+def _transient(exc: BaseException) -> bool:
+    """Worth another try: the tool API was unreachable, overloaded, or (for a refund) still
+    executing the same key (409)."""
+    if isinstance(exc, httpx.TransportError):
+        return True
+    return isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code in (
+        409, 429, 500, 502, 503, 504)
+
+
+async def _call(send: Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]) -> Any:
+    async with httpx.AsyncClient(base_url=_env().tools_url or "", timeout=10.0) as client:
+        async for attempt in AsyncRetrying(retry=retry_if_exception(_transient),
+                                           stop=stop_after_delay(20),
+                                           wait=wait_exponential_jitter(0.1, 2.0),
+                                           reraise=True):
+            with attempt:
+                response = await send(client)
+                response.raise_for_status()
+        return response.json()
+
+
+@tool
+async def order_status(order_id: str) -> str:
+    """Look up an order's status, carrier and expected delivery by its id (like AB-1234)."""
+    return json.dumps(await _call(lambda c: c.get(f"/tools/order_status/{order_id}")))
+
+
+@tool
+async def refund_order(order_id: str, tool_call_id: Annotated[str, InjectedToolCallId]) -> str:
+    """Refund an order in full by its id (like AB-1234)."""
+    # The call's id is checkpointed with the model's message before the call is made, so a
+    # resumed run repeats it: the refund API executes the key once.
+    return json.dumps(await _call(lambda c: c.post(
+        "/tools/refunds", json={"order_id": order_id},
+        headers={"Idempotency-Key": f"order-desk-{tool_call_id}"})))
+
+
+@wrap_model_call
+async def one_tool_call_per_step(request: ModelRequest,
+                                 handler: Callable[[ModelRequest], Awaitable[ModelResponse]],
+                                 ) -> ModelResponse:
+    """Ask for one tool call at a time, so each side effect gets its own checkpoint."""
+    settings = {**request.model_settings, "parallel_tool_calls": False}
+    return await handler(request.override(model_settings=settings))
+
+
+def _env() -> AppEnvironment:
+    return AppEnvironment.from_env()
+
+
+_stores: DeploymentStores | None = None
+
+
+async def build() -> Any:
+    """The compiled agent on the deployment's stores (``DurableAgent`` calls this once)."""
+    global _stores
+    env = _env()
+    _stores = stores = stores_from_env(namespace="order-desk:")
+    await stores.open()
+    embeddings = OpenAIEmbeddings(
+        base_url=(env.embeddings_url or "") + "/v1", model="sim-embed", dimensions=DIMENSIONS,
+        api_key=os.environ.get("LCHA_EMBEDDINGS_API_KEY", "sim-key"),  # type: ignore[arg-type]
+        check_embedding_ctx_length=False, max_retries=1)
+    vectors = stores.vector_store(embeddings, dimensions=DIMENSIONS, collection=COLLECTION)
+    try:
+        await vectors.aadd_documents(HELP)  # idempotent by id: every replica may do it
+    except Exception as exc:  # the database or the embeddings API is down: answer without
+        log.warning("help articles not loaded (%s); another replica's start may load them", exc)
+    retriever = ResilientRetriever(retriever=vectors.as_retriever(search_kwargs={"k": 2}))
+
+    @dynamic_prompt
+    async def with_articles(request: ModelRequest) -> str:
+        question = next((m.text for m in reversed(request.state["messages"])
+                         if m.type == "human"), "")
+        docs = await retriever.ainvoke(question)
+        return SYSTEM.format(articles="\n".join(f"[doc:{d.id}] {d.page_content}" for d in docs))
+
+    return create_agent(
+        router_from_env(breaker_store=stores.breakers),
+        tools=[order_status, refund_order],
+        middleware=[with_articles, one_tool_call_per_step],
+        checkpointer=await stores.checkpointer(),
+    )
+
+
+async def close() -> None:
+    """Close the stores' pools."""
+    if _stores is not None:
+        await _stores.close()
+
+
+agent = DurableAgent(build, close=close)
