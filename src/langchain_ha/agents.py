@@ -40,11 +40,17 @@ from langchain_ha._context import caller_scoped, current_caller, current_request
 from langchain_ha._sync import run_sync
 from langchain_ha._usage import InvalidInput
 
-__all__ = ["MAX_MESSAGE_CHARS", "MAX_THREAD_ID_CHARS", "DurableAgent"]
+__all__ = ["MAX_MESSAGE_CHARS", "MAX_THREAD_ID_CHARS", "DurableAgent", "turn_message_id"]
 
 MAX_MESSAGE_CHARS = 32_000
 MAX_THREAD_ID_CHARS = 128
-_TURN_PREFIX = "lcha-turn:"
+
+
+def turn_message_id(turn_id: str) -> str:
+    """The id of the ``HumanMessage`` that opens turn ``turn_id`` in its thread (how a turn is
+    found again, by a retry or by a drill checking acknowledged turns)."""
+    return "lcha-turn:" + turn_id
+
 
 GraphFactory = Callable[[], Awaitable[Any]]
 """Builds the compiled graph on the serving loop (a checkpointer's pool needs a running loop)."""
@@ -98,7 +104,7 @@ class DurableAgent(Runnable[Any, dict[str, Any]]):
             **(config or {}), "recursion_limit": self.recursion_limit,
             "configurable": {**(config or {}).get("configurable", {}),
                              "thread_id": caller_scoped(thread_id, current_caller())}}
-        msg_id = _TURN_PREFIX + turn_id
+        msg_id = turn_message_id(turn_id)
         state = await graph.aget_state(run_config)
         messages: list[BaseMessage] = list((state.values or {}).get("messages", []))
         start = _index(messages, msg_id)

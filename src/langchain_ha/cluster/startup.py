@@ -23,12 +23,12 @@ from langchain_ha.cluster.replicas import (
     start_simulator,
 )
 from langchain_ha.cluster.state import read_json
+from langchain_ha.drills.profiles import profile_for
 
 if TYPE_CHECKING:
     from langchain_ha.cluster.supervisor import Supervisor
 
 START_TIMEOUT_S = 120.0
-WARMUP_QUESTION = {"question": "How do I reset my password?", "session_id": "lcha-warmup"}
 
 
 def _reuse(port: object) -> int | None:
@@ -132,16 +132,23 @@ def start_balancer(sup: Supervisor, prior: dict[str, Any]) -> None:
              f"{sup.lb.admin_socket})", progress=True)
 
 async def warm_up(sup: Supervisor) -> None:
-    """One answer through the load balancer (also loads the corpus into the database)."""
+    """One right answer to the app profile's warm-up request through the load balancer (the
+    demo's also loads the corpus into the database)."""
     assert sup.lb is not None
+    profile = profile_for(sup.topo)
+    probe = profile.warmup()
     async with httpx.AsyncClient(timeout=60) as client:
         for _ in range(20):
             try:
                 resp = await client.post(
-                    f"{sup.lb.url}/v1/invoke", json={"input": WARMUP_QUESTION},
+                    sup.lb.url + probe.path, json=probe.body,
                     headers={"Authorization": f"Bearer {sup.api_key}"})
                 if resp.status_code == 200:
-                    sup._say("first answer through the load balancer: ok", progress=True)
+                    body = resp.json()
+                    right = probe.correct(body.get("output"), body.get("degraded") or [])
+                    sup._say(f"first answer through the load balancer ({profile.name} "
+                             f"profile): {'ok' if right else 'answered, but judged wrong'}",
+                             progress=True)
                     return
                 last: object = f"{resp.status_code} {resp.text[:200]}"
             except httpx.HTTPError as exc:

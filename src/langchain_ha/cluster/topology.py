@@ -45,6 +45,14 @@ class HealthChecks(_Strict):
         return self
 
 
+class AppProfileSpec(_Strict):
+    """How ``lcha up`` warms the app and ``lcha drill`` loads and judges it
+    (:mod:`langchain_ha.drills.profiles`)."""
+
+    name: Literal["auto", "support-bot", "order-desk", "generic"] = "auto"
+    input: Any = Field(default="Hello", description="generic: the /v1/invoke input sent")
+
+
 class Balancer(_Strict):
     """The load balancer in front of the replicas (HAProxy or Caddy)."""
 
@@ -197,6 +205,7 @@ class Topology(BaseSettings):
         default_factory=list,
         description="active-passive: zones that take traffic (default: the first zone)")
     app: str = Field(default=DEFAULT_APP, pattern=r"^[\w.]+:[\w.]+$")
+    profile: AppProfileSpec = AppProfileSpec()
     replicas: Replicas = Replicas()
     balancer: Balancer = Balancer()
     database: Database = Database()

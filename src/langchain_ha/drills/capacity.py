@@ -30,6 +30,7 @@ from typing import Any
 
 from langchain_ha._percentile import percentile
 from langchain_ha.drills.load import Outcome, run_load, summarize
+from langchain_ha.drills.profiles import AppProfile
 
 MAX_SEND_LAG_MS = 50.0
 GROWTH_FACTOR = 1.5
@@ -78,9 +79,10 @@ def judge_step(s: dict[str, Any], p99_ms: float,
 
 
 async def _step(url: str, api_key: str, rps: float, duration_s: float, p99_ms: float,
-                run_id: str, *, held: bool = False) -> dict[str, Any]:
+                run_id: str, *, held: bool = False,
+                profile: AppProfile | None = None) -> dict[str, Any]:
     outcomes = await run_load(url, api_key, rps=rps, duration_s=duration_s, run_id=run_id,
-                              timeout_s=30)
+                              timeout_s=30, profile=profile)
     s, growth = summarize(outcomes), queue_growth(outcomes)
     why = judge_step(s, p99_ms, growth)
     what = f"held {duration_s:g} s" if held else "step"
@@ -101,18 +103,20 @@ async def _step(url: str, api_key: str, rps: float, duration_s: float, p99_ms: f
 
 async def ramp(url: str, api_key: str, *, p99_ms: float, start: float, step: float,
                step_s: float, max_rps: float, hold_s: float = 60.0,
-               label: str = "ramp") -> dict[str, Any]:
+               label: str = "ramp", profile: AppProfile | None = None) -> dict[str, Any]:
     """Rising steps until one fails (or ``max_rps``), then the hold; the capacity, every step
     and every hold.
 
-    ``label`` names the target (``cluster``, ``replica``) in the Idempotency-Keys, which
-    also carry a random run id: no two ramps, targets, steps or holds share a key.
+    ``profile`` is the app's request mix (default: the demo's).  ``label`` names the target
+    (``cluster``, ``replica``) in the Idempotency-Keys, which also carry a random run id: no
+    two ramps, targets, steps or holds share a key.
     """
     steps: list[dict[str, Any]] = []
     rps = start
     run = secrets.token_hex(4)
     while rps <= max_rps:
-        st = await _step(url, api_key, rps, step_s, p99_ms, f"cap-{label}-{run}-{rps:g}")
+        st = await _step(url, api_key, rps, step_s, p99_ms, f"cap-{label}-{run}-{rps:g}",
+                        profile=profile)
         steps.append(st)
         if not st["passed"]:
             break
@@ -122,7 +126,7 @@ async def ramp(url: str, api_key: str, *, p99_ms: float, start: float, step: flo
     passed = [st["rps"] for st in steps if st["passed"]]
     for rps in reversed(passed):
         hold = await _step(url, api_key, rps, hold_s, p99_ms, f"cap-{label}-{run}-hold-{rps:g}",
-                           held=True)
+                           held=True, profile=profile)
         holds.append(hold)
         if hold["passed"]:
             capacity = rps

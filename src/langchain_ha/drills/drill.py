@@ -18,7 +18,14 @@ from langchain_ha.cluster.state import StateDir, read_json
 from langchain_ha.cluster.topology import Topology
 from langchain_ha.drills.faults import Injector
 from langchain_ha.drills.load import Outcome, run_load, summarize, timeline
-from langchain_ha.drills.probe import WriteProbe, missing_history, tally, wait_writable
+from langchain_ha.drills.probe import (
+    WriteProbe,
+    missing_checkpoint_turns,
+    missing_history,
+    tally,
+    wait_writable,
+)
+from langchain_ha.drills.profiles import profile_for
 from langchain_ha.drills.scenarios import Scenario, verdict
 from langchain_ha.serve.idempotency import scoped_key
 from langchain_ha.serve.settings import caller_id, hash_key
@@ -47,9 +54,10 @@ async def run_scenario(sd: StateDir, scenario: Scenario, *, rps: float,
         rate = 2 * float(measured) if measured else rate
     t0 = time.monotonic()
     api_key = sd.secrets()["api_key"]
+    profile = profile_for(topo)
     load = asyncio.create_task(run_load(state["balancer"]["url"], api_key,
                                         rps=rate, duration_s=duration_s, run_id=run_id,
-                                        timeout_s=deadline_s + 10, t0=t0))
+                                        timeout_s=deadline_s + 10, t0=t0, profile=profile))
     faults: list[dict[str, Any]] = []
     rollout: dict[str, Any] | None = None
     try:
@@ -87,13 +95,16 @@ async def run_scenario(sd: StateDir, scenario: Scenario, *, rps: float,
         turns = [(_stored_turn(api_key, o), o.end) for o in outcomes if o.acked_write]
         probe_rows = [(n, at - t0) for n, at in probe.acked]
         probe_tally = tally(probe_rows, await probe.missing(), window)
-        turn_tally = tally(turns, await missing_history(db["writer"], [t for t, _ in turns]),
-                           window)
+        check = {"history": missing_history, "checkpoints": missing_checkpoint_turns}.get(
+            profile.memory)
+        missing = await check(db["writer"], [t for t, _ in turns]) if check else set()
+        turn_tally = tally(turns if check else [], missing, window)
         acked = {k: probe_tally[k] + turn_tally[k] for k in probe_tally}
         acked |= {"probe_rows": probe_tally, "chat_turns": turn_tally,
                   "window_s": list(window) if window else None}
     report: dict[str, Any] = {
         "scenario": scenario.name, "summary": scenario.summary, "rps": rate,
+        "app": topo.app, "profile": profile.describe(),
         "duration_s": duration_s, "load_s": round(load_end, 2), **summarize(outcomes),
         "recovery_s": recovery,
         "write_gap_s": probe.write_gap_s() if probe else None,

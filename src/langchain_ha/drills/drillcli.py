@@ -69,7 +69,9 @@ async def _run_all(sd: StateDir, names: list[str], rps: float,
 def capacity(*, state_dir: Path, p99_ms: float, start: float, step: float, step_s: float,
              hold_s: float, max_rps: float, json_path: Path | None) -> int:
     """Ramp through the balancer, then against one replica; print and save both."""
+    from langchain_ha.cluster.topology import Topology
     from langchain_ha.drills.capacity import ramp
+    from langchain_ha.drills.profiles import profile_for
 
     for name, value in (("--start", start), ("--step", step), ("--step-s", step_s),
                         ("--hold-s", hold_s), ("--p99-ms", p99_ms)):
@@ -82,13 +84,16 @@ def capacity(*, state_dir: Path, p99_ms: float, start: float, step: float, step_
     state = sd.state()
     key = sd.secrets()["api_key"]
     replica = next(r for r in state["replicas"] if r["state"] == "ready")
+    topo = Topology.model_validate_json(sd.topology_file.read_text())
     kw = {"p99_ms": p99_ms, "start": start, "step": step, "step_s": step_s, "hold_s": hold_s,
           "max_rps": max_rps}
+    profile = profile_for(topo)
     print(f"cluster ({len(state['replicas'])} replicas through the balancer):", flush=True)
-    cluster = asyncio.run(ramp(state["balancer"]["url"], key, label="cluster", **kw))
+    cluster = asyncio.run(ramp(state["balancer"]["url"], key, label="cluster", profile=profile,
+                                **kw))
     print(f"one replica ({replica['id']}, direct):", flush=True)
     single = asyncio.run(ramp(f"http://127.0.0.1:{replica['port']}", key, label="replica",
-                              **kw))
+                              profile=profile, **kw))
     result = {"cluster": cluster, "replica": single, "replicas": len(state["replicas"]),
               "ratio": round(cluster["capacity_rps"] / single["capacity_rps"], 2)
               if single["capacity_rps"] else None,

@@ -7,9 +7,9 @@ behind (a busy machine) then shows as latency instead of quietly sending fewer r
 the system's pace (coordinated omission), and how far behind it fell is reported on its own
 as the send lag.  Every request is recorded: scheduled and actual send time, end, status,
 degraded components, replica, zone, whether the answer was right (degraded answers are judged
-too, :mod:`langchain_ha.drills.mix`), whether it was an idempotent replay, and its
-Idempotency-Key (the key its chat-history write is stored under, so a drill can check
-acknowledged writes afterwards).
+too, by the app's profile: :mod:`langchain_ha.drills.profiles`), whether it was an idempotent
+replay, and its Idempotency-Key (the key its chat-history write or agent turn is stored under,
+so a drill can check acknowledged writes afterwards).
 
 The generator is a client that does what a chat UI must: a stream cut after its response began
 (its replica was SIGKILLed mid-answer: nothing a balancer can resend) is sent again once, with
@@ -36,7 +36,8 @@ import aiohttp
 from multidict import CIMultiDictProxy
 
 from langchain_ha._percentile import percentile
-from langchain_ha.drills.mix import exact_fallback, request_for
+from langchain_ha.drills.mix import exact_fallback
+from langchain_ha.drills.profiles import AppProfile, SupportBotProfile
 
 CONNECTIONS = 1024
 """Connections the generator may hold open at once (requests beyond wait for one)."""
@@ -105,12 +106,14 @@ TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError)
 
 
 async def send(session: aiohttp.ClientSession, url: str, api_key: str, i: int, run_id: str,
-               t0: float, scheduled: float | None = None) -> Outcome:
-    """Send the ``i``-th request of the mix and record what came back.
+               t0: float, scheduled: float | None = None,
+               profile: AppProfile | None = None) -> Outcome:
+    """Send the ``i``-th request of ``profile``'s mix (default: the demo's) and record what
+    came back.
 
     ``scheduled`` (seconds after ``t0``) is when it was due; its latency counts from there.
     """
-    req = request_for(i, run_id)
+    req = (profile or SupportBotProfile()).request_for(i, run_id)
     key = f"{run_id}-{i}"
     sent = time.monotonic() - t0
     rec = Outcome(index=i, kind=req.kind, key=key,
@@ -202,7 +205,8 @@ def client_session(timeout_s: float = 60.0) -> aiohttp.ClientSession:
 
 async def run_load(url: str, api_key: str, *, rps: float, duration_s: float,
                    run_id: str | None = None, timeout_s: float = 60.0,
-                   t0: float | None = None) -> list[Outcome]:
+                   t0: float | None = None, profile: AppProfile | None = None,
+                   ) -> list[Outcome]:
     """Send ``rps * duration_s`` requests at a fixed arrival rate; every outcome, in order.
 
     Request ``i`` is due ``i / rps`` seconds after ``t0`` (a ``time.monotonic()`` value;
@@ -217,7 +221,8 @@ async def run_load(url: str, api_key: str, *, rps: float, duration_s: float,
             delay = start + due - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(send(session, url, api_key, i, run_id, start, due)))
+            tasks.append(asyncio.create_task(send(session, url, api_key, i, run_id, start, due,
+                                                    profile)))
         return list(await asyncio.gather(*tasks))
 
 

@@ -19,6 +19,8 @@ from typing import Any
 
 import psycopg
 
+from langchain_ha.agents import turn_message_id
+
 
 class WriteProbe:
     """Insert a numbered row every ``interval_s``; remember which ones were acknowledged."""
@@ -114,6 +116,30 @@ async def missing_history(writer: str, acked: Iterable[tuple[str, str]]
             "WHERE request_key = ANY(%s)", ([k for _, k in wanted],))
         present = {(s, k) for s, k in await cur.fetchall()}
     return wanted - present
+
+
+async def missing_checkpoint_turns(writer: str, acked: Iterable[tuple[str, str]]
+                                   ) -> set[tuple[str, str]]:
+    """Agent turns the server acknowledged (thread id, request key) that the thread's latest
+    LangGraph checkpoint does not hold (:class:`~langchain_ha.agents.DurableAgent` opens each
+    turn with a message whose id the request key gives)."""
+    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+
+    wanted = set(acked)
+    missing: set[tuple[str, str]] = set()
+    if not wanted:
+        return missing
+    threads: dict[str, set[str]] = {}
+    for thread, key in wanted:
+        threads.setdefault(thread, set()).add(key)
+    async with AsyncPostgresSaver.from_conn_string(writer + " connect_timeout=3") as saver:
+        for thread, keys in threads.items():
+            found = await saver.aget_tuple({"configurable": {"thread_id": thread}})
+            messages = (found.checkpoint["channel_values"].get("messages", [])
+                        if found is not None else [])
+            ids = {getattr(m, "id", None) for m in messages}
+            missing |= {(thread, k) for k in keys if turn_message_id(k) not in ids}
+    return missing
 
 
 async def wait_writable(writer: str, timeout: float = 120.0) -> None:
