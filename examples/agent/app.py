@@ -29,13 +29,14 @@ from langchain.agents.middleware import ModelRequest, ModelResponse, dynamic_pro
 from langchain_core.documents import Document
 from langchain_core.tools import InjectedToolCallId, tool
 from langchain_openai import OpenAIEmbeddings
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential_jitter
 
 from langchain_ha import (
     AppEnvironment,
     DeploymentStores,
     DurableAgent,
     ResilientRetriever,
+    record_degraded,
     router_from_env,
     stores_from_env,
 )
@@ -69,22 +70,38 @@ def _transient(exc: BaseException) -> bool:
         409, 429, 500, 502, 503, 504)
 
 
-async def _call(send: Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]) -> Any:
-    async with httpx.AsyncClient(base_url=_env().tools_url or "", timeout=10.0) as client:
-        async for attempt in AsyncRetrying(retry=retry_if_exception(_transient),
-                                           stop=stop_after_delay(20),
-                                           wait=wait_exponential_jitter(0.1, 2.0),
-                                           reraise=True):
-            with attempt:
-                response = await send(client)
-                response.raise_for_status()
-        return response.json()
+def _give_up(state: RetryCallState) -> bool:
+    """Three tries for an error; up to 6 s while a twin request is still executing (409)."""
+    exc = state.outcome.exception() if state.outcome else None
+    busy = isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code == 409
+    return (state.seconds_since_start or 0.0) > 6 or (not busy and state.attempt_number >= 3)
+
+
+async def _call(name: str, send: Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]
+                ) -> str:
+    """The tool API's JSON answer, or (after the retries) a notice that the tool is down,
+    which the answer then carries as the ``tool:NAME`` degradation."""
+    try:
+        async with httpx.AsyncClient(base_url=_env().tools_url or "", timeout=10.0) as client:
+            async for attempt in AsyncRetrying(retry=retry_if_exception(_transient),
+                                               stop=_give_up,
+                                               wait=wait_exponential_jitter(0.1, 1.0),
+                                               reraise=True):
+                with attempt:
+                    response = await send(client)
+                    response.raise_for_status()
+        return json.dumps(response.json())
+    except httpx.HTTPError as exc:
+        record_degraded(f"tool:{name}")
+        why = (exc.response.status_code if isinstance(exc, httpx.HTTPStatusError)
+               else type(exc).__name__)
+        return f"Tool {name} is unavailable right now (reason: {why}). Answer without it."
 
 
 @tool
 async def order_status(order_id: str) -> str:
     """Look up an order's status, carrier and expected delivery by its id (like AB-1234)."""
-    return json.dumps(await _call(lambda c: c.get(f"/tools/order_status/{order_id}")))
+    return await _call("order_status", lambda c: c.get(f"/tools/order_status/{order_id}"))
 
 
 @tool
@@ -92,9 +109,9 @@ async def refund_order(order_id: str, tool_call_id: Annotated[str, InjectedToolC
     """Refund an order in full by its id (like AB-1234)."""
     # The call's id is checkpointed with the model's message before the call is made, so a
     # resumed run repeats it: the refund API executes the key once.
-    return json.dumps(await _call(lambda c: c.post(
+    return await _call("refund_order", lambda c: c.post(
         "/tools/refunds", json={"order_id": order_id},
-        headers={"Idempotency-Key": f"order-desk-{tool_call_id}"})))
+        headers={"Idempotency-Key": f"order-desk-{tool_call_id}"}))
 
 
 @wrap_model_call

@@ -132,6 +132,8 @@ def test_sequential_tool_calls_pick_the_verb_and_chain_one_step_at_a_time() -> N
     # An error result still counts as the step done: no endless retry loop.
     assert tool_calls_for([*ask, ("tool", "error: 503"), ("tool", "error")], tools,
                           parallel=False) == []
+    assert tool_calls_for([*ask, ("assistant", ""), ("tool", "error: 503")], tools,
+                          parallel=False) == [("refund_order", {"order_id": "CD-5678"})]
     text = answer_for(done)
     assert "refund R-1 of 10 EUR" in text and "refund R-2 of 5 EUR" in text
 

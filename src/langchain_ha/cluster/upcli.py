@@ -26,10 +26,10 @@ from langchain_ha.cluster.dbcli import member_table, text_table
 from langchain_ha.cluster.replicas import replica_marker, sim_marker
 from langchain_ha.cluster.state import SUPERVISOR_MARKER, StateDir
 from langchain_ha.cluster.topology import Topology, load_topology
+from langchain_ha.drills.profiles import profile_for
 from langchain_ha.providers import admin_headers
 
 UP_TIMEOUT_S = 300.0
-QUESTION = '{"input": {"question": "How do I reset my password?", "session_id": "me"}}'
 
 
 def validate(path: Path) -> int:
@@ -326,9 +326,12 @@ def _banner(sd: StateDir) -> None:
     state = sd.state()
     url = (state.get("balancer") or {}).get("url")
     key = sd.secrets()["api_key"]
+    # The app profile's warm-up request, as the example (the demo's: a support question).
+    probe = profile_for(Topology.model_validate_json(sd.topology_file.read_text())).warmup()
+    body = json.dumps(probe.body).replace("'", "'\\''")
     print(f"\n  URL:     {url}\n  API key: {key}\n  try:\n"
-          f"    curl -s {url}/v1/invoke -H 'Authorization: Bearer {key}' \\\n"
-          f"      -H 'Content-Type: application/json' -d '{QUESTION}'\n"
+          f"    curl -s {url}{probe.path} -H 'Authorization: Bearer {key}' \\\n"
+          f"      -H 'Content-Type: application/json' -d '{body}'\n"
           f"  then:    lcha status   |   lcha down\n", flush=True)
 
 

@@ -287,7 +287,10 @@ def tool_calls_for(
         # A result that names no order id (an error text) still counts as one step done.
         if len(_tool_results(conversation)) >= len(ids):
             return []
-        ids = [i for i in ids if i not in _answered_ids(conversation)]
+        answered = _answered_ids(conversation)
+        # A result naming no id (an error) answered the next id in the question's order.
+        unnamed = len(_tool_results(conversation)) - len(answered)
+        ids = [i for i in ids if i not in answered][max(0, unnamed):]
         if not ids:
             return []
     order_tools = [t for t in tools if "order" in t[0].lower()]
