@@ -84,10 +84,15 @@ async def test_capacity_ramps_send_fresh_keys_and_replays_are_detected(
     # The same ramp again (as the single-replica ramp followed the cluster one): fresh keys.
     second = await ramp(deployment.url, deployment.api_key, label="cluster", **kw)
     for r in (first, second):
-        assert [st["requests"] for st in r["steps"]] == [30, 60]
-        # The rate found is then held (its own keys too) before it is called the capacity.
-        assert [(h["rps"], h["requests"], h["passed"]) for h in r["holds"]] == [(20, 60, True)]
-        assert r["capacity_rps"] == 20
+        # Which rates pass depends on how busy the machine is; the structure does not.
+        assert [st["requests"] for st in r["steps"]][:1] == [30]
+        passed = [st["rps"] for st in r["steps"] if st["passed"]]
+        assert passed, r["steps"]
+        # The highest rate found is then held (its own keys too) before it is called the
+        # capacity; a failed hold falls back to the next lower rate.
+        holds = [(h["rps"], h["requests"]) for h in r["holds"]]
+        assert holds[0] == (max(passed), int(max(passed) * 3))
+        assert r["capacity_rps"] == next((h["rps"] for h in r["holds"] if h["passed"]), 0)
         assert r["replayed"] == 0 and all(st["replayed"] == 0 for st in r["steps"] + r["holds"])
         assert r["send_lag_ms_at_capacity"]["max"] is not None
     # The detector sees a replay when there is one: the same keys sent twice to one replica

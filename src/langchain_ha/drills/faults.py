@@ -117,7 +117,12 @@ class Injector:
     # -- providers ----------------------------------------------------------------------------
 
     def provider_fault(self, name: str, label: str, **faults: Any) -> dict[str, str]:
-        sim = self.state["simulators"][name]
+        """Set ``faults`` on simulator ``name``; ``primary`` names the deployment's first
+        provider whatever it is called (it also serves the tool API and the embeddings)."""
+        sims = self.state["simulators"]
+        if name not in sims and name == "primary" and sims:
+            name = next(iter(sims))
+        sim = sims[name]
         headers = admin_headers(self.sd.secrets()["sim_admin_token"])
         resp = httpx.post(f"{sim['url']}/_faults", json=faults, timeout=5, headers=headers)
         resp.raise_for_status()
