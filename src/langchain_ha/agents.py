@@ -109,6 +109,9 @@ class DurableAgent(Runnable[Any, dict[str, Any]]):
         messages: list[BaseMessage] = list((state.values or {}).get("messages", []))
         start = _index(messages, msg_id)
         resumed = replayed = False
+        if start is not None and messages[start].text != message:
+            raise InvalidInput("turn_id: this turn was sent with another message (a retry "
+                               "repeats its turn's message; a new turn needs a new key)")
         if start is None:
             result = await graph.ainvoke({"messages": [HumanMessage(message, id=msg_id)]},
                                          run_config, durability="sync")
@@ -118,12 +121,19 @@ class DurableAgent(Runnable[Any, dict[str, Any]]):
         else:
             replayed = True
             result = state.values
-        messages = list(result.get("messages", []))
-        turn = messages[(_index(messages, msg_id) or 0):]
+        turn = _turn_of(list(result.get("messages", [])), msg_id)
         answer = next((m for m in reversed(turn) if isinstance(m, AIMessage)), None)
         return {"answer": answer.text if answer is not None else "", "thread_id": thread_id,
                 "turn_id": turn_id, "resumed": resumed, "replayed": replayed,
                 "tool_calls": sum(isinstance(m, ToolMessage) for m in turn)}
+
+
+def _turn_of(messages: list[BaseMessage], msg_id: str) -> list[BaseMessage]:
+    """The messages of one turn: its own human message up to the next one."""
+    start = _index(messages, msg_id) or 0
+    end = next((i for i in range(start + 1, len(messages))
+                if isinstance(messages[i], HumanMessage)), len(messages))
+    return messages[start:end]
 
 
 def _index(messages: Sequence[BaseMessage], msg_id: str) -> int | None:

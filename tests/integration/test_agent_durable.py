@@ -92,6 +92,13 @@ async def test_a_turn_resumes_on_another_replica_and_each_refund_runs_once(
                                       "How long do refunds take to arrive?")).json()["output"]
     assert "5 business days" in policy["answer"], policy
     assert policy["resumed"] is False and policy["tool_calls"] == 0
+    # The first turn replayed after a later one still gives its own answer; its id sent with
+    # another message is a client mistake, refused.
+    late = (await asyncio.to_thread(_turn, b, thread, f"{key}-3", ASK, out["turn_id"])).json()
+    assert late["output"]["answer"] == out["answer"] and late["output"]["tool_calls"] == 2
+    clash = await asyncio.to_thread(_turn, b, thread, f"{key}-4", "Refund EF-9012.",
+                                    out["turn_id"])
+    assert clash.status_code == 422 and "turn_id" in clash.text
 
 
 async def test_bad_input_is_a_422_naming_the_field(
