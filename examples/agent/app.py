@@ -17,6 +17,7 @@ answer would replay its tool calls' ids, and a new refund request would get an o
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -123,7 +124,9 @@ async def one_tool_call_per_step(request: ModelRequest,
     return await handler(request.override(model_settings=settings))
 
 
+@functools.cache
 def _env() -> AppEnvironment:
+    """What the deployment told this replica (read once: tools call it on every request)."""
     return AppEnvironment.from_env()
 
 

@@ -105,6 +105,9 @@ TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError)
 """What a request can fail with before or while its answer arrives (not an HTTP status)."""
 
 
+_DEMO = SupportBotProfile()
+
+
 async def send(session: aiohttp.ClientSession, url: str, api_key: str, i: int, run_id: str,
                t0: float, scheduled: float | None = None,
                profile: AppProfile | None = None) -> Outcome:
@@ -113,7 +116,7 @@ async def send(session: aiohttp.ClientSession, url: str, api_key: str, i: int, r
 
     ``scheduled`` (seconds after ``t0``) is when it was due; its latency counts from there.
     """
-    req = (profile or SupportBotProfile()).request_for(i, run_id)
+    req = (profile or _DEMO).request_for(i, run_id)
     key = f"{run_id}-{i}"
     sent = time.monotonic() - t0
     rec = Outcome(index=i, kind=req.kind, key=key,
