@@ -87,19 +87,24 @@ async def test_capacity_ramps_send_fresh_keys_and_replays_are_detected(
         # Which rates pass depends on how busy the machine is; the structure does not.
         assert [st["requests"] for st in r["steps"]][:1] == [30]
         passed = [st["rps"] for st in r["steps"] if st["passed"]]
-        assert passed, r["steps"]
-        # The highest rate found is then held (its own keys too) before it is called the
-        # capacity; a failed hold falls back to the next lower rate.
+        # The ramp stops at the first step that fails; a busy machine may fail the first one
+        # (a queue building in 3 s), and then nothing is held and the capacity is 0.
+        assert all(st["passed"] for st in r["steps"][:-1]), r["steps"]
         holds = [(h["rps"], h["requests"]) for h in r["holds"]]
-        assert holds[0] == (max(passed), int(max(passed) * 3))
+        if not passed:
+            assert holds == [] and r["capacity_rps"] == 0, r
+        else:
+            # The highest rate found is then held (its own keys too) before it is called the
+            # capacity; a failed hold falls back to the next lower rate.
+            assert holds[0] == (max(passed), int(max(passed) * 3))
         assert r["capacity_rps"] == next((h["rps"] for h in r["holds"] if h["passed"]), 0)
         assert r["replayed"] == 0 and all(st["replayed"] == 0 for st in r["steps"] + r["holds"])
-        assert r["send_lag_ms_at_capacity"]["max"] is not None
-    # The detector sees a replay when there is one: the same keys sent twice to one replica
-    # (each replica keeps its own idempotency store: through the balancer a repeat may reach
-    # another replica and be answered afresh).
-    replica = next(r for r in deployment.sd.state()["replicas"] if r["state"] == "ready")
-    url = f"http://127.0.0.1:{replica['port']}"
+        if r["capacity_rps"]:
+            assert r["send_lag_ms_at_capacity"]["max"] is not None
+    # The detector sees a replay when there is one: the same keys sent twice through the
+    # balancer (the idempotency store is the deployment's database, so whichever replica a
+    # repeat reaches replays the first answer).
+    url = deployment.url
     once = await run_load(url, deployment.api_key, rps=10, duration_s=2, run_id="replay-check")
     twice = await run_load(url, deployment.api_key, rps=10, duration_s=2, run_id="replay-check")
     assert not any(o.replayed for o in once)

@@ -28,7 +28,9 @@ async def _echo(value: Any) -> Any:
 
 
 async def _nap(value: Any) -> Any:
-    # Sleeps for ``input["sleep"]`` seconds (at most 5) when asked to, then echoes.
+    # Counted as it starts (a request killed mid-sleep ran), sleeps for ``input["sleep"]``
+    # seconds (at most 5) when asked to, then echoes.
+    _count()
     if isinstance(value, dict) and isinstance(value.get("sleep"), int | float):
         await asyncio.sleep(min(float(value["sleep"]), 5.0))
     return {"echo": value}

@@ -117,3 +117,18 @@ def test_a_simulated_entry_points_each_kind_at_the_simulator():
     assert ProviderSpec(name="a").entry("http://h:1/").base_url == "http://h:1/v1"
     assert ProviderSpec(name="b", kind="anthropic").entry("http://h:1").base_url == "http://h:1"
     assert ProviderSpec(name="c", kind="anthropic").entry("http://h:1").model == "sim-claude"
+
+
+def test_the_idempotency_store_follows_the_deployment() -> None:
+    from langchain_ha.serve.idempotency import InMemoryIdempotencyStore, SharedIdempotencyStore
+    from langchain_ha.serve.server import idempotency_store
+    from langchain_ha.serve.settings import ServeSettings
+
+    writer = {"LCHA_DB_WRITER": "host=127.0.0.1 port=1 dbname=app"}
+    auto = ServeSettings()
+    assert isinstance(idempotency_store(auto, writer), SharedIdempotencyStore)
+    assert isinstance(idempotency_store(auto, {}), InMemoryIdempotencyStore)
+    memory = ServeSettings(idempotency_store="memory")
+    assert isinstance(idempotency_store(memory, writer), InMemoryIdempotencyStore)
+    with pytest.raises(UsageError, match="LCHA_DB_WRITER"):
+        idempotency_store(ServeSettings(idempotency_store="postgres"), {})

@@ -8,6 +8,7 @@ Errors are rendered by an :class:`ErrorShape`: :data:`LCHA_ERRORS` (``{"error": 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -30,8 +31,9 @@ from langchain_ha.serve.gate import route_path
 from langchain_ha.serve.idempotency import (
     IdempotencyStore,
     fingerprint,
+    renew_while,
     scoped_key,
-    wait_for_answer,
+    wait_or_take_over,
 )
 from langchain_ha.serve.metrics import ServerMetrics
 from langchain_ha.serve.settings import ServeSettings
@@ -170,12 +172,17 @@ async def run_keyed(served: Served, request: Request,
     body_print = fingerprint(await request.body())
     store = served.idempotency
     ttl = served.settings.idempotency_ttl_s
+    lease = served.settings.idempotency_lease_s
     stored = await store.get(key)
-    if stored is None and not await store.claim(key, served.settings.request_timeout_s + 5):
-        stored = await wait_for_answer(store, key, served.settings.request_timeout_s)
-        if stored is None:
+    if stored is None and not await store.claim(key, lease):
+        stored, took_over = await wait_or_take_over(
+            store, key, lease_s=lease, timeout_s=served.settings.request_timeout_s)
+        if stored is None and not took_over:
             return errors.client_error(409, "conflict", "a request with this Idempotency-Key is "
                                        "still running; retry later", "Idempotency-Key")
+    served.metrics.idempotency.labels(
+        store="shared" if getattr(store, "shared_now", False) else "local",
+        outcome="replayed" if stored is not None else "answered").inc()
     if stored is not None:
         if stored.fingerprint != body_print:
             return errors.client_error(422, "idempotency_key_reused", "Idempotency-Key was "
@@ -183,16 +190,19 @@ async def run_keyed(served: Served, request: Request,
                                        "new key for a new request", "Idempotency-Key")
         return Response(stored.body, status_code=stored.status, media_type="application/json",
                         headers={**stored.headers, "idempotent-replayed": "true"})
-    response = await produce()
+    renewer = asyncio.ensure_future(renew_while(store, key, lease))
+    try:
+        response = await produce()
+    finally:
+        renewer.cancel()
+        await asyncio.gather(renewer, return_exceptions=True)
     if response.status_code < 500:
         headers = {k: v for k, v in response.headers.items()
                    if k.startswith("x-lcha-degraded")}
         await store.put(key, response.status_code, bytes(response.body), headers, ttl,
                         fingerprint=body_print)
     else:
-        release = getattr(store, "release", None)
-        if release is not None:
-            await release(key)
+        await store.release(key)
     return response
 
 

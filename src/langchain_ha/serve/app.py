@@ -22,7 +22,11 @@ from langchain_ha.serve.drain import DrainState
 from langchain_ha.serve.gate import Gate, route_path
 from langchain_ha.serve.gateway import build_gateway, found_embeddings
 from langchain_ha.serve.health import HealthCheck, breaker_check, build_health
-from langchain_ha.serve.idempotency import IdempotencyStore, InMemoryIdempotencyStore
+from langchain_ha.serve.idempotency import (
+    IdempotencyStore,
+    InMemoryIdempotencyStore,
+    SharedIdempotencyStore,
+)
 from langchain_ha.serve.jsonbody import BodyLimitExceeded
 from langchain_ha.serve.metrics import ServerMetrics
 from langchain_ha.serve.routes import build_router
@@ -100,11 +104,17 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # The sampler lives as long as the server does (uvicorn runs the lifespan).
         sampler = asyncio.ensure_future(admission.run(on_tick))
+        shared = served.idempotency if isinstance(served.idempotency,
+                                                  SharedIdempotencyStore) else None
+        if shared is not None:
+            await shared.open()  # on the loop that serves: psycopg's pools belong to one
         try:
             yield
         finally:
             sampler.cancel()
             await asyncio.gather(sampler, return_exceptions=True)
+            if shared is not None:
+                await shared.close()
 
     app = FastAPI(title="langchain-ha replica", docs_url=None, redoc_url=None,
                   openapi_url="/openapi.json", lifespan=lifespan)

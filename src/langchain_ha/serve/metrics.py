@@ -34,6 +34,11 @@ class ServerMetrics:
         self.loop_lag = Histogram("lcha_event_loop_lag_seconds",
                                   "How late the admission sampler's timer fired",
                                   buckets=_LAG_BUCKETS, registry=registry)
+        self.idempotency = Counter(
+            "lcha_idempotency_requests",
+            "Requests with an Idempotency-Key, by where the key was kept (shared: the "
+            "database, every replica sees it; local: this replica's memory) and outcome",
+            ["store", "outcome"], registry=registry)
         self.draining = Gauge("lcha_draining", "1 while the replica drains", registry=registry)
         self.gc_frozen = Gauge("lcha_gc_frozen_objects",
                                "Start-up objects moved out of the cyclic GC's reach (gc.freeze)",

@@ -18,7 +18,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from types import FrameType
 from typing import Any
 
@@ -28,7 +28,13 @@ from langchain_core.runnables import Runnable
 
 from langchain_ha._redact import redact
 from langchain_ha._usage import UsageError
+from langchain_ha.deployment import AppEnvironment
 from langchain_ha.serve.app import ReplicaApp, create_app
+from langchain_ha.serve.idempotency import (
+    IdempotencyStore,
+    InMemoryIdempotencyStore,
+    SharedIdempotencyStore,
+)
 from langchain_ha.serve.protocol import BoundedHttpTools
 from langchain_ha.serve.settings import ServeSettings
 
@@ -139,6 +145,20 @@ def _load(target: str, kind: type = Runnable) -> Any:
     return value
 
 
+def idempotency_store(settings: ServeSettings,
+                      env: Mapping[str, str] | None = None) -> IdempotencyStore:
+    """The store ``settings.idempotency_store`` names: the deployment's database
+    (``LCHA_DB_WRITER``) for ``postgres`` and for ``auto`` when there is one, else memory."""
+    writer = AppEnvironment.from_env(env).db_writer
+    if settings.idempotency_store == "memory" or (
+            settings.idempotency_store == "auto" and not writer):
+        return InMemoryIdempotencyStore()
+    if not writer:
+        raise UsageError("LCHA_IDEMPOTENCY_STORE=postgres: set LCHA_DB_WRITER to the "
+                         "deployment's database conninfo (or use memory)")
+    return SharedIdempotencyStore(writer)
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -161,7 +181,8 @@ def serve(target: str, settings: ServeSettings) -> int:
     if not settings.key_hashes():
         log.warning("no API key configured: serving without authentication on loopback only")
     embeddings = load_embeddings(settings.embeddings) if settings.embeddings else None
-    app = create_app(load_runnable(target), settings, embeddings=embeddings)
+    app = create_app(load_runnable(target), settings, embeddings=embeddings,
+                     idempotency=idempotency_store(settings))
     protocol = BoundedHttpTools.with_limits(settings.max_header_bytes, settings.header_timeout_s)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
                             access_log=False, http=protocol, loop="uvloop",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -89,6 +89,15 @@ class ServeSettings(BaseSettings):
     drain_grace_s: float = Field(default=5.0, ge=0)
     drain_timeout_s: float = Field(default=30.0, gt=0)
     idempotency_ttl_s: float = Field(default=600.0, gt=0)
+    idempotency_store: Literal["auto", "memory", "postgres"] = "auto"
+    """Where keyed answers are kept: ``postgres`` in the deployment's database
+    (``LCHA_DB_WRITER``), so a balancer's retry on another replica replays the answer instead
+    of running again; ``memory`` on this replica only; ``auto`` (default): ``postgres`` when
+    the deployment has a database."""
+    idempotency_lease_s: float = Field(default=5.0, gt=0, le=60)
+    """How long a running keyed request's claim lasts unless renewed (it is renewed every
+    third of this while the request runs): a replica killed mid-request holds its keys at
+    most this long before a retry elsewhere takes them over."""
     gc_freeze: bool = True
     """After warm-up, move every object alive (modules, clients, the app) out of the cyclic
     GC's reach: a full collection then no longer walks ~180k start-up objects (~100 ms with

@@ -22,7 +22,12 @@ from psycopg import conninfo as pg_conninfo
 from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
 
+from langchain_ha.store import _db
+
 AsyncConn = psycopg.AsyncConnection[Any]
+
+UNAVAILABLE: tuple[type[BaseException], ...] = _db.UNAVAILABLE
+"""Errors that mean the database cannot serve now (a failover, a pool timeout)."""
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ The server calls :meth:`PgIdempotencyStore.claim` with the request's idempotency
 first claimer wins and computes the answer, then :meth:`put` stores it; any other replica that
 receives the same key either finds the stored response with :meth:`get` or waits for it with
 :meth:`wait`.  A claim expires after its ``ttl_s`` (the claimer crashed), so a later request
-can claim again; a stored response expires after its own ``ttl_s``.
+can claim again (a claimer that is still running extends it with :meth:`renew`); a stored
+response expires after its own ``ttl_s``.
 
 Keys are whatever the caller passes; the replica server passes keys already scoped to the
 API client (:func:`langchain_ha.serve.idempotency.scoped_key`) and stores a fingerprint of the
@@ -108,6 +109,20 @@ class PgIdempotencyStore:
             )
 
         await on_writer(self.db, write)
+
+    async def renew(self, key: str, ttl_s: float) -> None:
+        """Extend an unfinished claim by ``ttl_s`` from now (its claimer is still running)."""
+        _check_key(key)
+
+        async def extend(conn: AsyncConn) -> None:
+            await conn.execute(
+                "UPDATE lcha_idempotency SET claimed_until = now() + make_interval(secs => %s),"
+                " expires_at = greatest(expires_at, now() + make_interval(secs => %s))"
+                " WHERE key = %s AND status IS NULL",
+                (float(ttl_s), float(ttl_s), key),
+            )
+
+        await on_writer(self.db, extend)
 
     async def release(self, key: str) -> None:
         """Drop an unfinished claim (the claimer failed), so a retry can claim at once."""
