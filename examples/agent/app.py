@@ -11,8 +11,10 @@ the deployment's stores, served as ``examples.agent.app:agent``.
   call's id as its ``Idempotency-Key``, so a step run again after a crash refunds once.
 
 The model is asked for one tool call per step (``parallel_tool_calls=False``): each refund is
-checkpointed before the next starts.  The LLM cache is deliberately not used here: a cached
-answer would replay its tool calls' ids, and a new refund request would get an old refund.
+checkpointed before the next starts.  Answers come from the deployment's LLM cache when the
+same prompt was answered before (a policy question: the same articles, the same words); steps
+that call tools are never cached (``PgCache`` skips them: a cached tool call would hand a new
+refund an old call's id), so every refund is asked of a model.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from langchain_ha import (
     AppEnvironment,
     DeploymentStores,
     DurableAgent,
+    PrometheusEvents,
     ResilientRetriever,
     record_degraded,
     router_from_env,
@@ -137,7 +140,8 @@ async def build() -> Any:
     """The compiled agent on the deployment's stores (``DurableAgent`` calls this once)."""
     global _stores
     env = _env()
-    _stores = stores = stores_from_env(namespace="order-desk:")
+    events = PrometheusEvents()  # the router's and the cache's metrics on /metrics
+    _stores = stores = stores_from_env(namespace="order-desk:", cache_events=events)
     await stores.open()
     embeddings = OpenAIEmbeddings(
         base_url=(env.embeddings_url or "") + "/v1", model="sim-embed", dimensions=DIMENSIONS,
@@ -158,7 +162,7 @@ async def build() -> Any:
         return SYSTEM.format(articles="\n".join(f"[doc:{d.id}] {d.page_content}" for d in docs))
 
     return create_agent(
-        router_from_env(breaker_store=stores.breakers),
+        router_from_env(breaker_store=stores.breakers, cache=stores.cache, events=events),
         tools=[order_status, refund_order],
         middleware=[with_articles, one_tool_call_per_step],
         checkpointer=await stores.checkpointer(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 
 import httpx
@@ -178,3 +179,51 @@ def _ask_plain(replica: Replica, question: str) -> str:
                       json={"input": {"question": question}})
     assert resp.status_code == 200, resp.text
     return str(resp.json()["output"]["answer"])
+
+
+def test_the_llm_cache_answers_a_repeated_question_on_every_replica(
+        sim_factory: Callable[..., SimProcess], serve_factory: Callable[..., Replica],
+        store_conninfo: str) -> None:
+    """With a database, the bot's answers are cached there: a question asked again (same
+    documents, no history) is answered from the cache by another replica too, without a
+    provider call, and still while the primary is down; a fallback's answer is not cached."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    primary, secondary = sim_factory("cached-primary"), sim_factory("cached-secondary")
+    env = {"LCHA_PRIMARY_URL": primary.url, "LCHA_SECONDARY_URL": secondary.url,
+           "LCHA_DB_WRITER": store_conninfo}
+    a, b = (serve_factory("langchain_ha.demo.support_bot:bot", env=env),
+            serve_factory("langchain_ha.demo.support_bot:bot", env=env))
+
+    def ask(replica: Replica, question: str) -> httpx.Response:
+        resp = httpx.post(replica.url + "/v1/invoke", timeout=30,
+                          json={"input": {"question": question}})
+        assert resp.status_code == 200, resp.text
+        return resp
+
+    def lookups(replica: Replica) -> dict[str, float]:
+        page = httpx.get(replica.url + "/metrics").text
+        return {s.labels["outcome"]: s.value for f in text_string_to_metric_families(page)
+                if f.name == "lcha_llm_cache_lookups" for s in f.samples
+                if s.name.endswith("_total") and s.labels["cache"] == "llm"}
+
+    question = load_questions()[11][0] + f" ({time.time_ns()})"  # new to the cache
+    primary.reset_stats()
+    first = ask(a, question)
+    assert primary.calls() == 1
+    again = ask(b, question)
+    assert again.json()["output"]["answer"] == first.json()["output"]["answer"]
+    assert primary.calls() == 1 and lookups(b).get("hit", 0) >= 1
+    primary.set_faults(status=503, routes=["chat"])
+    try:
+        cached = ask(a, question)  # the primary is down: the cache still has its answer
+        assert cached.headers["x-lcha-degraded"] == ""
+        assert cached.json()["output"]["answer"] == first.json()["output"]["answer"]
+        other = load_questions()[12][0] + f" ({time.time_ns()})"
+        down = ask(a, other)
+        assert down.headers["x-lcha-degraded"] == "primary_llm"
+    finally:
+        primary.clear_faults()
+    hits = lookups(a).get("hit", 0)
+    ask(a, other)  # the fallback's answer was not kept: a provider answers it again
+    assert lookups(a).get("hit", 0) == hits and lookups(a).get("miss", 0) >= 2

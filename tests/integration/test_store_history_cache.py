@@ -109,3 +109,62 @@ async def test_semantic_cache_threshold_and_stale(store_db: Any) -> None:
     assert stale is not None and stale[0].text == "use the link"
     await cache.aclear()
     assert await cache.alookup_stale("what is the refund policy", "m") is None
+
+
+class _Counted:
+    """Collects what a cache reports (a CacheEvents)."""
+
+    def __init__(self) -> None:
+        self.lookups: list[str] = []
+        self.updates: list[str] = []
+
+    def on_cache_lookup(self, cache: str, outcome: str) -> None:
+        self.lookups.append(f"{cache}:{outcome}")
+
+    def on_cache_update(self, cache: str, outcome: str) -> None:
+        self.updates.append(f"{cache}:{outcome}")
+
+
+def _answer(text: str, **lcha: Any) -> list[ChatGeneration]:
+    meta = {"lcha": lcha} if lcha else {}
+    return [ChatGeneration(message=AIMessage(text, response_metadata=meta))]
+
+
+async def test_tool_calls_fallbacks_and_refusals_are_not_cached(store_db: Any) -> None:
+    events, llm = _Counted(), f"m-{uuid.uuid4()}"
+    cache = PgCache(store_db, label="t", events=events)
+    call = [ChatGeneration(message=AIMessage("", tool_calls=[
+        {"name": "refund_order", "args": {"order_id": "AB-1"}, "id": "call_1"}]))]
+    await cache.aupdate("refund AB-1", llm, call)
+    await cache.aupdate("q-fallback", llm, _answer("from b", provider="b", fallback=True))
+    await cache.aupdate("q-refused", llm, _answer("no", provider="a", fallback=False,
+                                                  refusal="content_filter"))
+    await cache.aupdate("q-full", llm, _answer("from a", provider="a", fallback=False))
+    assert events.updates == ["t:skipped"] * 3 + ["t:stored"]
+    for prompt in ("refund AB-1", "q-fallback", "q-refused"):
+        assert await cache.alookup(prompt, llm) is None
+    hit = await cache.alookup("q-full", llm)
+    assert hit is not None and hit[0].text == "from a"
+    assert events.lookups == ["t:miss"] * 3 + ["t:hit"]
+    # Asked to, a cache keeps tool calls (an app whose tools have no side effects).
+    keeping = PgCache(store_db, cache_tool_calls=True)
+    await keeping.aupdate("refund AB-1", llm, call)
+    kept = await keeping.alookup("refund AB-1", llm)
+    assert kept is not None and kept[0].message.tool_calls[0]["id"] == "call_1"  # type: ignore[attr-defined]
+
+
+async def test_an_unreachable_database_is_a_miss_and_never_fails_the_answer() -> None:
+    from langchain_ha._proc import free_port
+    from langchain_ha.store.connect import Database
+
+    db = Database.from_conninfo(f"host=127.0.0.1 port={free_port()} dbname=gone",
+                                connect_timeout_s=0.3, pool_timeout_s=0.3)
+    await db.open()
+    try:
+        events = _Counted()
+        cache = PgCache(db, events=events, timeout_s=0.5)
+        assert await cache.alookup("q", "m") is None
+        await cache.aupdate("q", "m", _answer("given anyway"))  # logged and dropped
+        assert events.lookups == ["llm:error"] and events.updates == ["llm:error"]
+    finally:
+        await db.close()

@@ -1,4 +1,5 @@
-"""The support bot's state in the HA PostgreSQL cluster: vectors, chat history, breakers.
+"""The support bot's state in the HA PostgreSQL cluster: vectors, chat history, breakers and
+the LLM cache.
 
 One :class:`~langchain_ha.store.connect.Database` (writer pool on the primary, reader pool on
 the standbys), opened lazily on the loop that serves the bot.  The corpus is upserted into a
@@ -19,6 +20,7 @@ from langchain_core.embeddings import Embeddings
 
 from langchain_ha.demo.corpus import CorpusRetriever
 from langchain_ha.store.breakers import PgBreakerStore
+from langchain_ha.store.cache import CacheEvents, PgCache
 from langchain_ha.store.connect import Database
 from langchain_ha.store.history import PgChatMessageHistory
 from langchain_ha.store.vectors import PgVectorStore
@@ -54,6 +56,10 @@ class PgBackend:
         if self._opened:
             await self.db.close()
             self._opened = False
+
+    def cache(self, ttl_s: float, events: CacheEvents | None = None) -> PgCache:
+        """The exact-match LLM cache in the cluster (``lcha_llm_cache``)."""
+        return PgCache(self.db, ttl_s=ttl_s, events=events)
 
     def history(self, session_id: str) -> BaseChatMessageHistory:
         """The chat history of ``session_id`` in the database."""

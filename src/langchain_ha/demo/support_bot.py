@@ -10,9 +10,12 @@ turns, ``history:write`` when this turn could not be saved), and a
 when a fallback answered).
 
 With ``LCHA_DB_WRITER`` set, vectors and chat history live in the HA PostgreSQL cluster
-(:mod:`langchain_ha.demo.pg_backend`), and the providers' circuit breakers are shared by every
-replica through it (one replica's trip keeps the others off a failing provider); otherwise
-all of it is in memory, per replica.
+(:mod:`langchain_ha.demo.pg_backend`), the providers' circuit breakers are shared by every
+replica through it (one replica's trip keeps the others off a failing provider), and so is
+the LLM cache (``LCHA_LLM_CACHE_TTL_S``, 300 s; a question asked again with the same
+documents and history is answered from it, by every replica, also while the providers are
+out; ``lcha_llm_cache_lookups_total`` counts hits and misses); otherwise all of it is in
+memory, per replica, without a cache.
 
 Served with ``lcha serve langchain_ha.demo.support_bot:bot``; settings from ``LCHA_*``
 variables (simulators by default, so no API keys are needed).
@@ -25,7 +28,7 @@ import logging
 import os
 import re
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol, runtime_checkable
@@ -87,6 +90,8 @@ class BotSettings:
     """libpq conninfo of the cluster's writer side; None keeps everything in memory."""
     db_reader: str | None = None
     collection: str = "support_faq"
+    llm_cache_ttl_s: float = 300.0
+    """How long a cached answer stays fresh in the database's LLM cache (0: no cache)."""
 
     @classmethod
     def from_env(cls) -> BotSettings:
@@ -106,7 +111,21 @@ class BotSettings:
             embeddings_key=env.get("LCHA_EMBEDDINGS_API_KEY", "sim-key"),
             db_writer=env.get("LCHA_DB_WRITER") or None,
             db_reader=env.get("LCHA_DB_READER") or None,
+            llm_cache_ttl_s=_seconds(env, "LCHA_LLM_CACHE_TTL_S", 300.0),
         )
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also NaN
+        raise ValueError(f"{name}={raw!r}: seconds, a number >= 0 (0 turns it off)")
+    return value
 
 
 def order_status_tool(tools_url: str) -> BaseTool:
@@ -345,7 +364,9 @@ def build_support_bot(settings: BotSettings, history: HistoryFactory | None = No
             base_url=settings.secondary_url, api_key=settings.secondary_key,  # type: ignore[arg-type]
             model="sim-claude", max_retries=0)),
         Provider(name="local", model=LocalExtractiveModel()),
-    ], events=events, breaker_store=backend.breakers if backend is not None else None)
+    ], events=events, breaker_store=backend.breakers if backend is not None else None,
+        cache=(backend.cache(settings.llm_cache_ttl_s, events)
+               if backend is not None and settings.llm_cache_ttl_s > 0 else None))
     prepare = close = None
     if backend is not None:
         prepare, close = backend.open, backend.close

@@ -78,6 +78,13 @@ class PrometheusEvents:
                               ["provider"], registry=reg)
         self.retrieval = Histogram("lcha_retrieval_seconds", "Retrieval latency by outcome",
                                    ["outcome"], buckets=_BUCKETS, registry=reg)
+        self.cache_lookups = Counter(
+            "lcha_llm_cache_lookups", "LLM cache lookups by cache and outcome (hit, miss, "
+            "error: the database did not answer, counted as a miss)", ["cache", "outcome"],
+            registry=reg)
+        self.cache_updates = Counter(
+            "lcha_llm_cache_updates", "LLM cache updates by cache and outcome (stored, "
+            "skipped: a tool call or no embedding, error)", ["cache", "outcome"], registry=reg)
 
     def on_attempt(self, provider: str, mode: str) -> None:
         pass  # attempts are counted by their outcome
@@ -110,6 +117,13 @@ class PrometheusEvents:
 
     def on_hedge(self, provider: str, hedged_to: str) -> None:
         self.hedges.labels(provider).inc()
+
+    def on_cache_lookup(self, cache: str, outcome: str) -> None:
+        """For ``PgCache(events=...)`` (:class:`~langchain_ha.store.cache.CacheEvents`)."""
+        self.cache_lookups.labels(cache, outcome).inc()
+
+    def on_cache_update(self, cache: str, outcome: str) -> None:
+        self.cache_updates.labels(cache, outcome).inc()
 
     def on_retrieval(self, outcome: str, seconds: float) -> None:
         """For ``ResilientRetriever(observe=...)``: retrieval latency by outcome."""

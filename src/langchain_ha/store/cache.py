@@ -8,11 +8,23 @@ so that, when every provider is down, :meth:`alookup_stale` can still answer;
 Expired rows are removed by :meth:`apurge` (older than a retention you choose).
 
 Lookups read from standbys (falling back to the primary); updates write to the primary.
-A cache never fails a request: database or embedding errors during lookup are a miss.
+A cache never fails a request: a lookup that fails or takes longer than ``timeout_s`` (a
+failover, a frozen member) is a miss, and an update that fails is logged and dropped.
+
+Generations that call tools are not stored unless ``cache_tool_calls=True``: a cached tool
+call carries the id of the call it answered, and an agent replaying it would hand a new run
+an old call's id (a side effect keyed by it would then not happen).  Nor are a
+:class:`~langchain_ha.resilience.chat.ResilientChatModel`'s answers from a fallback provider
+or refusals: served later, they would pass a degraded answer off as a full one.
+
+``events`` (:class:`CacheEvents`, e.g. :class:`~langchain_ha.resilience.prometheus.
+PrometheusEvents`) counts lookups by outcome (``hit``, ``miss``, ``error``) and updates
+(``stored``, ``skipped``, ``error``) under the cache's ``label``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import warnings
@@ -22,7 +34,7 @@ from typing import Any, Protocol
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
 from langchain_core.embeddings import Embeddings
 from langchain_core.load import dumps, loads
-from langchain_core.outputs import Generation
+from langchain_core.outputs import ChatGeneration, Generation
 from psycopg import sql
 from psycopg.errors import UndefinedTable
 
@@ -40,7 +52,7 @@ from langchain_ha.store.schema import ensure_schema, ensure_semantic, semantic_t
 
 log = logging.getLogger(__name__)
 
-_MISS_ERRORS: tuple[type[BaseException], ...] = (*UNAVAILABLE, UndefinedTable)
+_MISS_ERRORS: tuple[type[BaseException], ...] = (*UNAVAILABLE, UndefinedTable, TimeoutError)
 
 
 def cache_key(prompt: str, llm_string: str) -> str:
@@ -74,11 +86,94 @@ class StaleCapable(Protocol):
     async def alookup_stale(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None: ...
 
 
-class _SyncCache(BaseCache):
-    """The sync side of a LangChain cache: thin wrappers over the async methods."""
+class CacheEvents(Protocol):
+    """Where a cache reports its lookups and updates (bounded outcome names)."""
+
+    def on_cache_lookup(self, cache: str, outcome: str) -> None: ...
+
+    def on_cache_update(self, cache: str, outcome: str) -> None: ...
+
+
+def _not_cacheable(value: RETURN_VAL_TYPE, cache_tool_calls: bool) -> bool:
+    """Generations a cache must not keep: tool calls (unless asked), and a router's answer
+    from a fallback or a refusal (``response_metadata["lcha"]``), which served later would
+    pass a degraded answer off as a full one once the first provider is back."""
+    for g in value:
+        if not isinstance(g, ChatGeneration):
+            continue
+        if not cache_tool_calls and getattr(g.message, "tool_calls", None):
+            return True
+        lcha = g.message.response_metadata.get("lcha") or {}
+        if lcha.get("fallback") or lcha.get("refusal"):
+            return True
+    return False
+
+
+class _PgBackedCache(BaseCache):
+    """What both caches share: the sync side (thin wrappers over the async methods), the
+    lookup deadline, the tool-call rule and the events.  Subclasses implement ``_get`` and
+    ``_put``."""
+
+    def _setup(self, *, label: str, events: CacheEvents | None, cache_tool_calls: bool,
+               timeout_s: float) -> None:
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
+        self.label = label
+        self.events = events
+        self.cache_tool_calls = cache_tool_calls
+        self.timeout_s = timeout_s
+
+    async def _get(self, prompt: str, llm_string: str, stale: bool) -> RETURN_VAL_TYPE | None:
+        raise NotImplementedError
+
+    async def _put(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> bool:
+        raise NotImplementedError
+
+    async def _lookup(self, prompt: str, llm_string: str, stale: bool) -> RETURN_VAL_TYPE | None:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                found = await self._get(prompt, llm_string, stale)
+        except _MISS_ERRORS as exc:
+            log.warning("cache %s: lookup failed (%s), treated as a miss", self.label,
+                        type(exc).__name__)
+            self._lookup_was("error")
+            return None
+        self._lookup_was("miss" if found is None else "hit")
+        return found
+
+    def _lookup_was(self, outcome: str) -> None:
+        if self.events is not None:
+            self.events.on_cache_lookup(self.label, outcome)
+
+    def _update_was(self, outcome: str) -> None:
+        if self.events is not None:
+            self.events.on_cache_update(self.label, outcome)
+
+    async def alookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
+        """The entry for ``prompt`` younger than ``ttl_s``, else ``None`` (also when the
+        database cannot answer within ``timeout_s``)."""
+        return await self._lookup(prompt, llm_string, stale=False)
 
     async def alookup_stale(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
-        raise NotImplementedError
+        """The entry for ``prompt`` whatever its age (for when every provider is down)."""
+        return await self._lookup(prompt, llm_string, stale=True)
+
+    async def aupdate(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
+        """Store (or refresh) the generations for ``prompt`` (tool calls, fallbacks' answers
+        and refusals are skipped, see the module doc); a failed write is logged, never raised
+        (the answer it would cache has been given)."""
+        if _not_cacheable(return_val, self.cache_tool_calls):
+            self._update_was("skipped")
+            return
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                stored = await self._put(prompt, llm_string, return_val)
+        except _MISS_ERRORS as exc:
+            log.warning("cache %s: update failed (%s), not cached", self.label,
+                        type(exc).__name__)
+            self._update_was("error")
+            return
+        self._update_was("stored" if stored else "skipped")
 
     def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
         return run_sync(self.alookup(prompt, llm_string))
@@ -93,12 +188,27 @@ class _SyncCache(BaseCache):
         run_sync(self.aclear(**kwargs))
 
 
-class PgCache(_SyncCache):
-    """Exact-match LLM cache (``lcha_llm_cache``)."""
+class PgCache(_PgBackedCache):
+    """Exact-match LLM cache (``lcha_llm_cache``), e.g. ``ResilientChatModel(cache=...)`` or
+    ``router_from_env(cache=stores.cache)``.
 
-    def __init__(self, db: ConnectionSource, *, ttl_s: float | None = 3600.0) -> None:
+    Args:
+        db: the database (a :class:`~langchain_ha.store.connect.Database`).
+        ttl_s: how long an entry is fresh (None: for ever); older ones serve only
+            :meth:`alookup_stale`.
+        label: the cache's name in events.
+        events: where lookups and updates are counted.
+        cache_tool_calls: also store generations that call tools (see the module doc).
+        timeout_s: how long a lookup or update may take before it is a miss / dropped.
+    """
+
+    def __init__(self, db: ConnectionSource, *, ttl_s: float | None = 3600.0,
+                 label: str = "llm", events: CacheEvents | None = None,
+                 cache_tool_calls: bool = False, timeout_s: float = 1.0) -> None:
         self.db = db
         self.ttl_s = ttl_s
+        self._setup(label=label, events=events, cache_tool_calls=cache_tool_calls,
+                    timeout_s=timeout_s)
 
     async def _get(self, prompt: str, llm_string: str, stale: bool) -> RETURN_VAL_TYPE | None:
         ttl, params = _ttl_clause(self.ttl_s, stale)
@@ -109,23 +219,10 @@ class PgCache(_SyncCache):
             row = await cur.fetchone()
             return row[0] if row else None
 
-        try:
-            text = await on_reader(self.db, read)
-        except _MISS_ERRORS as exc:
-            log.warning("cache lookup failed (%s): treated as a miss", type(exc).__name__)
-            return None
+        text = await on_reader(self.db, read)
         return _load(text) if text is not None else None
 
-    async def alookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
-        """The cached generations if present and younger than ``ttl_s``."""
-        return await self._get(prompt, llm_string, stale=False)
-
-    async def alookup_stale(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
-        """The cached generations whatever their age (for when every provider is down)."""
-        return await self._get(prompt, llm_string, stale=True)
-
-    async def aupdate(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
-        """Store (or refresh) the generations for this prompt."""
+    async def _put(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> bool:
         await ensure_schema(self.db)
 
         async def write(conn: AsyncConn) -> None:
@@ -137,6 +234,7 @@ class PgCache(_SyncCache):
             )
 
         await on_writer(self.db, write)
+        return True
 
     async def aclear(self, **kwargs: Any) -> None:
         """Delete every entry."""
@@ -162,8 +260,9 @@ class PgCache(_SyncCache):
 
 
 
-class SemanticCache(_SyncCache):
-    """Cache hit for a *similar* prompt: best entry with cosine similarity >= ``threshold``."""
+class SemanticCache(_PgBackedCache):
+    """Cache hit for a *similar* prompt: best entry with cosine similarity >= ``threshold``
+    (its own table per ``name``; the other arguments as :class:`PgCache`'s)."""
 
     def __init__(
         self,
@@ -174,6 +273,9 @@ class SemanticCache(_SyncCache):
         threshold: float = 0.95,
         ttl_s: float | None = 3600.0,
         name: str = "default",
+        events: CacheEvents | None = None,
+        cache_tool_calls: bool = False,
+        timeout_s: float = 2.0,
     ) -> None:
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be within 0..1, got {threshold!r}")
@@ -184,6 +286,8 @@ class SemanticCache(_SyncCache):
         self.ttl_s = ttl_s
         self.name = name
         self._table = sql.Identifier(semantic_table(name))
+        self._setup(label=f"semantic:{name}", events=events, cache_tool_calls=cache_tool_calls,
+                    timeout_s=timeout_s)
 
     async def _embed(self, prompt: str) -> list[float] | None:
         try:
@@ -215,28 +319,15 @@ class SemanticCache(_SyncCache):
             row = await cur.fetchone()
             return (row[0], float(row[1])) if row else None
 
-        try:
-            found = await on_reader(self.db, read)
-        except _MISS_ERRORS as exc:
-            log.warning("semantic cache lookup failed (%s): a miss", type(exc).__name__)
-            return None
+        found = await on_reader(self.db, read)
         if found is None or found[1] < self.threshold:
             return None
         return _load(found[0])
 
-    async def alookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
-        """Best fresh entry at least ``threshold`` similar to ``prompt``, else ``None``."""
-        return await self._get(prompt, llm_string, stale=False)
-
-    async def alookup_stale(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
-        """Like :meth:`alookup`, ignoring ``ttl_s``."""
-        return await self._get(prompt, llm_string, stale=True)
-
-    async def aupdate(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
-        """Store the generations with the prompt's embedding (skipped if it cannot be embedded)."""
+    async def _put(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> bool:
         vector = await self._embed(prompt)
         if vector is None:
-            return
+            return False  # no embedding to find it by
         await ensure_semantic(self.db, self.name, self.dimensions)
         stmt = sql.SQL(
             "INSERT INTO {t} (key, llm_string, prompt, embedding, generations)"
@@ -256,6 +347,7 @@ class SemanticCache(_SyncCache):
             await conn.execute(stmt, args)
 
         await on_writer(self.db, write)
+        return True
 
     async def aclear(self, **kwargs: Any) -> None:
         """Delete every entry."""

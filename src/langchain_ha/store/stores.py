@@ -26,7 +26,7 @@ from langchain_core.embeddings import Embeddings
 
 from langchain_ha.deployment import AppEnvironment, DeploymentConfigError
 from langchain_ha.store.breakers import PgBreakerStore
-from langchain_ha.store.cache import PgCache
+from langchain_ha.store.cache import CacheEvents, PgCache
 from langchain_ha.store.checkpoints import DurableCheckpointer
 from langchain_ha.store.connect import Database
 from langchain_ha.store.history import PgChatMessageHistory
@@ -41,18 +41,20 @@ class DeploymentStores:
         reader: conninfo of the reader side (default: the writer's).
         namespace: prefixes the shared breakers' rows, so apps sharing a cluster keep apart.
         cache_ttl_s: how long a cached answer is fresh (a stale one still serves on error).
+        cache_events: where the LLM cache counts its hits and misses (e.g.
+            :class:`~langchain_ha.resilience.prometheus.PrometheusEvents`).
         connect_timeout_s, pool_timeout_s: how long a connection may take to open or to wait
             for a free one.
     """
 
     def __init__(self, writer: str, reader: str | None = None, *, namespace: str = "",
-                 cache_ttl_s: float | None = 3600.0, connect_timeout_s: float = 1.0,
-                 pool_timeout_s: float = 1.0) -> None:
+                 cache_ttl_s: float | None = 3600.0, cache_events: CacheEvents | None = None,
+                 connect_timeout_s: float = 1.0, pool_timeout_s: float = 1.0) -> None:
         self._writer = writer
         self._checkpointer: DurableCheckpointer | None = None
         self.db = Database.from_conninfo(writer, reader, connect_timeout_s=connect_timeout_s,
                                          pool_timeout_s=pool_timeout_s)
-        self.cache = PgCache(self.db, ttl_s=cache_ttl_s)
+        self.cache = PgCache(self.db, ttl_s=cache_ttl_s, events=cache_events)
         self.breakers = PgBreakerStore(self.db, namespace=namespace)
 
     async def open(self) -> None:
@@ -97,7 +99,8 @@ class DeploymentStores:
 
 
 def stores_from_env(env: Mapping[str, str] | None = None, *, namespace: str = "",
-                    cache_ttl_s: float | None = 3600.0) -> DeploymentStores:
+                    cache_ttl_s: float | None = 3600.0,
+                    cache_events: CacheEvents | None = None) -> DeploymentStores:
     """The deployment's stores, from ``LCHA_DB_WRITER`` / ``LCHA_DB_READER`` (not yet open).
 
     Raises:
@@ -109,4 +112,4 @@ def stores_from_env(env: Mapping[str, str] | None = None, *, namespace: str = ""
         raise DeploymentConfigError(
             "set LCHA_DB_WRITER (lcha up sets it when the topology's database is enabled)")
     return DeploymentStores(app.db_writer, app.db_reader, namespace=namespace,
-                            cache_ttl_s=cache_ttl_s)
+                            cache_ttl_s=cache_ttl_s, cache_events=cache_events)
