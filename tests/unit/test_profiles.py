@@ -61,3 +61,20 @@ def test_generic_profile_sends_the_input_and_wants_an_output() -> None:
     assert probe.body == {"input": {"topic": "x"}} and g.warmup().body == probe.body
     assert probe.correct("some text", []) and probe.correct({"answer": "a"}, [])
     assert not probe.correct("", []) and not probe.correct(None, [])
+
+
+def test_a_drill_that_cannot_reach_the_app_is_skipped_with_its_reason(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from langchain_ha.cluster.state import StateDir
+    from langchain_ha.drills.drillcli import not_applicable
+    from langchain_ha.drills.scenarios import SCENARIOS
+
+    sd = StateDir(tmp_path)
+    agent = Topology(app="examples.agent.app:agent", profile={"name": "order-desk"})
+    sd.topology_file.write_text(agent.model_dump_json())
+    skipped = not_applicable(sd, list(SCENARIOS))
+    assert list(skipped) == ["stream-interrupt"] and "order-desk" in skipped["stream-interrupt"]
+    no_db = Topology(database={"enabled": False})  # the support bot streams; no database
+    sd.topology_file.write_text(no_db.model_dump_json())
+    skipped = not_applicable(sd, list(SCENARIOS))
+    assert set(skipped) == {n for n, s in SCENARIOS.items() if s.needs_db}
+    assert all("database.enabled" in why for why in skipped.values())

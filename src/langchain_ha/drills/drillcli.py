@@ -14,7 +14,8 @@ from langchain_ha.drills.scenarios import SCENARIOS
 
 def drill(scenario: str, *, state_dir: Path, rps: float, duration_s: float,
           json_path: Path | None, html_path: Path | None, up: bool) -> int:
-    """Run one scenario (or ``all``, each in turn); exit 1 if a promise was broken."""
+    """Run one scenario (or ``all``: each that applies to the deployment, in turn); exit 1
+    if a promise was broken or a fault showed nothing."""
     names = list(SCENARIOS) if scenario == "all" else [scenario]
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
@@ -34,7 +35,13 @@ def drill(scenario: str, *, state_dir: Path, rps: float, duration_s: float,
         start(load_topology(None, state_dir=sd.root, balancer__port=0))
         started = True
     try:
-        reports = asyncio.run(_run_all(sd, names, rps, duration_s))
+        skipped = not_applicable(sd, names)
+        if scenario != "all" and skipped:
+            raise UsageError(f"{scenario}: {skipped[scenario]}")
+        for name, why in skipped.items():
+            print(f"drill {name}: skipped, {why}", flush=True)
+        reports = asyncio.run(_run_all(sd, [n for n in names if n not in skipped], rps,
+                                       duration_s))
     finally:
         if started:
             from langchain_ha.cluster.upcli import down
@@ -48,6 +55,24 @@ def drill(scenario: str, *, state_dir: Path, rps: float, duration_s: float,
     if html_path:
         write_html(reports, html_path)
     return 0 if all(r["passed"] for r in reports) else 1
+
+
+def not_applicable(sd: StateDir, names: list[str]) -> dict[str, str]:
+    """The scenarios that cannot show anything on this deployment, with the reason."""
+    from langchain_ha.cluster.topology import Topology
+    from langchain_ha.drills.profiles import profile_for
+
+    topo = Topology.model_validate_json(sd.topology_file.read_text())
+    profile = profile_for(topo)
+    out = {}
+    for name in names:
+        sc = SCENARIOS[name]
+        if sc.needs_db and not topo.database.enabled:
+            out[name] = "it needs the database (database.enabled: true)"
+        elif sc.needs_streams and not profile.streams:
+            out[name] = (f"the app's profile ({profile.name}) streams no model answers, so "
+                         "cutting the provider's streams cannot reach it")
+    return out
 
 
 async def _run_all(sd: StateDir, names: list[str], rps: float,

@@ -65,6 +65,9 @@ class AppProfile:
 
     name = "base"
     memory: Memory = "none"
+    streams = False
+    """Whether the mix streams model answers (``/v1/stream`` over a streaming model call),
+    so a drill that cuts provider streams can show anything."""
 
     def warmup(self) -> Probe:
         """The request ``lcha up`` sends until it gets a 200 through the balancer."""
@@ -85,6 +88,7 @@ class SupportBotProfile(AppProfile):
 
     name = "support-bot"
     memory: Memory = "history"
+    streams = True
 
     def warmup(self) -> Probe:
         return Probe("rag", "/v1/invoke", {"input": {"question": "How do I reset my password?",

@@ -41,6 +41,8 @@ class Scenario:
     at: float = 1 / 3
     clear_at: float | None = None
     needs_db: bool = False
+    needs_streams: bool = False
+    """Only for apps that stream their model's answers (the profile's ``streams``)."""
     rps_factor: float = 1.0
     effect: str | None = None
     """What shows the fault took effect: a degraded component some answer must carry, or
@@ -76,7 +78,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              effect="primary_llm"),
     Scenario("stream-interrupt", "primary provider's streams die after 3 chunks",
              _sim("primary", "streams cut", disconnect_after_chunks=3, routes=["chat"]),
-             "no-failures", clear_at=2 / 3, effect="primary_llm"),
+             "no-failures", clear_at=2 / 3, effect="primary_llm", needs_streams=True),
     Scenario("embeddings-outage", "the embeddings API answers 503",
              _sim("primary", "embeddings outage", status=503, error_rate=1.0,
                   routes=["embeddings"]), "no-failures", clear_at=2 / 3,
