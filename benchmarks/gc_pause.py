@@ -29,8 +29,7 @@ def main(repeats: int) -> None:
     from langchain_ha.demo.support_bot import BotSettings, build_support_bot
 
     nowhere = "http://127.0.0.1:9"  # nothing is called: only the heap matters here
-    bot = build_support_bot(BotSettings(primary_url=nowhere, secondary_url=nowhere,
-                                        tools_url=nowhere, embeddings_url=nowhere))
+    bot = build_support_bot(BotSettings.simulated(nowhere, nowhere))
     tracked = len(gc.get_objects())
     before = _pause_ms(repeats)
     gc.freeze()

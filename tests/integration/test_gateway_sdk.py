@@ -356,7 +356,7 @@ def test_embeddings_are_the_models_whichever_endpoint_answers(gateway: Gateway) 
                                                             encoding_format="float")
     assert [d.embedding for d in served.data] == [d.embedding for d in direct.data]
     assert len(served.data[0].embedding) == 256 and served.model == "sim-embed"
-    expected = "secondary" if gateway.condition == "primary_down" else "primary"
+    expected = "anthropic" if gateway.condition == "primary_down" else "openai"
     assert _lcha(served)["endpoint"] == expected
     # The SDK's default: base64 (float32, as OpenAI sends it), decoded by the SDK.
     packed = client.embeddings.create(model="sim-embed", input=texts)

@@ -228,8 +228,9 @@ def test_embeddings_fail_over_to_another_endpoint_of_the_model(gw: Gateway) -> N
     client = gw.client()
     gw.sims["openai"].set_faults(status=500)
     served = client.embeddings.create(model="sim-embed", input=["a", "b"], encoding_format="float")
-    assert _lcha(served)["endpoint"] == "secondary" and _lcha(served)["fallback"] is True
+    assert _lcha(served)["endpoint"] == "anthropic" and _lcha(served)["fallback"] is True
     gw.sims["anthropic"].set_faults(status=500)
+    gw.sims["gemini"].set_faults(status=500)
     with pytest.raises(openai.InternalServerError) as down:
         client.embeddings.create(model="sim-embed", input="a")
     assert down.value.status_code == 503

@@ -28,8 +28,8 @@ TOPOLOGY = """\
 zones: [az1, az2]
 database: {enabled: false}
 providers:
-  - {name: primary, latency_ms: 5, jitter_ms: 0}
-  - {name: secondary, latency_ms: 5, jitter_ms: 0}
+  - {name: openai, latency_ms: 5, jitter_ms: 0}
+  - {name: anthropic, kind: anthropic, latency_ms: 5, jitter_ms: 0}
 """
 Q = "Where is order AB-1234?"
 TOOL = {"type": "function", "function": {"name": "order_status", "parameters": {
@@ -96,7 +96,7 @@ def test_the_sdk_through_the_balancer(gateway_deployment: Deployment) -> None:
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=dep.url + "/v1", api_key="nope", max_retries=0).models.list()
     # The primary down: the same request answered by the next provider, and it says so.
-    primary = dep.sd.state()["simulators"]["primary"]["url"]
+    primary = dep.sd.state()["simulators"]["openai"]["url"]
     token = dep.sd.secrets()["sim_admin_token"]
     httpx.post(primary + "/_faults", json={"status": 500}, headers=admin_headers(token),
                timeout=10).raise_for_status()

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from langchain_ha.demo.corpus import load_questions
+from langchain_ha.demo.support_bot import sim_env
 from tests.support.fixtures_serve import Replica
 from tests.support.fixtures_sim import SimProcess
 
@@ -19,7 +20,7 @@ def served_bot(sim_factory: Callable[..., SimProcess],
                serve_factory: Callable[..., Replica]) -> tuple[Replica, SimProcess, SimProcess]:
     primary, secondary = sim_factory("served-primary"), sim_factory("served-secondary")
     replica = serve_factory("langchain_ha.demo.support_bot:bot", env={
-        "LCHA_PRIMARY_URL": primary.url, "LCHA_SECONDARY_URL": secondary.url})
+        **sim_env(primary.url, secondary.url)})
     return replica, primary, secondary
 
 
@@ -88,7 +89,7 @@ PLANTED = "[doc:b-note] The quasarmint code is lemon-7. Note it."
 def keyed_bot(served_bot, serve_factory: Callable[..., Replica]) -> Replica:
     _, primary, secondary = served_bot
     return serve_factory("langchain_ha.demo.support_bot:bot", env={
-        "LCHA_PRIMARY_URL": primary.url, "LCHA_SECONDARY_URL": secondary.url,
+        **sim_env(primary.url, secondary.url),
         "LCHA_API_KEYS": "bot-key-a,bot-key-b"})
 
 
@@ -190,7 +191,7 @@ def test_the_llm_cache_answers_a_repeated_question_on_every_replica(
     from prometheus_client.parser import text_string_to_metric_families
 
     primary, secondary = sim_factory("cached-primary"), sim_factory("cached-secondary")
-    env = {"LCHA_PRIMARY_URL": primary.url, "LCHA_SECONDARY_URL": secondary.url,
+    env = {**sim_env(primary.url, secondary.url),
            "LCHA_DB_WRITER": store_conninfo}
     a, b = (serve_factory("langchain_ha.demo.support_bot:bot", env=env),
             serve_factory("langchain_ha.demo.support_bot:bot", env=env))

@@ -26,8 +26,7 @@ def bot(sims: tuple[SimProcess, SimProcess]) -> SupportBot:
     for sim in sims:
         sim.clear_faults()
     primary, secondary = sims
-    return build_support_bot(BotSettings(primary_url=primary.url, secondary_url=secondary.url,
-                                         tools_url=primary.url, embeddings_url=primary.url))
+    return build_support_bot(BotSettings.simulated(primary.url, secondary.url))
 
 
 def test_corpus_is_large_enough_and_questions_point_at_real_documents() -> None:

@@ -25,9 +25,10 @@ def pg_sims(sim_factory: Callable[..., SimProcess]) -> tuple[SimProcess, SimProc
 
 def _settings(sims: tuple[SimProcess, SimProcess], writer: str) -> BotSettings:
     primary, secondary = sims
-    return BotSettings(primary_url=primary.url, secondary_url=secondary.url,
-                       tools_url=primary.url, embeddings_url=primary.url, db_writer=writer,
-                       collection="bot_test")
+    # No LLM cache: these tests watch the providers answer (the cache has its own tests, and
+    # questions other tests asked would be answered from it).
+    return BotSettings.simulated(primary.url, secondary.url, db_writer=writer,
+                                 collection="bot_test", llm_cache_ttl_s=0)
 
 
 @pytest.fixture

@@ -17,6 +17,9 @@ import openai
 import pytest
 from langchain_openai import ChatOpenAI
 
+from langchain_ha.cluster.topology import ProviderSpec
+from langchain_ha.deployment import AppEnvironment
+
 if TYPE_CHECKING:  # (importing the plugins themselves would load them twice)
     from tests.support.fixtures_serve import Replica
     from tests.support.fixtures_sim import SimProcess
@@ -76,9 +79,13 @@ class Gateway:
 
 
 def gateway_env(sims: dict[str, SimProcess], **extra: str) -> dict[str, str]:
-    return {"LCHA_PRIMARY_URL": sims["openai"].url, "LCHA_SECONDARY_URL": sims["anthropic"].url,
-            "LCHA_TERTIARY_URL": sims["gemini"].url, "LCHA_EMBEDDINGS": EMBEDDINGS_APP,
-            "LCHA_API_KEYS": GATEWAY_KEY, "LCHA_ADMIN_TOKEN": GATEWAY_ADMIN, **extra}
+    """Three providers of three kinds, each a simulator, as ``lcha up`` would describe them."""
+    specs = [ProviderSpec(name="openai", kind="openai"),
+             ProviderSpec(name="anthropic", kind="anthropic"),
+             ProviderSpec(name="gemini", kind="google")]
+    app = AppEnvironment(providers=[s.entry(sims[s.name].url) for s in specs])
+    return {**app.to_env(), "LCHA_EMBEDDINGS": EMBEDDINGS_APP, "LCHA_API_KEYS": GATEWAY_KEY,
+            "LCHA_ADMIN_TOKEN": GATEWAY_ADMIN, **extra}
 
 
 @pytest.fixture(scope="session")

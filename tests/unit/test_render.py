@@ -310,17 +310,16 @@ providers:
     objs = objects(out)
     assert {o["kind"] for o in objs}.isdisjoint({"Cluster", "PodMonitor", "ObjectStore"})
     env = env_of(one(objs, "Deployment", "lcha"))
-    # The support bot's slot takes the root (it adds /v1 itself); LCHA_PROVIDERS the client URL.
-    assert env["LCHA_PRIMARY_URL"]["value"] == "https://api.openai.com"
-    assert env["LCHA_SECONDARY_URL"]["value"] == "https://api.anthropic.com"
     providers = json.loads(env["LCHA_PROVIDERS"]["value"])
     assert [(p["kind"], p["model"], p.get("base_url")) for p in providers] == [
         ("openai", "gpt-4.1-mini", "https://api.openai.com/v1/"),
         ("anthropic", "claude-sonnet-4-5", None)]
     assert env["OPENAI_API_KEY"]["valueFrom"]["secretKeyRef"] == {
         "name": "lcha-secrets", "key": "OPENAI_API_KEY"}
-    assert env["LCHA_SECONDARY_API_KEY"]["valueFrom"]["secretKeyRef"] == {
+    assert env["ANTHROPIC_API_KEY"]["valueFrom"]["secretKeyRef"] == {
         "name": "lcha-secrets", "key": "ANTHROPIC_API_KEY"}
+    # One mapping: no provider travels outside LCHA_PROVIDERS.
+    assert not [name for name in env if name.startswith(("LCHA_PRIMARY", "LCHA_SECONDARY"))]
     assert not {"LCHA_DB_WRITER", "PGPASSWORD", "LCHA_TOOLS_URL"} & set(env)
     exprs = " ".join(r["expr"] for g in one(objs, "PrometheusRule")["spec"]["groups"]
                      for r in g["rules"])

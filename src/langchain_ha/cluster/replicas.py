@@ -245,17 +245,10 @@ def app_env(topology: Topology, sims: dict[str, Simulator], *, db_writer: str | 
             db_reader: str | None = None) -> dict[str, str]:
     """What a replica's app is told (:class:`~langchain_ha.deployment.AppEnvironment` as env):
     ``LCHA_PROVIDERS`` (every provider by kind, in order, simulators by their URL), the tool
-    and embeddings endpoints, the database; and, for the support bot, its two provider slots
-    (``LCHA_PRIMARY_URL``, ``LCHA_SECONDARY_URL`` and their keys)."""
-    env = topology.app_environment(lambda spec: sims[spec.name].url, db_writer=db_writer,
-                                   db_reader=db_reader).to_env()
-    for slot, spec in zip(("PRIMARY", "SECONDARY"), topology.providers, strict=False):
-        if spec.simulated:
-            env[f"LCHA_{slot}_URL"] = sims[spec.name].url
-        else:
-            env[f"LCHA_{slot}_URL"] = spec.legacy_url()
-            env[f"LCHA_{slot}_API_KEY"] = os.environ.get(str(spec.api_key_env), "")
-    return env
+    and embeddings endpoints, the database.  Real providers' keys are inherited under the
+    variables their entries name (:func:`replica_inherit`)."""
+    return topology.app_environment(lambda spec: sims[spec.name].url, db_writer=db_writer,
+                                    db_reader=db_reader).to_env()
 
 
 def kill_now(proc: Child | Adopted) -> None:

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from langchain_ha._usage import UsageError
-from langchain_ha.deployment import KIND_BASE_URLS, AppEnvironment, ProviderEntry, ProviderKind
+from langchain_ha.deployment import AppEnvironment, ProviderEntry, ProviderKind
 
 DEFAULT_APP = "langchain_ha.demo.support_bot:bot"
 ZoneName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,19}$")]
@@ -180,12 +180,6 @@ class ProviderSpec(_Strict):
             base_url=base_url, api_key_env=None if self.simulated else self.api_key_env,
             simulated=self.simulated, timeout_s=self.timeout_s,
             context_window=self.context_window, accepts_prefill=self.accepts_prefill)
-
-    def legacy_url(self) -> str:
-        """The URL the support bot's two slots (``LCHA_PRIMARY_URL``...) take for a real provider:
-        the root its clients extend (without OpenAI's ``/v1``)."""
-        url = (self.base_url or KIND_BASE_URLS[self.kind] or "").rstrip("/")
-        return url.removesuffix("/v1")
 
 
 def _default_providers() -> list[ProviderSpec]:

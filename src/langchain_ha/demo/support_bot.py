@@ -6,8 +6,9 @@ overlap when that provider is down, recorded as ``embeddings``; nothing at all, 
 its API fails), chat memory per ``session_id`` and caller (appends once per request key;
 ``history:read`` when the history store cannot be read, so the answer lacked the earlier
 turns, ``history:write`` when this turn could not be saved), and a
-:class:`ResilientChatModel` over two providers and a local extractive model (``primary_llm``
-when a fallback answered).
+:class:`ResilientChatModel` over the deployment's providers (``router_from_env``'s entries,
+``LCHA_PROVIDERS``) and a local extractive model last (``primary_llm`` when a fallback
+answered).
 
 With ``LCHA_DB_WRITER`` set, vectors and chat history live in the HA PostgreSQL cluster
 (:mod:`langchain_ha.demo.pg_backend`), the providers' circuit breakers are shared by every
@@ -34,7 +35,6 @@ from functools import partial
 from typing import Any, Protocol, runtime_checkable
 
 import httpx
-from langchain_anthropic import ChatAnthropic
 from langchain_core.chat_history import BaseChatMessageHistory, InMemoryChatMessageHistory
 from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
@@ -42,13 +42,14 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tools import BaseTool, StructuredTool
 from langchain_core.vectorstores import InMemoryVectorStore
-from langchain_openai import ChatOpenAI, OpenAIEmbeddings
+from langchain_openai import OpenAIEmbeddings
 
 from langchain_ha._context import caller_scoped, current_caller, current_request_key
 from langchain_ha._sync import run_sync
 from langchain_ha._usage import InvalidInput
 from langchain_ha.demo.corpus import CorpusRetriever, load_corpus
 from langchain_ha.demo.local_model import LocalExtractiveModel
+from langchain_ha.deployment import PROVIDERS_ENV, SIM_KEY, AppEnvironment, ProviderEntry
 from langchain_ha.providers import ORDER_ID
 from langchain_ha.resilience.breaker import BreakerConfig, CircuitBreaker
 from langchain_ha.resilience.chat import Provider, ResilientChatModel
@@ -76,14 +77,12 @@ WARM_QUESTIONS = ("How do I reset my password?", "Where is my order AB-1234?",
 
 @dataclass(frozen=True)
 class BotSettings:
-    """Where the bot's providers, tools and (optionally) database are."""
+    """Where the bot's providers, tools, embeddings and (optionally) database are."""
 
-    primary_url: str
-    secondary_url: str
+    providers: tuple[ProviderEntry, ...]
+    """The deployment's providers in priority order (the local extractive model comes last)."""
     tools_url: str
     embeddings_url: str
-    primary_key: str = "sim-key"
-    secondary_key: str = "sim-key"
     embeddings_key: str = "sim-key"
     top_k: int = 3
     db_writer: str | None = None
@@ -94,25 +93,52 @@ class BotSettings:
     """How long a cached answer stays fresh in the database's LLM cache (0: no cache)."""
 
     @classmethod
-    def from_env(cls) -> BotSettings:
-        """Read ``LCHA_PRIMARY_URL`` etc.; keys from ``LCHA_*_API_KEY`` (default: sim key);
-        the database from ``LCHA_DB_WRITER`` / ``LCHA_DB_READER`` (optional)."""
-        env = os.environ
-        missing = [n for n in ("LCHA_PRIMARY_URL", "LCHA_SECONDARY_URL") if not env.get(n)]
+    def simulated(cls, primary_url: str, secondary_url: str, **settings: Any) -> BotSettings:
+        """The demo topology's two providers as simulators (``primary`` of the OpenAI kind,
+        ``secondary`` of the Anthropic kind); the tool API and embeddings at the primary."""
+        env = AppEnvironment.from_env(sim_env(primary_url, secondary_url))
+        return cls(providers=tuple(env.providers), tools_url=primary_url,
+                   embeddings_url=primary_url, **settings)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> BotSettings:
+        """What the deployment set (:class:`~langchain_ha.deployment.AppEnvironment`:
+        ``LCHA_PROVIDERS``, ``LCHA_TOOLS_URL``, ``LCHA_EMBEDDINGS_URL``, ``LCHA_DB_WRITER``,
+        ``LCHA_DB_READER``); ``LCHA_EMBEDDINGS_API_KEY`` (default: the simulator's) and
+        ``LCHA_LLM_CACHE_TTL_S``.  A :class:`ValueError` names what is missing."""
+        env = os.environ if env is None else env
+        app = AppEnvironment.from_env(env)
+        # A simulator serves the tool API and the embeddings too (lcha up points both at the
+        # first one; a hand-made LCHA_PROVIDERS may leave them out).
+        sim = next((str(e.base_url).removesuffix("/v1") for e in app.providers
+                    if e.simulated and e.base_url), None)
+        tools_url, embeddings_url = app.tools_url or sim, app.embeddings_url or sim
+        missing = [n for n, v in ((PROVIDERS_ENV, app.providers), ("LCHA_TOOLS_URL", tools_url),
+                                  ("LCHA_EMBEDDINGS_URL", embeddings_url)) if not v]
         if missing:
-            raise ValueError(f"set {', '.join(missing)} (the providers' base URLs)")
-        primary = env["LCHA_PRIMARY_URL"]
+            raise ValueError(f"set {', '.join(missing)} (lcha up and the Kubernetes manifests "
+                             "set them; langchain_ha.demo.support_bot.sim_env builds them for "
+                             "two simulators)")
         return cls(
-            primary_url=primary, secondary_url=env["LCHA_SECONDARY_URL"],
-            tools_url=env.get("LCHA_TOOLS_URL", primary),
-            embeddings_url=env.get("LCHA_EMBEDDINGS_URL", primary),
-            primary_key=env.get("LCHA_PRIMARY_API_KEY", "sim-key"),
-            secondary_key=env.get("LCHA_SECONDARY_API_KEY", "sim-key"),
-            embeddings_key=env.get("LCHA_EMBEDDINGS_API_KEY", "sim-key"),
-            db_writer=env.get("LCHA_DB_WRITER") or None,
-            db_reader=env.get("LCHA_DB_READER") or None,
+            providers=tuple(app.providers), tools_url=str(tools_url),
+            embeddings_url=str(embeddings_url),
+            embeddings_key=env.get("LCHA_EMBEDDINGS_API_KEY", SIM_KEY),
+            db_writer=app.db_writer, db_reader=app.db_reader,
             llm_cache_ttl_s=_seconds(env, "LCHA_LLM_CACHE_TTL_S", 300.0),
         )
+
+
+def sim_env(primary_url: str, secondary_url: str) -> dict[str, str]:
+    """The environment ``lcha up`` gives the bot for two simulators (``lcha sim``), for
+    serving it by hand: ``primary`` (OpenAI kind), ``secondary`` (Anthropic kind), the tool
+    API and the embeddings at the primary."""
+    primary, secondary = primary_url.rstrip("/"), secondary_url.rstrip("/")
+    return AppEnvironment(providers=[
+        ProviderEntry(name="primary", kind="openai", model="sim-chat",
+                      base_url=primary + "/v1", simulated=True),
+        ProviderEntry(name="secondary", kind="anthropic", model="sim-claude",
+                      base_url=secondary, simulated=True),
+    ], tools_url=primary, embeddings_url=primary).to_env()
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
@@ -356,15 +382,10 @@ def build_support_bot(settings: BotSettings, history: HistoryFactory | None = No
 
         backend = PgBackend(settings.db_writer, settings.db_reader, embeddings,
                             dimensions=EMBED_DIMENSIONS, collection=settings.collection)
-    model = ResilientChatModel(providers=[
-        Provider(name="primary", model=ChatOpenAI(
-            base_url=settings.primary_url + "/v1", api_key=settings.primary_key,  # type: ignore[arg-type]
-            model="sim-chat", max_retries=0)),
-        Provider(name="secondary", model=ChatAnthropic(  # type: ignore[call-arg]
-            base_url=settings.secondary_url, api_key=settings.secondary_key,  # type: ignore[arg-type]
-            model="sim-claude", max_retries=0)),
-        Provider(name="local", model=LocalExtractiveModel()),
-    ], events=events, breaker_store=backend.breakers if backend is not None else None,
+    model = ResilientChatModel(
+        providers=[*(entry.provider() for entry in settings.providers),
+                   Provider(name="local", model=LocalExtractiveModel())],
+        events=events, breaker_store=backend.breakers if backend is not None else None,
         cache=(backend.cache(settings.llm_cache_ttl_s, events)
                if backend is not None and settings.llm_cache_ttl_s > 0 else None))
     prepare = close = None
@@ -381,5 +402,6 @@ def build_support_bot(settings: BotSettings, history: HistoryFactory | None = No
 
 
 def bot() -> SupportBot:
-    """Factory used by ``lcha serve langchain_ha.demo.support_bot:bot`` (settings from env)."""
+    """Factory used by ``lcha serve langchain_ha.demo.support_bot:bot`` (settings from the
+    deployment's environment, :meth:`BotSettings.from_env`)."""
     return build_support_bot(BotSettings.from_env())

@@ -175,13 +175,6 @@ def replica_env(topo: Topology) -> list[Obj]:
     # Each real provider's key under the variable its entry names, from the deployment's secret.
     keys = dict.fromkeys(str(p.api_key_env) for p in topo.providers if not p.simulated)
     env += [_secret_env(name, secret_name(topo), name) for name in keys]
-    for slot, provider in zip(("PRIMARY", "SECONDARY"), topo.providers, strict=False):
-        if provider.simulated:
-            env.append({"name": f"LCHA_{slot}_URL", "value": sim_url(topo, provider)})
-        else:
-            env.append({"name": f"LCHA_{slot}_URL", "value": provider.legacy_url()})
-            env.append(_secret_env(f"LCHA_{slot}_API_KEY", secret_name(topo),
-                                   str(provider.api_key_env)))
     if topo.database.enabled:
         env += [{"name": "LCHA_DB_WRITER", "value": db_conninfo(topo, "rw")},
                 {"name": "LCHA_DB_READER", "value": db_conninfo(topo, "ro")},
