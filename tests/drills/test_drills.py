@@ -150,6 +150,6 @@ async def test_guardian_death_never_leaves_patroni_unguarded(deployment: Deploym
     else:
         raise AssertionError("no new guardian for the member")
     assert most_writable <= 1
-    decisions = " ".join(deployment.sd.state()["decisions"])
+    decisions = " ".join(deployment.sd.state().decisions)
     assert "lost its guardian" in decisions
     await asyncio.to_thread(cluster.wait_healthy, 120)

@@ -96,7 +96,7 @@ def test_the_sdk_through_the_balancer(gateway_deployment: Deployment) -> None:
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=dep.url + "/v1", api_key="nope", max_retries=0).models.list()
     # The primary down: the same request answered by the next provider, and it says so.
-    primary = dep.sd.state()["simulators"]["openai"]["url"]
+    primary = dep.sd.state().simulators["openai"].url
     token = dep.sd.secrets()["sim_admin_token"]
     httpx.post(primary + "/_faults", json={"status": 500}, headers=admin_headers(token),
                timeout=10).raise_for_status()

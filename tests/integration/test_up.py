@@ -19,6 +19,7 @@ import pytest
 
 from langchain_ha._proc import pid_matches, port_is_listening
 from langchain_ha.cluster.haproxy import haproxy_binary
+from langchain_ha.cluster.state import ReplicaRecord
 from langchain_ha.drills.load import run_load, summarize
 from tests.support.fixtures_up import PARENT_ONLY_KEY, REPLICA_SETTING, Deployment
 from tests.support.stranger import READ, UNIX_CONNECT, as_stranger
@@ -41,8 +42,8 @@ def _wait(predicate, timeout: float = 90.0, what: str = "condition"):  # type: i
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _ready_replicas(dep: Deployment) -> list[dict]:  # type: ignore[type-arg]
-    return [r for r in dep.sd.state().get("replicas", []) if r["state"] == "ready"]
+def _ready_replicas(dep: Deployment) -> list[ReplicaRecord]:
+    return [r for r in dep.sd.state().replicas if r.state == "ready"]
 
 
 def test_demo_answers_through_the_balancer(deployment: Deployment) -> None:
@@ -67,7 +68,7 @@ def test_status_json_names_every_process_and_the_database(deployment: Deployment
     # Ready replicas serve at serving_nice: request work yields the CPU to the balancer, the
     # database and the supervisor (which stay at 0) on a shared machine.
     for r in _ready_replicas(deployment):
-        assert os.getpriority(os.PRIO_PROCESS, r["pid"]) == 5
+        assert r.pid and os.getpriority(os.PRIO_PROCESS, r.pid) == 5
     supervisor = next(p for p in status["processes"] if p["role"] == "supervisor")
     assert os.getpriority(os.PRIO_PROCESS, supervisor["pid"]) == 0
     db = status["database"]
@@ -94,7 +95,7 @@ def test_status_json_names_every_process_and_the_database(deployment: Deployment
 
 
 async def test_replica_sigkill_under_load_fails_no_request(deployment: Deployment) -> None:
-    before = {r["id"]: r for r in _ready_replicas(deployment)}
+    before = {r.id: r for r in _ready_replicas(deployment)}
     victim = next(iter(before.values()))
     # A quarter of the demo's measured capacity (120 req/s, docs/results/capacity.json): the
     # survivors and a replacement starting beside them on 2 cores stay within their room on a
@@ -104,24 +105,25 @@ async def test_replica_sigkill_under_load_fails_no_request(deployment: Deploymen
 
     task = asyncio.ensure_future(load)
     await asyncio.sleep(4)
-    os.kill(victim["pid"], signal.SIGKILL)
+    assert victim.pid
+    os.kill(victim.pid, signal.SIGKILL)
     outcomes = await task
     summary = summarize(outcomes)
     failed = [o for o in outcomes if o.outcome == "failed"]
     assert not failed, (summary, failed[:3])
     assert summary["correct_ratio"] == 1.0
     replacement = _wait(lambda: [r for r in _ready_replicas(deployment)
-                                 if r["zone"] == victim["zone"] and r["id"] not in before],
+                                 if r.zone == victim.zone and r.id not in before],
                         what="a replacement replica")
-    assert replacement[0]["pid"] != victim["pid"]
-    decisions = " ".join(deployment.sd.state()["decisions"])
-    assert f"replica {victim['id']}" in decisions and "exited unexpectedly" in decisions
+    assert replacement[0].pid != victim.pid
+    decisions = " ".join(deployment.sd.state().decisions)
+    assert f"replica {victim.id}" in decisions and "exited unexpectedly" in decisions
 
 
 async def test_rollout_under_load_fails_no_request(deployment: Deployment) -> None:
     import asyncio
 
-    generation = deployment.sd.state()["generation"]
+    generation = deployment.sd.state().generation
     task = asyncio.ensure_future(
         run_load(deployment.url, deployment.api_key, rps=25, duration_s=30, run_id="roll"))
     await asyncio.sleep(2)
@@ -131,19 +133,19 @@ async def test_rollout_under_load_fails_no_request(deployment: Deployment) -> No
     failed = [o for o in outcomes if o.outcome == "failed"]
     assert not failed, (summarize(outcomes), failed[:3])
     state = deployment.sd.state()
-    assert state["generation"] == generation + 1
-    assert {r["generation"] for r in state["replicas"]} == {generation + 1}
+    assert state.generation == generation + 1
+    assert {r.generation for r in state.replicas} == {generation + 1}
     assert "rollout" in done.stdout and "zone az3" in done.stdout
 
 
 def test_canary_rollout_weights_then_promotes(deployment: Deployment) -> None:
-    generation = deployment.sd.state()["generation"]
+    generation = deployment.sd.state().generation
     done = deployment.lcha("rollout", "--canary", "20", "--hold", "3")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "takes 20% of the traffic" in done.stdout and "canary healthy" in done.stdout
     state = deployment.sd.state()
-    assert {r["generation"] for r in state["replicas"]} == {generation + 1}
-    assert all(r["weight"] == 1 for r in state["replicas"])  # weights back to even
+    assert {r.generation for r in state.replicas} == {generation + 1}
+    assert all(r.weight == 1 for r in state.replicas)  # weights back to even
     bad = deployment.lcha("rollout", "--canary", "150")
     assert bad.returncode == 2 and "--canary" in bad.stderr
 
@@ -153,41 +155,42 @@ def test_scale_changes_replicas_per_zone(deployment: Deployment) -> None:
     assert bad.returncode == 2 and "max_per_zone" in bad.stderr
     up = deployment.lcha("scale", "2")
     assert up.returncode == 0, up.stderr
-    assert sorted(r["zone"] for r in _ready_replicas(deployment)) == ["az1", "az1", "az2",
+    assert sorted(r.zone for r in _ready_replicas(deployment)) == ["az1", "az1", "az2",
                                                                       "az2", "az3", "az3"]
     down = deployment.lcha("scale", "1")
     assert down.returncode == 0, down.stderr
-    assert len(deployment.sd.state()["replicas"]) == 3
+    assert len(deployment.sd.state().replicas) == 3
 
 
 def test_a_new_supervisor_adopts_what_is_running(deployment: Deployment) -> None:
     state = deployment.sd.state()
-    pids = sorted(r["pid"] for r in state["replicas"])
-    os.killpg(state["supervisor"]["pid"], signal.SIGKILL)
+    pids = sorted(r.pid or 0 for r in state.replicas)
+    assert state.supervisor.pid
+    os.killpg(state.supervisor.pid, signal.SIGKILL)
     _wait(lambda: deployment.sd.supervisor_pid() is None, 10, "the supervisor to die")
     assert _ask(deployment, "How do I reset my password?").status_code == 200  # still serving
     again = deployment.lcha("up", "--demo", "--port", "0")
     assert again.returncode == 0, again.stdout + again.stderr
     assert "adopt" in again.stdout
     after = deployment.sd.state()
-    assert sorted(r["pid"] for r in after["replicas"]) == pids
-    assert after["supervisor"]["pid"] != state["supervisor"]["pid"]
+    assert sorted(r.pid or 0 for r in after.replicas) == pids
+    assert after.supervisor.pid != state.supervisor.pid
     assert _ask(deployment, "How do I reset my password?").status_code == 200
 
 
 @pytest.mark.skipif(shutil.which("prometheus") is None, reason="no prometheus on PATH")
 def test_local_prometheus_scrapes_the_replicas_with_the_rules(deployment: Deployment) -> None:
-    prom = deployment.sd.state()["prometheus"]
-    ports = {f"127.0.0.1:{r['port']}" for r in _ready_replicas(deployment)}
+    prom = deployment.sd.state().prometheus
+    ports = {f"127.0.0.1:{r.port}" for r in _ready_replicas(deployment)}
 
     def scraped() -> bool:
-        targets = httpx.get(f"{prom['url']}/api/v1/targets", timeout=5).json()
+        targets = httpx.get(f"{prom.url}/api/v1/targets", timeout=5).json()
         up = {t["labels"]["instance"] for t in targets["data"]["activeTargets"]
               if t["health"] == "up"}
         return ports <= up
 
     _wait(scraped, 60, "prometheus to scrape every replica")
-    rules = httpx.get(f"{prom['url']}/api/v1/rules", timeout=5).json()["data"]["groups"]
+    rules = httpx.get(f"{prom.url}/api/v1/rules", timeout=5).json()["data"]["groups"]
     assert any(r["name"] for g in rules for r in g["rules"])
 
 
@@ -261,11 +264,11 @@ def test_the_balancer_has_no_tcp_admin_and_its_socket_is_private(deployment: Dep
                                                                  ) -> None:
     """M4: the balancer (HAProxy or Caddy) listens on its port alone; its control socket
     (0600, in a 0700 directory) answers us and refuses another user who can walk up to it."""
-    lb = deployment.sd.state()["balancer"]
-    listening = {c.laddr for c in psutil.Process(lb["pid"]).net_connections("inet")
+    lb = deployment.sd.state().balancer
+    listening = {c.laddr for c in psutil.Process(lb.pid).net_connections("inet")
                  if c.status == psutil.CONN_LISTEN}
-    assert listening == {("127.0.0.1", lb["port"])}
-    sock = Path(lb["admin_socket"])
+    assert listening == {("127.0.0.1", lb.port)}
+    sock = Path(str(lb.admin_socket))
     assert stat.S_IMODE(sock.stat().st_mode) == 0o600
     assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o700
     assert deployment.status()["balancer"]["upstreams"]  # our own view, over the socket
@@ -275,13 +278,14 @@ def test_the_balancer_has_no_tcp_admin_and_its_socket_is_private(deployment: Dep
 def test_a_balancer_that_dies_is_restarted_and_answers_again(deployment: Deployment) -> None:
     """The supervisor's "balancer was gone" path: SIGKILL the balancer; the supervisor starts
     it again on the same URL with every slot, and requests are answered through it."""
-    lb = deployment.sd.state()["balancer"]
-    os.kill(lb["pid"], signal.SIGKILL)
-    restarted = _wait(lambda: (deployment.sd.state()["balancer"]["pid"] != lb["pid"]
-                               and deployment.sd.state()["balancer"]["pid"]),
+    lb = deployment.sd.state().balancer
+    assert lb.pid
+    os.kill(lb.pid, signal.SIGKILL)
+    restarted = _wait(lambda: (deployment.sd.state().balancer.pid != lb.pid
+                               and deployment.sd.state().balancer.pid),
                       what="a restarted balancer")
-    decisions = " ".join(deployment.sd.state()["decisions"])
-    assert f"{lb['kind']} (the load balancer) was gone: restarted on {lb['url']}" in decisions
+    decisions = " ".join(deployment.sd.state().decisions)
+    assert f"{lb.kind} (the load balancer) was gone: restarted on {lb.url}" in decisions
     assert psutil.Process(restarted).is_running()
     resp = _wait(lambda: (r := _try_ask(deployment)) is not None and r.status_code == 200 and r,
                  what="an answer through the restarted balancer")

@@ -35,7 +35,7 @@ class Deployment:
 
     @property
     def url(self) -> str:
-        return str(self.sd.state()["balancer"]["url"])
+        return str(self.sd.state().balancer.url)
 
     @property
     def api_key(self) -> str:

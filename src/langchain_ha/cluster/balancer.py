@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from langchain_ha._files import private_dir
 from langchain_ha._proc import Child
+from langchain_ha.cluster.state import BalancerRecord
 
 _MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes
 
@@ -87,7 +88,7 @@ class LoadBalancer(Protocol):
         """Its own view of each upstream: ``address``, ``num_requests``, ``fails``..."""
         ...
 
-    def to_json(self, pid: int | None) -> dict[str, Any]:
+    def record(self, pid: int | None) -> BalancerRecord:
         """Its entry in the state file (``pid``: the balancer process's)."""
         ...
 

@@ -16,6 +16,7 @@ from langchain_ha._usage import UsageError
 from langchain_ha.cluster.balancer import LoadBalancer
 from langchain_ha.cluster.caddy import CaddyBalancer, upstreams_view
 from langchain_ha.cluster.haproxy import HaproxyBalancer, haproxy_binary, stats_view
+from langchain_ha.cluster.state import BalancerRecord
 from langchain_ha.cluster.topology import Topology
 
 KINDS = ("auto", "haproxy", "caddy")
@@ -54,12 +55,12 @@ def make_balancer(topology: Topology, port: int, state_dir: Path, kind: str | No
     return CaddyBalancer(topology.balancer, port, state_dir)
 
 
-def live_view(entry: dict[str, Any]) -> list[dict[str, Any]] | None:
+def live_view(entry: BalancerRecord) -> list[dict[str, Any]] | None:
     """The running balancer's view of its upstreams, from its state-file entry (None if its
     control socket does not answer)."""
-    sock = entry.get("admin_socket")
+    sock = entry.admin_socket
     if not sock:
         return None
-    if entry.get("kind") == "haproxy":
+    if entry.kind == "haproxy":
         return stats_view(Path(sock))
     return upstreams_view(Path(sock))

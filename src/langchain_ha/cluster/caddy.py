@@ -38,6 +38,7 @@ from langchain_ha.cluster.balancer import (
     private_socket_dir,
     remove_socket,
 )
+from langchain_ha.cluster.state import BalancerRecord
 from langchain_ha.cluster.topology import Balancer
 
 SERVER = "lcha"
@@ -205,11 +206,11 @@ class CaddyBalancer:
         """Caddy's own view of its upstreams: address, in-flight requests, recent fails."""
         return upstreams_view(self.admin_socket) or []
 
-    def to_json(self, pid: int | None) -> dict[str, Any]:
+    def record(self, pid: int | None) -> BalancerRecord:
         """Its entry in the state file (``pid``: Caddy's)."""
-        return {"pid": pid, "kind": self.kind, "marker": self.marker, "port": self.port,
-                "admin_socket": str(self.admin_socket), "url": self.url, "role": "balancer",
-                "upstreams": [vars(u) for u in self.upstreams]}
+        return BalancerRecord(pid=pid, kind=self.kind, marker=self.marker, port=self.port,
+                              admin_socket=str(self.admin_socket), url=self.url,
+                              upstreams=[vars(u) for u in self.upstreams])
 
     def cleanup(self) -> None:
         """After Caddy stopped: remove its socket (and the directory made for it, if it is not

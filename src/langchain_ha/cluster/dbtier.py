@@ -15,6 +15,7 @@ import httpx
 
 from langchain_ha.cluster.patroni_config import ClusterSpec, member_name
 from langchain_ha.cluster.postgres import PostgresCluster
+from langchain_ha.cluster.state import DatabaseRecord, MemberRecord
 from langchain_ha.cluster.topology import Topology
 
 HEAL_AFTER_S = 30.0
@@ -107,18 +108,17 @@ class DbTier:
                 self._members = []
         return self._members
 
-    def to_json(self) -> dict[str, Any]:
+    def record(self) -> DatabaseRecord:
+        """Its entry in the state file: the members as Patroni sees them, with their PIDs."""
         if not self.enabled:
-            return {"enabled": False}
-        return {
-            "enabled": True, "dir": str(self.cluster.base),
-            "writer": self.writer, "reader": self.reader,
-            "members": [{"name": m.get("name"), "role": m.get("role"), "state": m.get("state"),
-                         "zone": m.get("zone"), "lag": m.get("lag"),
-                         "timeline": m.get("timeline"), "port": m.get("port"),
-                         **self._pids(str(m.get("zone")))}
-                        for m in self.members()],
-        }
+            return DatabaseRecord(enabled=False)
+        return DatabaseRecord(
+            enabled=True, dir=str(self.cluster.base), writer=self.writer, reader=self.reader,
+            members=[MemberRecord(name=m.get("name"), role=m.get("role"), state=m.get("state"),
+                                  zone=m.get("zone"), lag=m.get("lag"),
+                                  timeline=m.get("timeline"), port=m.get("port"),
+                                  **self._pids(str(m.get("zone"))))
+                     for m in self.members()])
 
     def _pids(self, zone: str) -> dict[str, int | None]:
         if zone not in self.cluster.spec.zones:

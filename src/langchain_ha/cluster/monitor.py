@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from langchain_ha._proc import Adopted, Child, free_port
+from langchain_ha.cluster.state import PrometheusRecord
 from langchain_ha.cluster.topology import Topology
 
 
@@ -30,16 +31,16 @@ class LocalPrometheus:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, prior: dict[str, Any]) -> None:
+    def start(self, prior: PrometheusRecord) -> None:
         """Adopt the Prometheus an earlier supervisor started, or start one."""
         from langchain_ha.deploy.render import render_prometheus
 
         render_prometheus(self.topo, self.dir)
         marker = str(self.dir / "prometheus.yml")
-        if prior.get("pid"):
-            old = Adopted(int(prior["pid"]), name="prometheus", marker=marker)
+        if prior.pid and prior.port:
+            old = Adopted(prior.pid, name="prometheus", marker=marker)
             if old.alive():
-                self.proc, self.port = old, int(prior["port"])
+                self.proc, self.port = old, prior.port
                 return
         self.port = free_port()
         self.proc = Child(["prometheus", f"--config.file={marker}",
@@ -58,11 +59,12 @@ class LocalPrometheus:
             tmp.replace(self.dir / "targets.json")
             self._targets = groups
 
-    def to_json(self) -> dict[str, Any]:
+    def record(self) -> PrometheusRecord:
+        """Its entry in the state file (empty while it does not run)."""
         if self.proc is None:
-            return {}
-        return {"pid": self.proc.pid, "port": self.port, "url": self.url, "role": "prometheus",
-                "marker": str(self.dir / "prometheus.yml")}
+            return PrometheusRecord()
+        return PrometheusRecord(pid=self.proc.pid, port=self.port, url=self.url,
+                                marker=str(self.dir / "prometheus.yml"))
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -19,7 +19,6 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
 
 import httpx
 
@@ -35,12 +34,12 @@ from langchain_ha._proc import (
     user_ids,
 )
 from langchain_ha._runas import is_open
+from langchain_ha.cluster.state import ReplicaRecord, ReplicaState, SimulatorRecord
 from langchain_ha.cluster.topology import ProviderSpec, Topology
 from langchain_ha.providers import ADMIN_TOKEN_ENV
 
 STARTUP_NICE = 10
 REPLICA_USER = "lcha-serve"
-ReplicaState = Literal["starting", "ready", "draining"]
 Proc = Child | Adopted
 
 
@@ -73,13 +72,13 @@ class Replica:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "zone": self.zone, "port": self.port, "pid": self.proc.pid,
-                "generation": self.generation, "state": self.state, "ready": self.ready,
-                "inflight": self.inflight, "room": self.room, "misses": self.misses,
-                "weight": self.weight,
-                "started_at": self.started_at, "ready_at": self.ready_at, "app": self.app,
-                "role": "replica"}
+    def record(self) -> ReplicaRecord:
+        """Its entry in the state file."""
+        return ReplicaRecord(id=self.id, zone=self.zone, port=self.port, pid=self.proc.pid,
+                             generation=self.generation, state=self.state, ready=self.ready,
+                             inflight=self.inflight, room=self.room, misses=self.misses,
+                             weight=self.weight, started_at=self.started_at,
+                             ready_at=self.ready_at, app=self.app)
 
 
 def drain_grace_s(topology: Topology) -> float:
@@ -167,18 +166,17 @@ def set_priority(pid: int, nice: int) -> None:
         f.write(str(nice))
 
 
-def adopt_replica(entry: dict[str, Any]) -> Replica | None:
+def adopt_replica(entry: ReplicaRecord) -> Replica | None:
     """A replica recorded by an earlier supervisor, if its process still runs."""
-    proc = Adopted(int(entry["pid"]), name=f"replica-{entry['id']}",
-                   marker=replica_marker(str(entry["id"])))
+    if entry.pid is None:
+        return None
+    proc = Adopted(entry.pid, name=f"replica-{entry.id}", marker=replica_marker(entry.id))
     if not proc.alive():
         return None
-    state = entry.get("state", "starting")
-    return Replica(id=str(entry["id"]), zone=str(entry["zone"]), port=int(entry["port"]),
-                   generation=int(entry["generation"]), proc=proc,
-                   state=state if state in ("starting", "ready", "draining") else "starting",
-                   started_at=float(entry.get("started_at", time.time())),
-                   app=str(entry.get("app", "")), ready_at=entry.get("ready_at"))
+    return Replica(id=entry.id, zone=entry.zone, port=entry.port, generation=entry.generation,
+                   proc=proc, state=entry.state,
+                   started_at=entry.started_at or time.time(), app=entry.app,
+                   ready_at=entry.ready_at)
 
 
 async def probe(client: httpx.AsyncClient, replica: Replica, timeout: float) -> None:
@@ -209,9 +207,10 @@ class Simulator:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.spec.name, "port": self.port, "pid": self.proc.pid,
-                "url": self.url, "role": "simulator"}
+    def record(self) -> SimulatorRecord:
+        """Its entry in the state file."""
+        return SimulatorRecord(name=self.spec.name, port=self.port, pid=self.proc.pid,
+                               url=self.url)
 
 
 def sim_marker(name: str, port: int) -> str:
@@ -235,9 +234,12 @@ def start_simulator(spec: ProviderSpec, logs: Path, port: int | None = None, *,
     return Simulator(spec=spec, port=port, proc=child)
 
 
-def adopt_simulator(spec: ProviderSpec, entry: dict[str, Any]) -> Simulator | None:
-    port = int(entry["port"])
-    proc = Adopted(int(entry["pid"]), name=f"sim-{spec.name}", marker=sim_marker(spec.name, port))
+def adopt_simulator(spec: ProviderSpec, entry: SimulatorRecord) -> Simulator | None:
+    """A simulator recorded by an earlier supervisor, if its process still runs."""
+    if entry.pid is None:
+        return None
+    port = entry.port
+    proc = Adopted(entry.pid, name=f"sim-{spec.name}", marker=sim_marker(spec.name, port))
     return Simulator(spec=spec, port=port, proc=proc) if proc.alive() else None
 
 

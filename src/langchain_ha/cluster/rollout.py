@@ -20,6 +20,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from langchain_ha.cluster.replicas import NoFreeSlot
+from langchain_ha.cluster.state import RolloutRecord
 
 if TYPE_CHECKING:
     from langchain_ha.cluster.replicas import Replica
@@ -152,8 +153,9 @@ class Rollout:
         self.message = f"all replicas on generation {self.to_gen} in {took:.1f}s"
         return f"rollout {self.id} done: {self.message}"
 
-    def to_json(self) -> dict[str, Any]:
-        return dict(vars(self))
+    def record(self) -> RolloutRecord:
+        """Its entry in the state file (every field)."""
+        return RolloutRecord.model_validate(vars(self))
 
 
 def _judge(sup: Supervisor, canary: Replica) -> tuple[bool, str]:

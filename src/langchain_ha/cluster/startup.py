@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -22,7 +22,7 @@ from langchain_ha.cluster.replicas import (
     slot_ports,
     start_simulator,
 )
-from langchain_ha.cluster.state import read_json
+from langchain_ha.cluster.state import BalancerRecord, DeploymentState, read_json
 from langchain_ha.drills.profiles import profile_for
 
 if TYPE_CHECKING:
@@ -47,7 +47,8 @@ async def bring_up(sup: Supervisor) -> None:
         sup._say(f"database: {summary}", progress=True)
     for spec in sup.topo.providers:
         if spec.simulated and spec.name not in sup.sims:
-            port = prior.get("simulators", {}).get(spec.name, {}).get("port")
+            earlier = prior.simulators.get(spec.name)
+            port = earlier.port if earlier else None
             sup.sims[spec.name] = await asyncio.to_thread(
                 start_simulator, spec, sup.sd.logs, _reuse(port),
                 admin_token=sup.sim_admin_token)
@@ -67,9 +68,9 @@ async def bring_up(sup: Supervisor) -> None:
         await sup.cycle(balancer=False)
         await asyncio.sleep(0.2)
     sup._say(f"replicas: {want()} ready", progress=True)
-    start_balancer(sup, prior.get("balancer", {}))
+    start_balancer(sup, prior.balancer)
     if sup.prometheus.available():
-        await asyncio.to_thread(sup.prometheus.start, prior.get("prometheus") or {})
+        await asyncio.to_thread(sup.prometheus.start, prior.prometheus)
         sup._say(f"prometheus: {sup.prometheus.url} (alert rules loaded)", progress=True)
     await sup.cycle()
     await warm_up(sup)
@@ -77,32 +78,32 @@ async def bring_up(sup: Supervisor) -> None:
     sup._say(f"ready: {sup.lb.url if sup.lb else '?'}", progress=True)
     sup._write_state()
 
-def adopt(sup: Supervisor, prior: dict[str, Any]) -> None:
+def adopt(sup: Supervisor, prior: DeploymentState) -> None:
     """Take over what an earlier supervisor left running (or lay out the balancer slots)."""
-    sup.slots = {z: [int(p) for p in ports] for z, ports in prior.get("slots", {}).items()}
+    sup.slots = {z: list(ports) for z, ports in prior.slots.items()}
     per_zone = sup.topo.replicas.max_per_zone + 1  # one extra for a rollout's surge replica
     if sorted(sup.slots) != sorted(sup.topo.zones) or any(
             len(v) != per_zone for v in sup.slots.values()):
         ports = iter(slot_ports(per_zone * len(sup.topo.zones)))
         sup.slots = {z: [next(ports) for _ in range(per_zone)] for z in sup.topo.zones}
-    sup._next_index = int(prior.get("next_index", 0))
-    for entry in prior.get("replicas", []):
+    sup._next_index = prior.next_index
+    for entry in prior.replicas:
         replica = adopt_replica(entry)
         if replica is not None:
             sup.replicas.append(replica)
     if sup.replicas:  # a live deployment: carry on where the last supervisor was
-        sup.generation = int(prior.get("generation", 1))
-        sup.apps = {int(k): v for k, v in prior.get("apps", {}).items()} or sup.apps
-        sup.per_zone = int(prior.get("per_zone", sup.per_zone))
-        sup.base_per_zone = int(prior.get("base_per_zone", sup.base_per_zone))
-        sup.applied_seq = int(prior.get("applied_seq", 0))
+        sup.generation = prior.generation
+        sup.apps = dict(prior.apps) or sup.apps
+        sup.per_zone = prior.per_zone
+        sup.base_per_zone = prior.base_per_zone
+        sup.applied_seq = prior.applied_seq
     else:  # a fresh start: the topology decides, and old operator requests are history
         sup.applied_seq = int(read_json(sup.sd.control_file).get("seq", 0))
     sup.apps.setdefault(sup.generation, sup.topo.app)
     for spec in sup.topo.providers:
-        entry = prior.get("simulators", {}).get(spec.name)
-        if spec.simulated and entry:
-            sim = adopt_simulator(spec, entry)
+        sim_entry = prior.simulators.get(spec.name)
+        if spec.simulated and sim_entry:
+            sim = adopt_simulator(spec, sim_entry)
             if sim is not None:
                 sup.sims[spec.name] = sim
     adopted = len(sup.replicas) + len(sup.sims)
@@ -110,17 +111,17 @@ def adopt(sup: Supervisor, prior: dict[str, Any]) -> None:
         sup._say(f"adopted {len(sup.replicas)} replicas and {len(sup.sims)} simulators "
                   "left running by an earlier supervisor", progress=True)
 
-def start_balancer(sup: Supervisor, prior: dict[str, Any]) -> None:
-    port = sup.topo.balancer.port or int(prior.get("port") or 0) or free_port()
-    pid = prior.get("pid")
+def start_balancer(sup: Supervisor, prior: BalancerRecord) -> None:
+    port = sup.topo.balancer.port or prior.port or free_port()
+    pid = prior.pid
     kind = balancer_kind(sup.topo)
     if pid:  # an earlier supervisor's balancer keeps its kind (prior states are Caddy's)
-        old_kind = str(prior.get("kind") or "caddy")
+        old_kind = prior.kind or "caddy"
         lb = make_balancer(sup.topo, port, sup.sd.root, old_kind)
-        old = Adopted(int(pid), name=old_kind, marker=str(prior.get("marker") or lb.marker))
+        old = Adopted(pid, name=old_kind, marker=prior.marker or lb.marker)
         if old.alive() and lb.answers():
             sup.lb, sup.lb_proc = lb, old
-            lb.upstreams = tuple(Upstream(**u) for u in prior.get("upstreams") or [])
+            lb.upstreams = tuple(Upstream(**u) for u in prior.upstreams)
             sup._say(f"load balancer: adopted {old_kind} (pid {pid})", progress=True)
             return
     sup.lb = make_balancer(sup.topo, port, sup.sd.root, kind)

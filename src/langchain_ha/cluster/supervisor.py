@@ -48,7 +48,12 @@ from langchain_ha.cluster.replicas import (
 )
 from langchain_ha.cluster.rollout import Rollout
 from langchain_ha.cluster.startup import START_TIMEOUT_S, bring_up
-from langchain_ha.cluster.state import StateDir, write_json
+from langchain_ha.cluster.state import (
+    BalancerRecord,
+    DeploymentState,
+    StateDir,
+    SupervisorRecord,
+)
 from langchain_ha.cluster.topology import Topology
 
 log = logging.getLogger("langchain_ha.supervisor")
@@ -363,19 +368,19 @@ class Supervisor:
 
     def _write_state(self) -> None:
         lb_pid = self.lb_proc.pid if self.lb_proc else None
-        write_json(self.sd.state_file, {
-            "supervisor": {"pid": os.getpid()},
-            "phase": self.phase, "progress": self.progress, "decisions": list(self.decisions),
-            "generation": self.generation, "apps": self.apps, "per_zone": self.per_zone,
-            "base_per_zone": self.base_per_zone, "applied_seq": self.applied_seq,
-            "next_index": self._next_index, "slots": self.slots,
-            "rollout": self.rollout.to_json() if self.rollout else None,
-            "balancer": self.lb.to_json(lb_pid) if self.lb else {"role": "balancer"},
-            "simulators": {n: s.to_json() for n, s in self.sims.items()},
-            "replicas": [r.to_json() for r in self.replicas],
-            "database": self.db.to_json(), "prometheus": self.prometheus.to_json(),
-            "updated_at": time.time(),
-        })
+        self.sd.write_state(DeploymentState(
+            supervisor=SupervisorRecord(pid=os.getpid()),
+            phase=self.phase, progress=list(self.progress), decisions=list(self.decisions),
+            generation=self.generation, apps=dict(self.apps), per_zone=self.per_zone,
+            base_per_zone=self.base_per_zone, applied_seq=self.applied_seq,
+            next_index=self._next_index, slots=self.slots,
+            rollout=self.rollout.record() if self.rollout else None,
+            balancer=self.lb.record(lb_pid) if self.lb else BalancerRecord(),
+            simulators={n: s.record() for n, s in self.sims.items()},
+            replicas=[r.record() for r in self.replicas],
+            database=self.db.record(), prometheus=self.prometheus.record(),
+            updated_at=time.time(),
+        ))
 
     async def _shutdown(self) -> None:
         self.phase = "stopping"

@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from langchain_ha._usage import UsageError
 from langchain_ha.cluster.balancers import balancer_kind, live_view
 from langchain_ha.cluster.dbcli import member_table, text_table
 from langchain_ha.cluster.replicas import replica_marker, sim_marker
-from langchain_ha.cluster.state import SUPERVISOR_MARKER, StateDir
+from langchain_ha.cluster.state import SUPERVISOR_MARKER, DeploymentState, StateDir
 from langchain_ha.cluster.topology import Topology, load_topology
 from langchain_ha.drills.profiles import profile_for
 from langchain_ha.providers import admin_headers
@@ -53,7 +54,7 @@ def up(topo: Topology) -> int:
     sd.create()
     write_private(sd.topology_file, topo.model_dump_json(indent=2))
     sd.secrets()
-    adopting = bool(sd.state().get("replicas"))
+    adopting = bool(sd.state().replicas)
     print(f"lcha up: {_shape(topo)}; state in {sd.root}"
           + (" (adopting what is still running)" if adopting else ""), flush=True)
     # The supervisor is this command carried on: it gets the whole environment (provider
@@ -64,15 +65,15 @@ def up(topo: Topology) -> int:
     deadline = time.monotonic() + UP_TIMEOUT_S
     while time.monotonic() < deadline:
         state = sd.state()
-        mine = state.get("supervisor", {}).get("pid") == child.pid
-        progress = state.get("progress", []) if mine else []
+        mine = state.supervisor.pid == child.pid
+        progress = state.progress if mine else []
         for line in progress[shown:]:
             print(f"  {line}", flush=True)
         shown = max(shown, len(progress))
-        if mine and state.get("phase") == "ready":
+        if mine and state.phase == "ready":
             _banner(sd)
             return 0
-        if not child.alive() or (mine and state.get("phase") in ("failed", "stopped")):
+        if not child.alive() or (mine and state.phase in ("failed", "stopped")):
             child.proc.wait(60)
             raise UsageError(f"the deployment did not come up; see {sd.logs}/supervisor.log"
                              f"{_tail(sd.logs / 'supervisor.log')}")
@@ -120,40 +121,38 @@ def _sweep(sd: StateDir) -> int:
     return found
 
 
-def processes(state: dict[str, Any]) -> list[dict[str, Any]]:
+def processes(state: DeploymentState) -> list[dict[str, Any]]:
     """Every process of the deployment: pid, role, zone, port, name (and a command marker)."""
     out: list[dict[str, Any]] = []
-    sup = state.get("supervisor", {}).get("pid")
-    if sup:
+    if state.supervisor.pid:
         out.append({"name": "supervisor", "role": "supervisor", "zone": None, "port": None,
-                    "pid": sup, "marker": SUPERVISOR_MARKER})
-    lb = state.get("balancer") or {}
-    if lb.get("pid"):
-        kind = lb.get("kind") or "caddy"
-        out.append({"name": kind, "role": "balancer", "zone": None, "port": lb.get("port"),
-                    "pid": lb["pid"], "marker": lb.get("marker") or "/caddy/initial.json"})
-    for name, sim in (state.get("simulators") or {}).items():
+                    "pid": state.supervisor.pid, "marker": SUPERVISOR_MARKER})
+    lb = state.balancer
+    if lb.pid:
+        kind = lb.kind or "caddy"
+        out.append({"name": kind, "role": "balancer", "zone": None, "port": lb.port,
+                    "pid": lb.pid, "marker": lb.marker or "/caddy/initial.json"})
+    for name, sim in state.simulators.items():
         out.append({"name": f"sim-{name}", "role": "simulator", "zone": None,
-                    "port": sim["port"], "pid": sim["pid"],
-                    "marker": sim_marker(name, int(sim["port"]))})
-    prom = state.get("prometheus") or {}
-    if prom.get("pid"):
+                    "port": sim.port, "pid": sim.pid, "marker": sim_marker(name, sim.port)})
+    prom = state.prometheus
+    if prom.pid:
         out.append({"name": "prometheus", "role": "prometheus", "zone": None,
-                    "port": prom["port"], "pid": prom["pid"], "marker": prom["marker"]})
-    for r in state.get("replicas") or []:
-        out.append({"name": f"replica-{r['id']}", "role": "replica", "zone": r["zone"],
-                    "port": r["port"], "pid": r["pid"], "marker": replica_marker(str(r["id"]))})
-    for m in (state.get("database") or {}).get("members", []):
-        for role in ("guardian", "patroni", "postgres"):
-            pid = m.get(f"{role}_pid")
+                    "port": prom.port, "pid": prom.pid, "marker": prom.marker})
+    for r in state.replicas:
+        out.append({"name": f"replica-{r.id}", "role": "replica", "zone": r.zone,
+                    "port": r.port, "pid": r.pid, "marker": replica_marker(r.id)})
+    for m in state.database.members:
+        for role, pid in (("guardian", m.guardian_pid), ("patroni", m.patroni_pid),
+                          ("postgres", m.postgres_pid)):
             if pid:
-                out.append({"name": f"{m['name']}-{role}", "role": f"db-{role}",
-                            "zone": m.get("zone"), "port": m.get("port") if role == "postgres"
-                            else None, "pid": pid, "db_role": m.get("role")})
+                out.append({"name": f"{m.name}-{role}", "role": f"db-{role}",
+                            "zone": m.zone, "port": m.port if role == "postgres" else None,
+                            "pid": pid, "db_role": m.role})
     return out
 
 
-def _ports(state: dict[str, Any]) -> list[int]:
+def _ports(state: DeploymentState) -> list[int]:
     return [int(p["port"]) for p in processes(state) if p.get("port")]
 
 
@@ -161,7 +160,7 @@ def status(state_dir: Path, as_json: bool) -> int:
     """Zones, replicas, balancer view, database members, breakers, simulator faults."""
     sd = StateDir(state_dir)
     state = sd.state()
-    if not state:
+    if state.updated_at is None:
         raise UsageError(f"--state-dir {sd.root}: nothing here (lcha up first)")
     report = collect_status(sd, state)
     # Nothing in the report should hold a secret; redact() makes sure none is printed.
@@ -172,43 +171,44 @@ def status(state_dir: Path, as_json: bool) -> int:
     return 0 if report["supervisor"]["running"] else 1
 
 
-def collect_status(sd: StateDir, state: dict[str, Any]) -> dict[str, Any]:
+def collect_status(sd: StateDir, state: DeploymentState) -> dict[str, Any]:
     """What ``status --json`` prints: the state file plus live views of each component."""
     secrets = sd.secrets()
     admin = {"Authorization": f"Bearer {secrets['admin_token']}"}
-    lb = dict(state.get("balancer") or {})
-    if lb.get("admin_socket"):
-        lb["upstreams"] = live_view(lb)
+    lb = state.balancer.model_dump(mode="json")
+    if state.balancer.admin_socket:
+        lb["upstreams"] = live_view(state.balancer)
     sims = {}
-    for name, sim in (state.get("simulators") or {}).items():
+    for name, sim in state.simulators.items():
         try:
-            faults = httpx.get(f"{sim['url']}/_faults", timeout=2,
+            faults = httpx.get(f"{sim.url}/_faults", timeout=2,
                                headers=admin_headers(secrets["sim_admin_token"])
                                ).raise_for_status().json()
         except (httpx.HTTPError, ValueError):
             faults = None
-        sims[name] = {**sim, "faults": faults}
+        sims[name] = {**sim.model_dump(mode="json"), "faults": faults}
     breakers: dict[str, Any] = {}
-    for r in state.get("replicas") or []:
-        if r.get("state") == "ready":
+    for r in state.replicas:
+        if r.state == "ready":
             try:
-                resp = httpx.get(f"http://127.0.0.1:{r['port']}/admin/breakers", headers=admin,
+                resp = httpx.get(f"http://127.0.0.1:{r.port}/admin/breakers", headers=admin,
                                  timeout=2)
-                breakers = {"replica": r["id"], "breakers": resp.json()}
+                breakers = {"replica": r.id, "breakers": resp.json()}
                 break
             except (httpx.HTTPError, ValueError):
                 continue
     sup_pid = sd.supervisor_pid()
     return {
-        "supervisor": {"pid": state.get("supervisor", {}).get("pid"),
-                       "running": sup_pid is not None},
-        "phase": state.get("phase") if sup_pid else "not running",
-        "url": lb.get("url"), "generation": state.get("generation"),
-        "per_zone": state.get("per_zone"), "rollout": state.get("rollout"),
-        "balancer": lb, "replicas": state.get("replicas", []), "simulators": sims,
-        "database": state.get("database", {}), "breakers": breakers,
+        "supervisor": {"pid": state.supervisor.pid, "running": sup_pid is not None},
+        "phase": state.phase if sup_pid else "not running",
+        "url": state.balancer.url, "generation": state.generation,
+        "per_zone": state.per_zone,
+        "rollout": state.rollout.model_dump(mode="json") if state.rollout else None,
+        "balancer": lb, "replicas": [r.model_dump(mode="json") for r in state.replicas],
+        "simulators": sims, "database": state.database.model_dump(mode="json"),
+        "breakers": breakers,
         "processes": [{k: v for k, v in p.items() if k != "marker"} for p in processes(state)],
-        "decisions": state.get("decisions", [])[-10:],
+        "decisions": state.decisions[-10:],
     }
 
 
@@ -245,10 +245,10 @@ def scale(state_dir: Path, per_zone: int, wait_s: float = 180.0) -> int:
     seq = sd.request("scale", per_zone=per_zone)
     want = per_zone * len(topo.zones)
 
-    def done(state: dict[str, Any]) -> bool:
-        reps = state.get("replicas", [])
-        return (state.get("applied_seq", 0) >= seq and len(reps) == want
-                and all(r["state"] == "ready" for r in reps))
+    def done(state: DeploymentState) -> bool:
+        reps = state.replicas
+        return (state.applied_seq >= seq and len(reps) == want
+                and all(r.state == "ready" for r in reps))
 
     _follow(sd, done, wait_s)
     print(f"scaled: {per_zone} per zone, {want} replicas ready")
@@ -264,14 +264,14 @@ def rollout(state_dir: Path, canary: float | None, hold_s: float, app: str | Non
         raise UsageError("--app: module:attr of the Runnable to serve")
     seq = sd.request("rollout", canary=canary, hold_s=hold_s, app=app)
 
-    def done(state: dict[str, Any]) -> bool:
-        ro = state.get("rollout") or {}
-        return ro.get("id") == seq and ro.get("status") in ("done", "aborted")
+    def done(state: DeploymentState) -> bool:
+        ro = state.rollout
+        return ro is not None and ro.id == seq and ro.status in ("done", "aborted")
 
-    state = _follow(sd, done, wait_s)
-    ro = state["rollout"]
-    print(f"rollout {ro['status']}: {ro['message']}")
-    return 0 if ro["status"] == "done" else 1
+    ro = _follow(sd, done, wait_s).rollout
+    assert ro is not None  # done() saw it
+    print(f"rollout {ro.status}: {ro.message}")
+    return 0 if ro.status == "done" else 1
 
 
 LOG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
@@ -304,13 +304,14 @@ def _running(state_dir: Path) -> StateDir:
     return sd
 
 
-def _follow(sd: StateDir, done: Any, wait_s: float) -> dict[str, Any]:
+def _follow(sd: StateDir, done: Callable[[DeploymentState], bool],
+            wait_s: float) -> DeploymentState:
     """Print the supervisor's decisions until ``done(state)``; the final state."""
-    seen = set(sd.state().get("decisions", []))
+    seen = set(sd.state().decisions)
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         state = sd.state()
-        for d in state.get("decisions", []):
+        for d in state.decisions:
             if d not in seen:
                 seen.add(d)
                 print(f"  {d}", flush=True)
@@ -323,8 +324,7 @@ def _follow(sd: StateDir, done: Any, wait_s: float) -> dict[str, Any]:
 
 
 def _banner(sd: StateDir) -> None:
-    state = sd.state()
-    url = (state.get("balancer") or {}).get("url")
+    url = sd.state().balancer.url
     key = sd.secrets()["api_key"]
     # The app profile's warm-up request, as the example (the demo's: a support question).
     probe = profile_for(Topology.model_validate_json(sd.topology_file.read_text())).warmup()

@@ -38,13 +38,13 @@ async def run_scenario(sd: StateDir, scenario: Scenario, *, rps: float,
     """Run one scenario against the deployment in ``sd``; its report (see the README)."""
     state = sd.state()
     topo = Topology.model_validate_json(sd.topology_file.read_text())
-    db = state.get("database") or {}
-    if scenario.needs_db and not db.get("enabled"):
+    db = state.database
+    if scenario.needs_db and not db.enabled:
         raise ValueError(f"{scenario.name} needs the database (database.enabled: true)")
     await wait_settled(sd)
     run_id = f"{scenario.name}-{int(time.time())}"
     inj = Injector(sd)
-    probe = WriteProbe(db["writer"], run_id) if db.get("enabled") else None
+    probe = WriteProbe(db.writer, run_id) if db.enabled and db.writer else None
     probe_task = asyncio.create_task(probe.run()) if probe else None
     deadline_s = topo.replicas.request_timeout_s
     rate = rps * scenario.rps_factor
@@ -55,7 +55,7 @@ async def run_scenario(sd: StateDir, scenario: Scenario, *, rps: float,
     t0 = time.monotonic()
     api_key = sd.secrets()["api_key"]
     profile = profile_for(topo)
-    load = asyncio.create_task(run_load(state["balancer"]["url"], api_key,
+    load = asyncio.create_task(run_load(str(state.balancer.url), api_key,
                                         rps=rate, duration_s=duration_s, run_id=run_id,
                                         timeout_s=deadline_s + 10, t0=t0, profile=profile))
     faults: list[dict[str, Any]] = []
@@ -63,7 +63,7 @@ async def run_scenario(sd: StateDir, scenario: Scenario, *, rps: float,
     try:
         if scenario.inject is not None:
             await asyncio.sleep(duration_s * scenario.at)
-            generation = int(sd.state().get("generation", 0))
+            generation = sd.state().generation
             done = await asyncio.to_thread(scenario.inject, inj)
             faults.append({"t": round(time.monotonic() - t0, 2), **done})
             if scenario.inject == Injector.rollout:
@@ -90,14 +90,14 @@ async def run_scenario(sd: StateDir, scenario: Scenario, *, rps: float,
     recovery = recovery_s(outcomes, faults)
     window = fault_window(faults, recovery, duration_s)
     acked: dict[str, Any] | None = None
-    if probe is not None:
-        await wait_writable(db["writer"])
+    if probe is not None and db.writer:
+        await wait_writable(db.writer)
         turns = [(_stored_turn(api_key, o), o.end) for o in outcomes if o.acked_write]
         probe_rows = [(n, at - t0) for n, at in probe.acked]
         probe_tally = tally(probe_rows, await probe.missing(), window)
         check = {"history": missing_history, "checkpoints": missing_checkpoint_turns}.get(
             profile.memory)
-        missing = await check(db["writer"], [t for t, _ in turns]) if check else set()
+        missing = await check(db.writer, [t for t, _ in turns]) if check else set()
         turn_tally = tally(turns if check else [], missing, window)
         acked = {k: probe_tally[k] + turn_tally[k] for k in probe_tally}
         acked |= {"probe_rows": probe_tally, "chat_turns": turn_tally,
@@ -177,15 +177,15 @@ async def watch_rollout(sd: StateDir, generation: int, t0: float,
     the new generation, or ``until`` (a monotonic time: the load's end) passes."""
     while True:
         state = sd.state()
-        ro = state.get("rollout") or {}
-        new = int(state.get("generation", 0))
-        reps = state.get("replicas", [])
-        on_new = sum(1 for r in reps if int(r.get("generation", 0)) == new)
-        done = (ro.get("status") == "done" and new > generation and reps
-                and on_new == len(reps) and all(r["state"] == "ready" for r in reps))
+        status = state.rollout.status if state.rollout else None
+        new = state.generation
+        reps = state.replicas
+        on_new = sum(1 for r in reps if r.generation == new)
+        done = (status == "done" and new > generation and bool(reps)
+                and on_new == len(reps) and all(r.state == "ready" for r in reps))
         now = time.monotonic()
-        if done or now >= until or ro.get("status") == "aborted":
-            return {"status": ro.get("status"), "generation_before": generation,
+        if done or now >= until or status == "aborted":
+            return {"status": status, "generation_before": generation,
                     "generation": new, "replicas": len(reps), "on_new": on_new,
                     "finished_s": round(now - t0, 2) if done else None}
         await asyncio.sleep(0.5)
@@ -197,20 +197,18 @@ async def wait_settled(sd: StateDir, timeout: float = SETTLE_TIMEOUT_S) -> None:
     deadline = time.monotonic() + timeout
     while True:
         state = sd.state()
-        reps = state.get("replicas", [])
-        per_zone = int(state.get("per_zone", 1))
-        zones = {r["zone"] for r in reps if r["state"] == "ready"}
-        replicas_ok = len([r for r in reps if r["state"] == "ready"]) >= per_zone * len(zones) \
-            and all(r["state"] == "ready" for r in reps) and zones
-        db = state.get("database") or {}
-        members = db.get("members", [])
-        db_ok = not db.get("enabled") or (
-            sum(m.get("role") == "leader" for m in members) == 1
-            and all(m.get("state") in ("running", "streaming") for m in members)
+        reps = state.replicas
+        zones = {r.zone for r in reps if r.state == "ready"}
+        replicas_ok = len([r for r in reps if r.state == "ready"]) >= state.per_zone * len(zones) \
+            and all(r.state == "ready" for r in reps) and zones
+        members = state.database.members
+        db_ok = not state.database.enabled or (
+            sum(m.role == "leader" for m in members) == 1
+            and all(m.state in ("running", "streaming") for m in members)
             and len(members) == len(Topology.model_validate_json(
                 sd.topology_file.read_text()).zones))
-        ro = state.get("rollout") or {}
-        if replicas_ok and db_ok and ro.get("status") not in ("rolling", "canary"):
+        rolling = state.rollout is not None and state.rollout.status in ("rolling", "canary")
+        if replicas_ok and db_ok and not rolling:
             return
         if time.monotonic() > deadline:
             raise TimeoutError("the deployment did not settle (lcha status shows why)")

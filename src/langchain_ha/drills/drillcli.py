@@ -108,18 +108,18 @@ def capacity(*, state_dir: Path, p99_ms: float, start: float, step: float, step_
         raise UsageError(f"--state-dir {sd.root}: no deployment running (lcha up first)")
     state = sd.state()
     key = sd.secrets()["api_key"]
-    replica = next(r for r in state["replicas"] if r["state"] == "ready")
+    replica = next(r for r in state.replicas if r.state == "ready")
     topo = Topology.model_validate_json(sd.topology_file.read_text())
     kw = {"p99_ms": p99_ms, "start": start, "step": step, "step_s": step_s, "hold_s": hold_s,
           "max_rps": max_rps}
     profile = profile_for(topo)
-    print(f"cluster ({len(state['replicas'])} replicas through the balancer):", flush=True)
-    cluster = asyncio.run(ramp(state["balancer"]["url"], key, label="cluster", profile=profile,
+    print(f"cluster ({len(state.replicas)} replicas through the balancer):", flush=True)
+    cluster = asyncio.run(ramp(str(state.balancer.url), key, label="cluster", profile=profile,
                                 **kw))
-    print(f"one replica ({replica['id']}, direct):", flush=True)
-    single = asyncio.run(ramp(f"http://127.0.0.1:{replica['port']}", key, label="replica",
+    print(f"one replica ({replica.id}, direct):", flush=True)
+    single = asyncio.run(ramp(f"http://127.0.0.1:{replica.port}", key, label="replica",
                               profile=profile, **kw))
-    result = {"cluster": cluster, "replica": single, "replicas": len(state["replicas"]),
+    result = {"cluster": cluster, "replica": single, "replicas": len(state.replicas),
               "ratio": round(cluster["capacity_rps"] / single["capacity_rps"], 2)
               if single["capacity_rps"] else None,
               "replayed": cluster["replayed"] + single["replayed"]}

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import httpx
 
 from langchain_ha.cluster.postgres import rest_credentials
-from langchain_ha.cluster.state import StateDir
+from langchain_ha.cluster.state import DeploymentState, MemberRecord, ReplicaRecord, StateDir
 from langchain_ha.providers import admin_headers
 
 Undo = Callable[[], None]
@@ -33,18 +32,18 @@ class Injector:
     undos: list[Undo] = field(default_factory=list)
 
     @property
-    def state(self) -> dict[str, Any]:
+    def state(self) -> DeploymentState:
         return self.sd.state()
 
-    def replicas(self, zone: str | None = None) -> list[dict[str, Any]]:
-        return [r for r in self.state.get("replicas", [])
-                if r["state"] == "ready" and (zone is None or r["zone"] == zone)]
+    def replicas(self, zone: str | None = None) -> list[ReplicaRecord]:
+        return [r for r in self.state.replicas
+                if r.state == "ready" and r.pid and (zone is None or r.zone == zone)]
 
-    def members(self) -> list[dict[str, Any]]:
-        return list(self.state.get("database", {}).get("members", []))
+    def members(self) -> list[MemberRecord]:
+        return list(self.state.database.members)
 
-    def leader(self) -> dict[str, Any]:
-        leader = next((m for m in self.members() if m.get("role") == "leader"), None)
+    def leader(self) -> MemberRecord:
+        leader = next((m for m in self.members() if m.role == "leader"), None)
         if leader is None:
             raise RuntimeError("the database has no leader to fail")
         return leader
@@ -53,25 +52,24 @@ class Injector:
 
     def kill_replica(self, zone: str | None = None) -> dict[str, str]:
         victim = self.replicas(zone)[0]
-        os.kill(int(victim["pid"]), signal.SIGKILL)
-        return {"action": "SIGKILL replica", "target": f"{victim['id']} (pid {victim['pid']})"}
+        os.kill(_pid_of(victim), signal.SIGKILL)
+        return {"action": "SIGKILL replica", "target": f"{victim.id} (pid {victim.pid})"}
 
     def stop_replica(self) -> dict[str, str]:
         """SIGSTOP: the process holds its sockets but never answers (a gray failure)."""
         victim = self.replicas()[0]
-        pid = int(victim["pid"])
+        pid = _pid_of(victim)
         os.kill(pid, signal.SIGSTOP)
         self.undos.append(lambda: _signal(pid, signal.SIGCONT))
-        return {"action": "SIGSTOP replica", "target": f"{victim['id']} (pid {pid})"}
+        return {"action": "SIGSTOP replica", "target": f"{victim.id} (pid {pid})"}
 
-    def kill_member(self, member: dict[str, Any]) -> dict[str, str]:
+    def kill_member(self, member: MemberRecord) -> dict[str, str]:
         """SIGKILL a database member's guardian, Patroni (and its raft DCS member), postgres."""
-        pids = [member.get(k) for k in ("guardian_pid", "patroni_pid", "postgres_pid")]
-        for pid in pids:
+        for pid in (member.guardian_pid, member.patroni_pid, member.postgres_pid):
             if pid:
-                _signal(int(pid), signal.SIGKILL)
+                _signal(pid, signal.SIGKILL)
         return {"action": "SIGKILL db member (guardian, Patroni + raft, postgres)",
-                "target": f"{member['name']} ({member.get('role')})"}
+                "target": f"{member.name} ({member.role})"}
 
     def kill_primary(self) -> dict[str, str]:
         return self.kill_member(self.leader())
@@ -84,49 +82,39 @@ class Injector:
     def zone_outage(self) -> dict[str, str]:
         """Every process of the primary's zone: its replicas and its database member."""
         leader = self.leader()
-        zone = str(leader["zone"])
+        zone = str(leader.zone)
         for r in self.replicas(zone):
-            _signal(int(r["pid"]), signal.SIGKILL)
+            _signal(_pid_of(r), signal.SIGKILL)
         self.kill_member(leader)
         return {"action": "SIGKILL every process of a zone", "target": f"{zone} (primary's zone)"}
 
     def switchover(self) -> dict[str, str]:
         leader = self.leader()
-        candidate = next((m for m in self.members() if m.get("role") == "sync_standby"), None)
-        rest = _rest_port(self.sd, str(leader["zone"]))
-        body = {"leader": leader["name"], **({"candidate": candidate["name"]} if candidate else {})}
+        candidate = next((m for m in self.members() if m.role == "sync_standby"), None)
+        rest = _rest_port(self.sd, str(leader.zone))
+        body = {"leader": leader.name, **({"candidate": candidate.name} if candidate else {})}
         resp = httpx.post(f"http://127.0.0.1:{rest}/switchover", json=body, timeout=30,
                           auth=rest_credentials(self.sd.db_dir))
         resp.raise_for_status()
-        return {"action": "patroni switchover", "target": f"{leader['name']} -> "
-                f"{candidate['name'] if candidate else 'any'}"}
+        return {"action": "patroni switchover", "target": f"{leader.name} -> "
+                f"{candidate.name if candidate else 'any'}"}
 
     def rollout(self) -> dict[str, str]:
         seq = self.sd.request("rollout", canary=None, hold_s=0, app=None)
         return {"action": "rolling deploy", "target": f"request {seq}"}
-
-    def rollout_done(self, seq_hint: int | None = None, timeout: float = 300) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            ro = self.state.get("rollout") or {}
-            if ro.get("status") in ("done", "aborted"):
-                return ro.get("status") == "done"
-            time.sleep(0.5)
-        return False
 
     # -- providers ----------------------------------------------------------------------------
 
     def provider_fault(self, name: str, label: str, **faults: Any) -> dict[str, str]:
         """Set ``faults`` on simulator ``name``; ``primary`` names the deployment's first
         provider whatever it is called (it also serves the tool API and the embeddings)."""
-        sims = self.state["simulators"]
+        sims = self.state.simulators
         if name not in sims and name == "primary" and sims:
             name = next(iter(sims))
-        sim = sims[name]
+        url = sims[name].url
         headers = admin_headers(self.sd.secrets()["sim_admin_token"])
-        resp = httpx.post(f"{sim['url']}/_faults", json=faults, timeout=5, headers=headers)
+        resp = httpx.post(f"{url}/_faults", json=faults, timeout=5, headers=headers)
         resp.raise_for_status()
-        url = sim["url"]
         self.undos.append(lambda: _clear_faults(url, headers))
         return {"action": label, "target": f"{name} {faults}"}
 
@@ -135,6 +123,12 @@ class Injector:
         while self.undos:
             with contextlib.suppress(Exception):
                 self.undos.pop()()
+
+
+def _pid_of(replica: ReplicaRecord) -> int:
+    if not replica.pid:  # never 0: os.kill(0, ...) would signal our own process group
+        raise RuntimeError(f"replica {replica.id} has no process")
+    return replica.pid
 
 
 def _signal(pid: int, sig: int) -> None:
