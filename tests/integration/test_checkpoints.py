@@ -126,3 +126,24 @@ async def fresh_saver(cluster: PostgresCluster) -> AsyncIterator[DurableCheckpoi
         yield saver
     finally:
         await saver.close()
+
+
+async def test_threads_checkpoint_side_by_side(store_conninfo: str) -> None:
+    """Each call has its own pooled connection, so one thread's checkpoint write never waits
+    for another's: with the upstream saver's one lock per saver, a call made while another
+    held it waited (a replica wrote one checkpoint at a time for all its threads)."""
+    saver = await DurableCheckpointer.connect(store_conninfo)
+    try:
+        graph = StateGraph(Counter)
+        graph.add_node("step", lambda state: {"n": state["n"] + 1})
+        graph.add_edge(START, "step")
+        graph.add_edge("step", END)
+        app = graph.compile(checkpointer=saver)
+        run = time.time_ns()
+        async with saver.lock:  # held, as a call in progress holds it upstream
+            done = await asyncio.wait_for(asyncio.gather(*(
+                app.ainvoke({"n": i}, {"configurable": {"thread_id": f"side-{run}-{i}"}})
+                for i in range(8))), timeout=20)
+        assert [d["n"] for d in done] == [i + 1 for i in range(8)]
+    finally:
+        await saver.close()

@@ -126,8 +126,9 @@ class SharedIdempotencyStore:
     def __init__(self, writer: str, *, connect_timeout_s: float = 1.0,
                  pool_timeout_s: float = 1.0, call_timeout_s: float = 2.0,
                  local_for_s: float = 2.0) -> None:
+        # A few short statements per request: a small pool (every replica opens one).
         self.db = Database.from_conninfo(writer, connect_timeout_s=connect_timeout_s,
-                                         pool_timeout_s=pool_timeout_s)
+                                         pool_timeout_s=pool_timeout_s, max_size=4)
         self._call_timeout_s = call_timeout_s
         self._shared = PgIdempotencyStore(self.db)
         self._local = InMemoryIdempotencyStore()

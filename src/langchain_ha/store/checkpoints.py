@@ -14,14 +14,21 @@ writer conninfo, with two additions the upstream saver lacks for an HA database:
 With the cluster's synchronous replication a checkpoint whose ``aput`` returned is on two
 members, so it survives the loss of the primary (``tests/integration/test_checkpoints.py``).
 
+The upstream saver also takes one lock around every call (so that a single connection is never
+used by two coroutines); with a pool each call has a connection of its own, so here the lock
+is a no-op: with it, a replica wrote one checkpoint at a time for all its threads, and an agent
+replica's capacity was bounded by that queue rather than by its CPU, where admission control
+can see it.
+
 Why not our own saver: the upstream one is LangGraph's reference for PostgreSQL, kept in step
 with LangGraph's checkpoint format; what an HA cluster needs is around the calls, not in them.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import psycopg
 import psycopg_pool
@@ -56,6 +63,17 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 """Errors after which a checkpoint call is sent again (to whichever member is primary)."""
 
 
+class _PerConnection(asyncio.Lock):
+    """The upstream saver's lock, for a saver on a pool: it never waits (a pooled connection
+    is used by one call at a time already)."""
+
+    async def acquire(self) -> Literal[True]:
+        return True
+
+    def release(self) -> None:
+        return None
+
+
 class DurableCheckpointer(AsyncPostgresSaver):
     """``AsyncPostgresSaver`` on the HA cluster's primary, riding out a failover.
 
@@ -72,6 +90,7 @@ class DurableCheckpointer(AsyncPostgresSaver):
     def __init__(self, pool: psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[DictRow]],
                  *, deadline_s: float = 45.0, serde: SerializerProtocol | None = None) -> None:
         super().__init__(pool, serde=serde)
+        self.lock = _PerConnection()  # each call has its own pooled connection
         self.pool = pool
         self.deadline_s = deadline_s
         self.retries = 0
