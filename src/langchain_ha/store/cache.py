@@ -28,8 +28,8 @@ import asyncio
 import hashlib
 import logging
 import warnings
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Awaitable, Sequence
+from typing import Any, Protocol, TypeVar
 
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
 from langchain_core.embeddings import Embeddings
@@ -51,6 +51,7 @@ from langchain_ha.store._db import (
 from langchain_ha.store.schema import ensure_schema, ensure_semantic, semantic_table
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _MISS_ERRORS: tuple[type[BaseException], ...] = (*UNAVAILABLE, UndefinedTable, TimeoutError)
 
@@ -129,16 +130,19 @@ class _PgBackedCache(BaseCache):
     async def _put(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> bool:
         raise NotImplementedError
 
-    async def _lookup(self, prompt: str, llm_string: str, stale: bool) -> RETURN_VAL_TYPE | None:
+    async def _within(self, what: str, call: Awaitable[T]) -> tuple[bool, T | None]:
+        """``call``'s result within ``timeout_s``; ``(False, None)`` when the database could
+        not serve it (logged: the caller counts it)."""
         try:
             async with asyncio.timeout(self.timeout_s):
-                found = await self._get(prompt, llm_string, stale)
+                return True, await call
         except _MISS_ERRORS as exc:
-            log.warning("cache %s: lookup failed (%s), treated as a miss", self.label,
-                        type(exc).__name__)
-            self._lookup_was("error")
-            return None
-        self._lookup_was("miss" if found is None else "hit")
+            log.warning("cache %s: %s failed (%s)", self.label, what, type(exc).__name__)
+            return False, None
+
+    async def _lookup(self, prompt: str, llm_string: str, stale: bool) -> RETURN_VAL_TYPE | None:
+        ok, found = await self._within("lookup (a miss)", self._get(prompt, llm_string, stale))
+        self._lookup_was("error" if not ok else "miss" if found is None else "hit")
         return found
 
     def _lookup_was(self, outcome: str) -> None:
@@ -165,15 +169,9 @@ class _PgBackedCache(BaseCache):
         if _not_cacheable(return_val, self.cache_tool_calls):
             self._update_was("skipped")
             return
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                stored = await self._put(prompt, llm_string, return_val)
-        except _MISS_ERRORS as exc:
-            log.warning("cache %s: update failed (%s), not cached", self.label,
-                        type(exc).__name__)
-            self._update_was("error")
-            return
-        self._update_was("stored" if stored else "skipped")
+        ok, stored = await self._within("update (not cached)",
+                                        self._put(prompt, llm_string, return_val))
+        self._update_was("error" if not ok else "stored" if stored else "skipped")
 
     def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
         return run_sync(self.alookup(prompt, llm_string))
