@@ -132,9 +132,9 @@ async def test_guardian_death_never_leaves_patroni_unguarded(deployment: Deploym
     import os
     import signal
 
-    from langchain_ha.cluster.dbcli import _cluster
+    from langchain_ha.cluster.dbcli import cluster_at
 
-    cluster = _cluster(deployment.sd.db_dir)
+    cluster = cluster_at(deployment.sd.db_dir)
     zone = "az2"
     old = cluster.guardian_pid(zone)
     assert old

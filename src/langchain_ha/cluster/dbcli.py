@@ -17,8 +17,10 @@ from langchain_ha.cluster.patroni_config import ClusterSpec, Replication, archiv
 from langchain_ha.cluster.postgres import PostgresCluster, load_secrets
 
 
-def _cluster(state_dir: Path, replication: Replication = "sync",
-             etcd_hosts: tuple[str, ...] = ()) -> PostgresCluster:
+def cluster_at(state_dir: Path, replication: Replication = "sync",
+               etcd_hosts: tuple[str, ...] = ()) -> PostgresCluster:
+    """The Patroni cluster whose state directory is ``state_dir`` (its members' zones and
+    DCS from the ``state.json`` there, when it was created already)."""
     state = state_dir / "state.json"
     spec = ClusterSpec(base_dir=state_dir, replication=replication, etcd_hosts=etcd_hosts)
     if state.exists():
@@ -32,7 +34,7 @@ def _running_cluster(state_dir: Path) -> tuple[PostgresCluster, list[dict[str, A
     """The cluster in ``state_dir`` and its members, or a UsageError saying what is wrong."""
     if not (state_dir / "state.json").exists():
         raise UsageError(f"--state-dir {state_dir}: no cluster state here (lcha db up first)")
-    cluster = _cluster(state_dir)
+    cluster = cluster_at(state_dir)
     try:
         return cluster, cluster.members()
     except Exception as exc:
@@ -55,7 +57,7 @@ def up(state_dir: Path, replication: Replication, show_secrets: bool,
     hosts = tuple(h.strip() for h in (etcd or "").split(",") if h.strip())
     if any(not re.fullmatch(r"[\w.-]+:\d{1,5}", h) for h in hosts):
         raise UsageError("--etcd: a comma-separated list of host:port (the etcd members)")
-    cluster = _cluster(state_dir, replication, hosts)
+    cluster = cluster_at(state_dir, replication, hosts)
     print(f"starting {len(cluster.spec.zones)} PostgreSQL members in {state_dir} ...", flush=True)
     cluster.start()
     print(member_table(cluster.members()))
@@ -67,7 +69,7 @@ def up(state_dir: Path, replication: Replication, show_secrets: bool,
 def down(state_dir: Path) -> int:
     if not (state_dir / "state.json").exists():
         raise UsageError(f"--state-dir {state_dir}: no cluster state here")
-    _cluster(state_dir).stop()
+    cluster_at(state_dir).stop()
     print("all members stopped")
     return 0
 
@@ -99,7 +101,7 @@ def switchover(state_dir: Path, candidate: str | None) -> int:
 
 def _running(state_dir: Path) -> bool:
     try:
-        _cluster(state_dir).members()
+        cluster_at(state_dir).members()
         return True
     except Exception:
         return False

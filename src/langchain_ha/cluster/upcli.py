@@ -112,9 +112,9 @@ def _sweep(sd: StateDir) -> int:
             Adopted(int(proc["pid"]), name=str(proc["name"]), marker=marker).stop(timeout=5)
             found += 1
     if (sd.db_dir / "state.json").exists():
-        from langchain_ha.cluster.dbcli import _cluster
+        from langchain_ha.cluster.dbcli import cluster_at
 
-        cluster = _cluster(sd.db_dir)
+        cluster = cluster_at(sd.db_dir)
         if any(cluster.guardian_pid(z) or cluster.postgres_pid(z) for z in cluster.spec.zones):
             cluster.stop()
             found += 1
