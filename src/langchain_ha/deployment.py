@@ -103,6 +103,14 @@ class ProviderEntry(BaseModel):
         return ChatGoogleGenerativeAI(google_api_key=key, model=self.model, max_retries=0,
                                       timeout=self.timeout_s, **extra)
 
+    @property
+    def sim_root(self) -> str | None:
+        """A simulated entry's simulator root URL (without OpenAI's ``/v1``; the simulator
+        also serves the tool API and the embeddings there); None for a real provider."""
+        if not self.simulated or not self.base_url:
+            return None
+        return self.base_url.removesuffix("/v1")
+
     def provider(self, env: Mapping[str, str] | None = None) -> Provider:
         """This entry as one of the router's providers."""
         from langchain_ha.resilience.chat import Provider

@@ -35,8 +35,7 @@ def embeddings() -> ResilientEmbeddings:
     order; without simulators, at ``LCHA_EMBEDDINGS_URL`` (key ``LCHA_EMBEDDINGS_API_KEY``)."""
     app = AppEnvironment.from_env()
     model = os.environ.get("LCHA_EMBEDDINGS_MODEL", "sim-embed")
-    roots = {e.name: (str(e.base_url).removesuffix("/v1"), SIM_KEY)
-             for e in app.providers if e.simulated and e.base_url}
+    roots = {e.name: (root, SIM_KEY) for e in app.providers if (root := e.sim_root)}
     if not roots and app.embeddings_url:
         roots = {"embeddings": (app.embeddings_url.rstrip("/"),
                                 os.environ.get("LCHA_EMBEDDINGS_API_KEY", SIM_KEY))}

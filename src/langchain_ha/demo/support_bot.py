@@ -96,9 +96,9 @@ class BotSettings:
     def simulated(cls, primary_url: str, secondary_url: str, **settings: Any) -> BotSettings:
         """The demo topology's two providers as simulators (``primary`` of the OpenAI kind,
         ``secondary`` of the Anthropic kind); the tool API and embeddings at the primary."""
-        env = AppEnvironment.from_env(sim_env(primary_url, secondary_url))
-        return cls(providers=tuple(env.providers), tools_url=primary_url,
-                   embeddings_url=primary_url, **settings)
+        app = sim_environment(primary_url, secondary_url)
+        return cls(providers=tuple(app.providers), tools_url=str(app.tools_url),
+                   embeddings_url=str(app.embeddings_url), **settings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> BotSettings:
@@ -110,8 +110,7 @@ class BotSettings:
         app = AppEnvironment.from_env(env)
         # A simulator serves the tool API and the embeddings too (lcha up points both at the
         # first one; a hand-made LCHA_PROVIDERS may leave them out).
-        sim = next((str(e.base_url).removesuffix("/v1") for e in app.providers
-                    if e.simulated and e.base_url), None)
+        sim = next((e.sim_root for e in app.providers if e.sim_root), None)
         tools_url, embeddings_url = app.tools_url or sim, app.embeddings_url or sim
         missing = [n for n, v in ((PROVIDERS_ENV, app.providers), ("LCHA_TOOLS_URL", tools_url),
                                   ("LCHA_EMBEDDINGS_URL", embeddings_url)) if not v]
@@ -130,15 +129,20 @@ class BotSettings:
 
 def sim_env(primary_url: str, secondary_url: str) -> dict[str, str]:
     """The environment ``lcha up`` gives the bot for two simulators (``lcha sim``), for
-    serving it by hand: ``primary`` (OpenAI kind), ``secondary`` (Anthropic kind), the tool
-    API and the embeddings at the primary."""
+    serving it by hand (:func:`sim_environment` as variables)."""
+    return sim_environment(primary_url, secondary_url).to_env()
+
+
+def sim_environment(primary_url: str, secondary_url: str) -> AppEnvironment:
+    """Two simulators as the demo topology's providers: ``primary`` (OpenAI kind),
+    ``secondary`` (Anthropic kind), the tool API and the embeddings at the primary."""
     primary, secondary = primary_url.rstrip("/"), secondary_url.rstrip("/")
     return AppEnvironment(providers=[
         ProviderEntry(name="primary", kind="openai", model="sim-chat",
                       base_url=primary + "/v1", simulated=True),
         ProviderEntry(name="secondary", kind="anthropic", model="sim-claude",
                       base_url=secondary, simulated=True),
-    ], tools_url=primary, embeddings_url=primary).to_env()
+    ], tools_url=primary, embeddings_url=primary)
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float) -> float:

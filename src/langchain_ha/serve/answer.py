@@ -181,7 +181,7 @@ async def run_keyed(served: Served, request: Request,
             return errors.client_error(409, "conflict", "a request with this Idempotency-Key is "
                                        "still running; retry later", "Idempotency-Key")
     served.metrics.idempotency.labels(
-        store="shared" if getattr(store, "shared_now", False) else "local",
+        store="shared" if store.shared_now else "local",
         outcome="replayed" if stored is not None else "answered").inc()
     if stored is not None:
         if stored.fingerprint != body_print:

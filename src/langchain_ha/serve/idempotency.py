@@ -58,6 +58,11 @@ def fingerprint(body: bytes) -> str:
 class IdempotencyStore(Protocol):
     """Where answers to keyed requests are kept (under :func:`scoped_key` keys)."""
 
+    @property
+    def shared_now(self) -> bool:
+        """Whether a key kept now is seen by every replica (the metric's ``store`` label)."""
+        ...
+
     async def get(self, key: str) -> StoredResponse | None: ...
 
     async def put(self, key: str, status: int, body: bytes, headers: dict[str, str],
@@ -72,6 +77,8 @@ class IdempotencyStore(Protocol):
 
 class InMemoryIdempotencyStore:
     """Per-replica store with expiry (bounded: oldest entries go first beyond ``max_entries``)."""
+
+    shared_now = False  # this replica's alone
 
     def __init__(self, max_entries: int = 10_000) -> None:
         self._answers: dict[str, tuple[float, StoredResponse]] = {}
