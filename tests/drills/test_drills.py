@@ -65,6 +65,19 @@ async def test_db_primary_loss(deployment: Deployment) -> None:
     assert r["passed"], r["problems"]
 
 
+async def test_primary_freeze(deployment: Deployment) -> None:
+    # The primary's postgres frozen for 20 s (SIGSTOP of postmaster and backends): its guardian
+    # finds it silent after 6 s and kills it, Patroni fails over to the sync standby.
+    r = await _drill(deployment, "primary-freeze", rps=20, duration_s=36, clear_at=0.9)
+    assert r["availability"] >= 0.999, r["problems"]
+    assert 0 < r["write_gap_s"] <= 25, r["write_gap_s"]
+    fence = r["fence"]
+    assert fence["acked"] > 0 and fence["lost"] == 0, fence
+    assert fence["primaries_at_once"] == 1, fence
+    assert len(fence["members"]) >= 2, fence  # writes were acknowledged by the new primary too
+    assert r["passed"], r["problems"]
+
+
 async def test_vector_db_outage(deployment: Deployment) -> None:
     r = await _drill(deployment, "vector-db-outage", rps=20, duration_s=20)
     assert r["availability"] >= 0.999, r["problems"]

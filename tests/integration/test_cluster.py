@@ -173,6 +173,41 @@ async def test_node_loss_fails_over_within_ttl(healthy_cluster: PostgresCluster)
     healthy_cluster.wait_healthy(120)
 
 
+async def test_a_frozen_primary_is_failed_over_like_a_lost_node(
+        healthy_cluster: PostgresCluster) -> None:
+    # SIGSTOP of the primary's postgres for 40 s: before the guardian's freeze watch the
+    # cluster waited it out (a 40 s write gap); now the guardian kills the silent postgres and
+    # Patroni hands the leader key to the sync standby.
+    leader = healthy_cluster.leader()
+    assert leader is not None
+    zone = healthy_cluster.zone_of(leader["name"])
+    frozen: list[int] = []
+    stop, seen = threading.Event(), []
+    watcher = threading.Thread(target=_watch_writable, args=(healthy_cluster, stop, seen))
+    thaw = threading.Timer(40, healthy_cluster.thaw, args=(frozen,))
+
+    def freeze() -> None:
+        frozen.extend(healthy_cluster.freeze_postgres(zone))
+        thaw.start()
+
+    watcher.start()
+    try:
+        load = await _load_during(healthy_cluster, freeze, "t_freeze", 40)
+    finally:
+        stop.set()
+        watcher.join()
+        thaw.cancel()
+        healthy_cluster.thaw(frozen)
+    new = healthy_cluster.leader()
+    print(f"\nprimary freeze: write gap {load.longest_gap_s:.2f}s, {len(load.acked)} acked, "
+          f"max writable {max(seen)}")
+    assert len(frozen) > 3  # the postmaster and its backends
+    assert new is not None and new["name"] != leader["name"]
+    assert load.longest_gap_s <= 25.0
+    assert max(seen) <= 1
+    healthy_cluster.wait_healthy(120)  # the old primary rejoins as a replica, untouched by hand
+
+
 def test_db_cli_rejects_a_missing_state_dir(tmp_path) -> None:
     import subprocess
     import sys

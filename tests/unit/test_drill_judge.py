@@ -15,7 +15,7 @@ from langchain_ha._percentile import percentile, rank
 from langchain_ha.drills.drill import fault_window
 from langchain_ha.drills.load import Outcome, summarize
 from langchain_ha.drills.mix import order_answer, request_for
-from langchain_ha.drills.probe import tally, write_gap_s
+from langchain_ha.drills.probe import most_at_once, tally, write_gap_s
 from langchain_ha.drills.report import acked_cell, correct_cell, send_lag_cell, verdict_text
 from langchain_ha.drills.scenarios import SCENARIOS, judge, verdict
 
@@ -180,6 +180,22 @@ def test_database_drills_need_checked_writes_and_name_the_denominator() -> None:
         "no acknowledged write in the fault window was checked"]
     assert judge(loss, _available({**good, "lost": 2, "lost_in_window": 2}), 60) == [
         "2 of 900 acknowledged writes lost"]
+
+
+def test_two_members_acknowledging_at_once_is_a_split_brain() -> None:
+    # A failover: the old primary's last write lands before the new one's first.
+    handover = [("a", 0.0, 0.1), ("a", 0.2, 0.3), ("b", 5.0, 5.1), ("b", 5.2, 5.3)]
+    assert most_at_once(handover) == 1
+    # Both acknowledging writes whose flights overlap: two primaries at one moment.
+    assert most_at_once([*handover, ("a", 5.05, 5.15)]) == 2
+    assert most_at_once([("a", 0.0, 1.0), ("a", 0.5, 1.5)]) == 1  # one member, two writes
+    assert most_at_once([]) == 0
+    loss = SCENARIOS["primary-freeze"]
+    good = {"checked": 900, "lost": 0, "checked_in_window": 120, "lost_in_window": 0}
+    split = {"acked": 40, "lost": 3, "primaries_at_once": 2}
+    assert judge(loss, _available(good, fence=split), 60) == [
+        "3 of 40 writes acknowledged by a member directly were lost",
+        "2 members acknowledged writes at once"]
 
 
 def test_rolling_deploy_must_finish_inside_the_load() -> None:

@@ -116,7 +116,8 @@ class DbTier:
             enabled=True, dir=str(self.cluster.base), writer=self.writer, reader=self.reader,
             members=[MemberRecord(name=m.get("name"), role=m.get("role"), state=m.get("state"),
                                   zone=m.get("zone"), lag=m.get("lag"),
-                                  timeline=m.get("timeline"), port=m.get("port"),
+                                  timeline=m.get("timeline"), host=m.get("host"),
+                                  port=m.get("port"),
                                   **self._pids(str(m.get("zone"))))
                      for m in self.members()])
 

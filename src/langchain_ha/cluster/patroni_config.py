@@ -40,6 +40,9 @@ class ClusterSpec:
     ttl: int = 20
     loop_wait: int = 1
     retry_timeout: int = 3
+    freeze_after_s: float = 6.0
+    """A member's postgres or Patroni silent this long is killed by its guardian (0: never);
+    see :mod:`langchain_ha.cluster.guardian`."""
     etcd_hosts: tuple[str, ...] = ()
     """etcd members (host:port) to use as the DCS; empty: Patroni's raft inside the members."""
     secrets: dict[str, str] = field(default_factory=dict, repr=False)
@@ -125,6 +128,10 @@ def patroni_config(spec: ClusterSpec, zone: str, ports: dict[str, MemberPorts],
                 "ttl": spec.ttl, "loop_wait": spec.loop_wait,
                 "retry_timeout": spec.retry_timeout,
                 "maximum_lag_on_failover": 1048576,
+                # A crashed (or frozen, then killed) primary hands over to its synchronous
+                # standby at once instead of restarting in place for up to 300 s: with
+                # synchronous replication the standby has every acknowledged commit.
+                "primary_start_timeout": 0,
                 "synchronous_mode": sync,
                 "synchronous_mode_strict": spec.replication == "strict",
                 "postgresql": {

@@ -29,7 +29,7 @@ from psycopg.conninfo import make_conninfo
 
 from langchain_ha._files import private_dir, write_private
 from langchain_ha._proc import Child, free_port, pid_matches, python_argv
-from langchain_ha.cluster.guardian import kill_postgres, postmaster_pid
+from langchain_ha.cluster.guardian import kill_postgres, postmaster_pid, signal_postgres_tree
 from langchain_ha.cluster.patroni_config import (
     REST_USER,
     SECRET_KEYS,
@@ -88,8 +88,8 @@ class PostgresCluster:
         write_private(config, yaml.safe_dump(
             patroni_config(self.spec, zone, self.ports, bin_dir(), os_user=user)), owner=owner())
         self.guardians[zone] = Child(
-            python_argv("-m", GUARDIAN_MODULE, str(config),
-                        str(member_dir / "data")),
+            python_argv("-m", GUARDIAN_MODULE, str(config), str(member_dir / "data"),
+                        "--freeze-after", str(self.spec.freeze_after_s)),
             name=f"guardian-{zone}", log_path=self.base / f"{member_name(zone)}.log",
             user=user, env={"HOME": str(member_dir)}, cwd=member_dir,
             reach=pg_reach(member_dir, archive_dir(self.base)),
@@ -287,6 +287,18 @@ class PostgresCluster:
 
     def kill_postgres(self, zone: str) -> None:
         kill_postgres(self.base / member_name(zone) / "data")
+
+    def freeze_postgres(self, zone: str) -> list[int]:
+        """SIGSTOP ``zone``'s postmaster and backends (a gray failure: sockets open, no
+        answers); the PIDs, for :meth:`thaw`."""
+        return signal_postgres_tree(self.base / member_name(zone) / "data", signal.SIGSTOP)
+
+    @staticmethod
+    def thaw(pids: list[int]) -> None:
+        """SIGCONT what :meth:`freeze_postgres` stopped (those still alive)."""
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGCONT)
 
     def postgres_pid(self, zone: str) -> int | None:
         return postmaster_pid(self.base / member_name(zone) / "data")

@@ -112,6 +112,7 @@ class MemberRecord(Record):
     zone: str | None = None
     lag: Any = None
     timeline: int | None = None
+    host: str | None = None
     port: int | None = None
     guardian_pid: int | None = None
     patroni_pid: int | None = None

@@ -19,6 +19,7 @@ from langchain_ha.cluster.topology import Topology
 from langchain_ha.drills.faults import Injector
 from langchain_ha.drills.load import Outcome, run_load, summarize, timeline
 from langchain_ha.drills.probe import (
+    FenceProbe,
     WriteProbe,
     missing_checkpoint_turns,
     missing_history,
@@ -46,6 +47,10 @@ async def run_scenario(sd: StateDir, scenario: Scenario, *, rps: float,
     inj = Injector(sd)
     probe = WriteProbe(db.writer, run_id) if db.enabled and db.writer else None
     probe_task = asyncio.create_task(probe.run()) if probe else None
+    fence = FenceProbe(db.writer, {str(m.name): (m.host or "127.0.0.1", int(m.port))
+                                   for m in db.members if m.port},
+                       run_id) if probe and db.writer else None
+    fence_task = asyncio.create_task(fence.run()) if fence else None
     deadline_s = topo.replicas.request_timeout_s
     rate = rps * scenario.rps_factor
     if scenario.name == "overload":
@@ -76,9 +81,10 @@ async def run_scenario(sd: StateDir, scenario: Scenario, *, rps: float,
         outcomes = await load
     except BaseException:
         load.cancel()
-        if probe is not None and probe_task is not None:
-            probe.stop()
-            await asyncio.gather(probe_task, return_exceptions=True)
+        for p, task in ((probe, probe_task), (fence, fence_task)):
+            if p is not None and task is not None:
+                p.stop()
+                await asyncio.gather(task, return_exceptions=True)
         raise
     finally:
         await asyncio.to_thread(inj.undo)
@@ -86,7 +92,12 @@ async def run_scenario(sd: StateDir, scenario: Scenario, *, rps: float,
     if probe is not None and probe_task is not None:
         probe.stop()  # the write gap runs to here: the end of the load, before recovery waits
         await probe_task
+    if fence is not None and fence_task is not None:
+        fence.stop()
+        await fence_task
+    settle_began = time.monotonic()
     await wait_settled(sd)
+    settled_s = round(time.monotonic() - settle_began, 2)
     recovery = recovery_s(outcomes, faults)
     window = fault_window(faults, recovery, duration_s)
     acked: dict[str, Any] | None = None
@@ -102,6 +113,7 @@ async def run_scenario(sd: StateDir, scenario: Scenario, *, rps: float,
         acked = {k: probe_tally[k] + turn_tally[k] for k in probe_tally}
         acked |= {"probe_rows": probe_tally, "chat_turns": turn_tally,
                   "window_s": list(window) if window else None}
+    fenced = await fence.report(t0) if fence is not None and db.writer else None
     report: dict[str, Any] = {
         "scenario": scenario.name, "summary": scenario.summary, "rps": rate,
         "app": topo.app, "profile": profile.describe(),
@@ -109,6 +121,7 @@ async def run_scenario(sd: StateDir, scenario: Scenario, *, rps: float,
         "recovery_s": recovery,
         "write_gap_s": probe.write_gap_s() if probe else None,
         "acked_writes": acked, "acked_writes_lost": acked["lost"] if acked else 0,
+        "fence": fenced, "settled_after_load_s": settled_s,
         "faults": faults, "timeline": timeline(outcomes),
         "degraded_components": _components(outcomes),
     }

@@ -13,10 +13,13 @@ import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 
+from langchain_ha.cluster.guardian import signal_postgres_tree
+from langchain_ha.cluster.patroni_config import member_name
 from langchain_ha.cluster.postgres import rest_credentials
 from langchain_ha.cluster.state import DeploymentState, MemberRecord, ReplicaRecord, StateDir
 from langchain_ha.providers import admin_headers
@@ -73,6 +76,17 @@ class Injector:
 
     def kill_primary(self) -> dict[str, str]:
         return self.kill_member(self.leader())
+
+    def freeze_primary(self) -> dict[str, str]:
+        """SIGSTOP the primary's postmaster and every backend: postgres alive, silent."""
+        leader = self.leader()
+        data = Path(str(self.state.database.dir)) / member_name(str(leader.zone)) / "data"
+        pids = signal_postgres_tree(data, signal.SIGSTOP)
+        if not pids:
+            raise RuntimeError(f"{leader.name} has no running postgres to freeze")
+        self.undos.append(lambda: _signal_all(pids, signal.SIGCONT))
+        return {"action": "SIGSTOP the primary's postgres (postmaster and backends)",
+                "target": f"{leader.name} ({len(pids)} processes)"}
 
     def kill_all_members(self) -> dict[str, str]:
         for member in self.members():
@@ -134,6 +148,11 @@ def _pid_of(replica: ReplicaRecord) -> int:
 def _signal(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, sig)
+
+
+def _signal_all(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        _signal(pid, sig)
 
 
 def _clear_faults(url: str, headers: dict[str, str]) -> None:

@@ -6,7 +6,8 @@ a lasting fault (a provider outage, a stopped process), clears it at ``clear_at`
 
 - ``no-failures``: not one failed request;
 - ``available``: availability >= 99.9 %, acknowledged writes checked (overall and in the
-  fault window) and none lost, write gap <= 25 s;
+  fault window) and none lost, write gap <= 25 s, and never two members acknowledging writes
+  at once (the fenced probe);
 - ``degraded``: availability >= 99.9 % with answers marked degraded;
 - ``shed``: overload: every request is answered or shed with 503 + Retry-After (a 502, 504
   or transport error is a failure), the 503s come fast (p99 < 100 ms), none waits past its
@@ -64,6 +65,9 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              "with its raft DCS member)", Injector.zone_outage, "available", needs_db=True),
     Scenario("db-primary-loss", "SIGKILL the primary's guardian, Patroni and postgres",
              Injector.kill_primary, "available", needs_db=True),
+    Scenario("primary-freeze", "SIGSTOP the primary's postgres (alive, holding its sockets, "
+             "answering nothing) until late in the drill", Injector.freeze_primary,
+             "available", clear_at=0.9, needs_db=True),
     Scenario("db-switchover", "planned Patroni switchover to the sync standby",
              Injector.switchover, "available", needs_db=True),
     Scenario("provider-outage", "primary LLM provider answers 500 to every chat call",
@@ -136,6 +140,12 @@ def _judge_writes(scenario: Scenario, report: dict[str, Any]) -> list[str]:
             problems.append("no acknowledged write in the fault window was checked")
         if (report.get("write_gap_s") or 0) > 25:
             problems.append(f"write gap {report['write_gap_s']}s > 25s")
+    fence = report.get("fence") or {}
+    if fence.get("lost"):
+        problems.append(f"{fence['lost']} of {fence['acked']} writes acknowledged by a member "
+                        "directly were lost")
+    if (fence.get("primaries_at_once") or 0) > 1:
+        problems.append(f"{fence['primaries_at_once']} members acknowledged writes at once")
     return problems
 
 
