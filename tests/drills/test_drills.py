@@ -6,6 +6,7 @@ acknowledged write lost, right answers whenever an answer is not marked degraded
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from typing import Any
@@ -163,6 +164,63 @@ async def test_guardian_death_never_leaves_patroni_unguarded(deployment: Deploym
     else:
         raise AssertionError("no new guardian for the member")
     assert most_writable <= 1
-    decisions = " ".join(deployment.sd.state().decisions)
-    assert "lost its guardian" in decisions
+    assert "lost its guardian" in await _said(deployment, "lost its guardian")
     await asyncio.to_thread(cluster.wait_healthy, 120)
+
+
+async def test_a_slow_heal_leaves_the_supervisor_loop_free(deployment: Deployment) -> None:
+    """A member whose guardian died while its Patroni is frozen: the supervisor's clean stop
+    waits 20 s for a Patroni that cannot answer SIGTERM.  That wait runs in the background:
+    the supervisor keeps writing its state every cycle and says the heal is in progress."""
+    import asyncio
+    import os
+    import signal
+    import time
+
+    from langchain_ha.cluster.dbcli import cluster_at
+
+    cluster = cluster_at(deployment.sd.db_dir)
+    leader = cluster.leader()
+    zone = next(z for z in cluster.spec.zones
+                if leader is None or cluster.zone_of(leader["name"]) != z)
+    guardian, patroni = cluster.guardian_pid(zone), cluster.patroni_pid(zone)
+    assert guardian and patroni
+    os.kill(patroni, signal.SIGSTOP)
+    os.kill(guardian, signal.SIGKILL)
+    longest, last, began = 0.0, deployment.sd.state().updated_at, time.monotonic()
+    try:
+        while time.monotonic() - began < 90:
+            await asyncio.sleep(0.1)
+            now = deployment.sd.state().updated_at
+            if now and last and now != last:
+                longest = max(longest, now - last)
+                last = now
+            new = cluster.guardian_pid(zone)
+            if new and new != guardian and cluster.patroni_pid(zone) not in (None, patroni):
+                break
+        else:
+            raise AssertionError("the member was not restarted under a new guardian")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(patroni, signal.SIGCONT)
+    took = time.monotonic() - began
+    decisions = await _said(deployment, "lost its guardian")
+    print(f"\nheal took {took:.1f} s; longest pause between state writes {longest:.2f} s")
+    assert took >= 15, "the frozen Patroni was stopped faster than its 20 s wait"
+    assert "healing the database, in progress" in decisions, decisions
+    assert longest <= 1.5, f"the loop stalled {longest:.2f} s (a cycle is 0.5 s)"
+    await asyncio.to_thread(cluster.wait_healthy, 120)
+
+
+async def _said(dep: Deployment, text: str, timeout: float = 10.0) -> str:
+    """The supervisor's decisions once one contains ``text`` (a background action's result is
+    said on the cycle after it finished), or as they are after ``timeout``."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        decisions = " ".join(dep.sd.state().decisions)
+        if text in decisions or time.monotonic() > deadline:
+            return decisions
+        await asyncio.sleep(0.2)

@@ -285,7 +285,8 @@ def test_a_balancer_that_dies_is_restarted_and_answers_again(deployment: Deploym
                                and deployment.sd.state().balancer.pid),
                       what="a restarted balancer")
     decisions = " ".join(deployment.sd.state().decisions)
-    assert f"{lb.kind} (the load balancer) was gone: restarted on {lb.url}" in decisions
+    assert f"{lb.kind} (the load balancer) was gone; restarting" in decisions
+    assert f"{lb.kind} (the load balancer) restarted on {lb.url}" in decisions
     assert psutil.Process(restarted).is_running()
     resp = _wait(lambda: (r := _try_ask(deployment)) is not None and r.status_code == 200 and r,
                  what="an answer through the restarted balancer")

@@ -53,9 +53,9 @@ class DbTier:
             self.cluster.wait_healthy(timeout=120)
         else:
             self.cluster.start()
-        leader = self.cluster.leader()
-        return (f"leader {leader['name'] if leader else '?'}, "
-                f"{len(self.cluster.members())} members running")
+        members = self.refresh()
+        leader = next((m for m in members if m.get("role") == "leader"), None)
+        return f"leader {leader['name'] if leader else '?'}, {len(members)} members running"
 
     @property
     def writer(self) -> str:
@@ -97,19 +97,31 @@ class DbTier:
         return None
 
     def members(self) -> list[dict[str, Any]]:
-        """Patroni's view of the members (cached for a few seconds)."""
+        """Patroni's view of the members (cached for a few seconds; may block on a member
+        that does not answer: the supervisor calls :meth:`refresh` off its loop instead)."""
         if not self.enabled:
             return []
         if time.monotonic() - self._members_at > MEMBERS_TTL_S:
-            self._members_at = time.monotonic()
-            try:
-                self._members = self.cluster.members()
-            except httpx.HTTPError:
-                self._members = []
+            self.refresh()
         return self._members
 
+    def refresh(self) -> list[dict[str, Any]]:
+        """Ask Patroni for its members now (blocking) and keep the answer."""
+        self._members_at = time.monotonic()
+        try:
+            self._members = self.cluster.members()
+        except httpx.HTTPError:
+            self._members = []
+        return self._members
+
+    @property
+    def stale(self) -> bool:
+        """The kept view of the members is older than its few seconds."""
+        return self.enabled and time.monotonic() - self._members_at > MEMBERS_TTL_S
+
     def record(self) -> DatabaseRecord:
-        """Its entry in the state file: the members as Patroni sees them, with their PIDs."""
+        """Its entry in the state file: the members as Patroni last said (no request made
+        here), with their PIDs."""
         if not self.enabled:
             return DatabaseRecord(enabled=False)
         return DatabaseRecord(
@@ -119,7 +131,7 @@ class DbTier:
                                   timeline=m.get("timeline"), host=m.get("host"),
                                   port=m.get("port"),
                                   **self._pids(str(m.get("zone"))))
-                     for m in self.members()])
+                     for m in self._members])
 
     def _pids(self, zone: str) -> dict[str, int | None]:
         if zone not in self.cluster.spec.zones:

@@ -6,7 +6,11 @@ Then every cycle (0.5 s) it reads operator requests, probes every replica, makes
 decision and logs it as a sentence (like Patroni's HA loop): replace a dead or hung replica
 (with backoff, as an auto-scaling group replaces a failed instance), register a ready one with
 the load balancer, start or drain one for a scale change or a rollout, restart a dead
-simulator, database member or load balancer.
+simulator, database member or load balancer.  Slow actions (restarting a simulator, a member
+or the balancer, asking Patroni for its members, updating the balancer) run in the background
+(:mod:`~langchain_ha.cluster.background`): the loop keeps deciding while they run, and says
+"…, in progress" until they are done.  Durations are measured with ``time.monotonic()``, never
+counted in cycles.
 
 It survives its own restart: a new supervisor adopts every process recorded in ``state.json``
 that still runs (checked by PID and command line) and reconciles from there.
@@ -17,6 +21,7 @@ Run as ``python -m langchain_ha.cluster.supervisor STATE_DIR`` (``lcha up`` does
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import os
@@ -30,6 +35,7 @@ import httpx
 
 from langchain_ha._proc import Adopted, Child, port_is_free
 from langchain_ha._redact import redact, redact_logging
+from langchain_ha.cluster.background import SlowActions
 from langchain_ha.cluster.balancer import LoadBalancer, Upstream
 from langchain_ha.cluster.dbtier import DbTier
 from langchain_ha.cluster.hostload import CpuSampler, room_to_scale, usable_cpus
@@ -58,6 +64,9 @@ from langchain_ha.cluster.topology import Topology
 
 log = logging.getLogger("langchain_ha.supervisor")
 CYCLE_S = 0.5
+SCALE_UP_AFTER_S = 3.0
+"""Mean in-flight above ``scale_up_inflight`` this long adds a replica per zone."""
+SCALE_DOWN_AFTER_S = 30.0
 
 
 class Supervisor:
@@ -82,7 +91,9 @@ class Supervisor:
         self.progress: list[str] = []
         self.decisions: deque[str] = deque(maxlen=40)
         self.backoff: dict[str, tuple[int, float]] = {}
-        self.load_high = self.load_low = 0
+        self.load_high_since: float | None = None
+        self.load_low_since: float | None = None
+        self.slow = SlowActions()
         self.stopping = False
         self._next_index = 0
         self._last_heartbeat = 0.0
@@ -131,6 +142,8 @@ class Supervisor:
     async def cycle(self, *, balancer: bool = True) -> None:
         """One pass: requests, probes, at most one decision, balancer config, state file."""
         self._read_control()
+        for sentence in self.slow.collect():
+            self._say(sentence)
         self.cpu.sample()
         timeout = self.topo.balancer.checks.timeout_s
         if self._client is None:  # one client: building one costs an SSL context each time
@@ -149,6 +162,8 @@ class Supervisor:
         if self.prometheus.proc is not None:
             self.prometheus.set_targets([(r.zone, r.port) for r in self.replicas
                                          if r.state == "ready"])
+        if self.db.stale and not self.slow.running("database view"):
+            self.slow.start("database view", "asking Patroni for its members", self.db.refresh)
         self._write_state()
 
     def _decide(self) -> str | None:
@@ -195,16 +210,34 @@ class Supervisor:
 
     def _heal_infrastructure(self) -> str | None:
         for name, sim in list(self.sims.items()):
-            if not sim.proc.alive():
-                self.sims[name] = start_simulator(sim.spec, self.sd.logs, sim.port,
-                                                  admin_token=self.sim_admin_token)
-                return f"simulator {name} was gone: restarted on port {sim.port}"
-        if self.lb is not None and self.lb_proc is not None and not self.lb_proc.alive():
-            self.lb.cleanup()
-            self.lb_proc = self.lb.start(self.upstreams())
-            return f"{self.lb.kind} (the load balancer) was gone: restarted on {self.lb.url}"
-        if self.phase == "ready":
-            return self.db.heal()
+            key = f"simulator {name}"
+            if not sim.proc.alive() and not self.slow.running(key):
+                def restarted(new: Simulator, name: str = name) -> str:
+                    self.sims[name] = new
+                    return f"simulator {name} restarted on port {new.port}"
+
+                restart = functools.partial(start_simulator, sim.spec, self.sd.logs, sim.port,
+                                            admin_token=self.sim_admin_token)
+                return f"simulator {name} was gone; " + self.slow.start(
+                    key, f"restarting simulator {name} on port {sim.port}", restart, restarted)
+        lb = self.lb
+        if (lb is not None and self.lb_proc is not None and not self.lb_proc.alive()
+                and not self.slow.running("load balancer")):
+            def lb_started(proc: Child) -> str:
+                self.lb_proc = proc
+                return f"{lb.kind} (the load balancer) restarted on {lb.url}"
+
+            upstreams = self.upstreams()
+
+            def restart_lb() -> Child:
+                lb.cleanup()
+                return lb.start(upstreams)
+
+            return f"{lb.kind} (the load balancer) was gone; " + self.slow.start(
+                "load balancer", f"restarting {lb.kind}", restart_lb, lb_started)
+        if self.phase == "ready" and self.db.enabled and not self.slow.running("database"):
+            # Cheap when nothing is wrong; a member's clean stop and restart can take 20 s.
+            self.slow.start("database", "healing the database", self.db.heal, lambda s: s)
         return None
 
     def _rollout_step(self) -> str | None:
@@ -239,23 +272,27 @@ class Supervisor:
             return None
         spec = self.topo.replicas
         mean = sum(r.inflight for r in ready) / len(ready)
-        self.load_high = self.load_high + 1 if mean > spec.scale_up_inflight else 0
-        self.load_low = self.load_low + 1 if mean < spec.scale_down_inflight else 0
-        if self.load_high >= 6 and self.per_zone < spec.max_per_zone:
+        now = time.monotonic()
+        high = mean > spec.scale_up_inflight
+        low = mean < spec.scale_down_inflight
+        self.load_high_since = (self.load_high_since or now) if high else None
+        self.load_low_since = (self.load_low_since or now) if low else None
+        if (self.load_high_since is not None and now - self.load_high_since >= SCALE_UP_AFTER_S
+                and self.per_zone < spec.max_per_zone):
+            self.load_high_since = None
             idle, cpus, more = self.cpu.idle_fraction(), usable_cpus(), len(self.topo.zones)
             if not room_to_scale(idle, cpus, more):
-                self.load_high = 0
                 return (f"mean in-flight {mean:.1f} per replica is high, but {more} more "
                         f"replicas need {more} idle cores and this machine has "
                         f"{idle * cpus:.1f} of {cpus}: not scaling up")
             self.per_zone += 1
-            self.load_high = 0
             return (f"mean in-flight {mean:.1f} per replica above {spec.scale_up_inflight} for "
-                    f"3s: scaling up to {self.per_zone} per zone")
-        if self.load_low >= 60 and self.per_zone > self.base_per_zone:
+                    f"{SCALE_UP_AFTER_S:g}s: scaling up to {self.per_zone} per zone")
+        if (self.load_low_since is not None and now - self.load_low_since >= SCALE_DOWN_AFTER_S
+                and self.per_zone > self.base_per_zone):
             self.per_zone -= 1
-            self.load_low = 0
-            return f"load low for 30s: scaling down to {self.per_zone} per zone"
+            self.load_low_since = None
+            return f"load low for {SCALE_DOWN_AFTER_S:g}s: scaling down to {self.per_zone} per zone"
         return None
 
     # -- actions ------------------------------------------------------------------------------
@@ -300,12 +337,24 @@ class Supervisor:
     def _sync_balancer(self) -> None:
         """The balancer lists every slot all the time (no reload when replicas come and go);
         what changes is a canary's weights and, for HAProxy, each replica's room (its
-        ``maxconn``, through the runtime API)."""
-        assert self.lb is not None
-        try:
-            self.lb.apply(self.upstreams())
-        except (httpx.HTTPError, RuntimeError, OSError) as exc:
-            self._say(f"load balancer update failed ({exc}); retrying next cycle")
+        ``maxconn``, through the runtime API).  Applied in the background: a balancer whose
+        control socket is slow must not hold the loop."""
+        lb = self.lb
+        assert lb is not None
+        if self.slow.running("balancer update"):
+            return
+        upstreams = self.upstreams()
+
+        def applied(_: None) -> None:
+            return None
+
+        def apply() -> None:
+            try:
+                lb.apply(upstreams)
+            except (httpx.HTTPError, RuntimeError, OSError) as exc:
+                raise RuntimeError(f"load balancer update failed ({exc})") from exc
+
+        self.slow.start("balancer update", "updating the load balancer", apply, applied)
 
     def upstreams(self) -> list[Upstream]:
         """Every balancer slot, in zone order: a replica's weight, standby for a passive zone,
@@ -385,6 +434,7 @@ class Supervisor:
     async def _shutdown(self) -> None:
         self.phase = "stopping"
         self._write_state()
+        await self.slow.wait_all(timeout=30)
         if self.lb_proc is not None:
             self.lb_proc.stop(timeout=5)
             if self.lb is not None:
