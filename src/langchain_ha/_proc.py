@@ -82,17 +82,19 @@ class Child:
         log_path: str | Path | None = None,
         user: str | None = None,
         reach: Iterable[str | Path] = (),
+        enter: Sequence[str] = (),
     ) -> None:
         """Start ``argv``.  ``env`` is added to the variables of ``os.environ`` that match
         ``inherit`` (names or globs); ``user`` (when we are root) and ``reach`` are passed to
-        :func:`run_as`."""
+        :func:`run_as`; ``enter`` is a command that execs the rest in another network
+        namespace (``ip netns exec NS``: a lab zone), so the PID is still the program's."""
         self.name = name
         self.argv = list(argv)
         self.log_path = Path(log_path) if log_path else None
         self._log = open_private_log(log_path) if log_path else subprocess.DEVNULL
         try:
             self.proc = subprocess.Popen(
-                run_as(self.argv, user, reach=reach, cwd=cwd),
+                [*enter, *run_as(self.argv, user, reach=reach, cwd=cwd)],
                 env=child_env(env, inherit, user),
                 cwd=str(cwd) if cwd else None,
                 stdin=subprocess.DEVNULL,

@@ -173,6 +173,9 @@ def _add_up(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="the demo topology: 3 zones x 1 replica, 3 DB members, 2 simulators")
     p.add_argument("--port", type=int, help="the load balancer's port (0: a free one)")
     p.add_argument("--per-zone", type=int, help="replicas per zone")
+    p.add_argument("--lab", action="store_true",
+                   help="each zone in its own network namespace on an isolated bridge, so "
+                        "lcha fault can cut, slow or drop its traffic (Linux, root)")
     p.add_argument("--state-dir", type=Path, help=sd_help)
 
     def run_up(args: argparse.Namespace) -> int:
@@ -185,7 +188,7 @@ def _add_up(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                 raise UsageError("no lcha.yaml here: pass -f FILE, or --demo for the demo")
             path = Path("lcha.yaml")
         topo = load_topology(path, balancer__port=args.port, replicas__per_zone=args.per_zone,
-                             state_dir=args.state_dir)
+                             state_dir=args.state_dir, lab=True if args.lab else None)
         return up(topo)
 
     p.set_defaults(handler=run_up)
@@ -245,6 +248,37 @@ def _add_drill(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         return drill(args.scenario, state_dir=args.state_dir, rps=args.rps,
                      duration_s=args.duration, json_path=args.json_path,
                      html_path=args.html_path, up=args.up)
+
+    p.set_defaults(handler=run)
+
+
+def _add_fault(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``lcha fault``: network faults on a lab deployment's zones, by hand."""
+    p = sub.add_parser("fault", help="cut, slow, drop or flap a lab zone's network "
+                       "(lcha up --lab); heal it")
+    p.add_argument("action", choices=["partition", "latency", "loss", "flap", "heal", "list"])
+    p.add_argument("zone", nargs="?", metavar="ZONE",
+                   help="a zone, or primary (the database primary's zone); heal: all if none")
+    p.add_argument("--direction", choices=["both", "in", "out"], default="both",
+                   help="partition: drop what arrives (in), what leaves (out), or both")
+    p.add_argument("--from", dest="peers", action="append", metavar="ZONE",
+                   help="partition: cut from this zone only (repeatable; default: from all)")
+    p.add_argument("--ms", type=float, default=200.0, help="latency: added per packet sent")
+    p.add_argument("--jitter", type=float, default=0.0, help="latency: ± this many ms")
+    p.add_argument("--percent", type=float, default=10.0, help="loss: share of packets dropped")
+    p.add_argument("--period", type=float, default=8.0, help="flap: seconds per cycle")
+    p.add_argument("--down", type=float, default=2.0, help="flap: seconds cut per cycle")
+    p.add_argument("--for", dest="for_s", type=float, default=60.0,
+                   help="flap: seconds to keep flapping (in the foreground)")
+    p.add_argument("--state-dir", type=Path, default=Path(".lcha"))
+
+    def run(args: argparse.Namespace) -> int:
+        from langchain_ha.drills.faultcli import fault
+
+        return fault(args.state_dir, args.action, args.zone, direction=args.direction,
+                     peers=args.peers, ms=args.ms, jitter_ms=args.jitter,
+                     percent=args.percent, period_s=args.period, down_s=args.down,
+                     for_s=args.for_s)
 
     p.set_defaults(handler=run)
 
@@ -318,6 +352,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], 
     _add_db,
     _add_up,
     _add_drill,
+    _add_fault,
     _add_render,
 ]
 

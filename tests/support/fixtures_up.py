@@ -63,3 +63,30 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         yield dep
     finally:
         dep.lcha("down", timeout=180)
+
+
+@pytest.fixture(scope="module")
+def lab_deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """``lcha up --demo --lab``: each zone in its own network namespace; ``lcha down``
+    afterwards, which must leave no namespace, link or rule of the lab behind."""
+    from langchain_ha.cluster.lab import lab_unsupported, leftovers
+
+    reason = lab_unsupported()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI runs as root on Linux and must run the lab: {reason}")
+        pytest.skip(f"no lab here: {reason}")
+    dep = Deployment(tmp_path_factory.mktemp("lab") / "state")
+    up = dep.lcha("up", "--demo", "--lab", "--port", "0")
+    lab_id = None
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        lab = dep.sd.state().lab
+        assert lab, "the state names its lab"
+        lab_id = lab["lab_id"]
+        yield dep
+    finally:
+        down = dep.lcha("down", timeout=180)
+        assert down.returncode == 0, down.stdout + down.stderr
+        if lab_id:
+            assert [x for x in leftovers() if lab_id in x] == []

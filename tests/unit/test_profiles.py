@@ -72,9 +72,14 @@ def test_a_drill_that_cannot_reach_the_app_is_skipped_with_its_reason(tmp_path) 
     agent = Topology(app="examples.agent.app:agent", profile={"name": "order-desk"})
     sd.topology_file.write_text(agent.model_dump_json())
     skipped = not_applicable(sd, list(SCENARIOS))
-    assert list(skipped) == ["stream-interrupt"] and "order-desk" in skipped["stream-interrupt"]
+    network = {n for n, s in SCENARIOS.items() if s.needs_lab}
+    assert set(skipped) == {"stream-interrupt", *network}
+    assert "order-desk" in skipped["stream-interrupt"]
+    assert all("lcha up --lab" in skipped[n] for n in network)
+    sd.topology_file.write_text(agent.model_copy(update={"lab": True}).model_dump_json())
+    assert list(not_applicable(sd, list(SCENARIOS))) == ["stream-interrupt"]
     no_db = Topology(database={"enabled": False})  # the support bot streams; no database
     sd.topology_file.write_text(no_db.model_dump_json())
     skipped = not_applicable(sd, list(SCENARIOS))
-    assert set(skipped) == {n for n, s in SCENARIOS.items() if s.needs_db}
-    assert all("database.enabled" in why for why in skipped.values())
+    assert set(skipped) == {n for n, s in SCENARIOS.items() if s.needs_db or s.needs_lab}
+    assert all("database.enabled" in skipped[n] for n, s in SCENARIOS.items() if s.needs_db)

@@ -33,7 +33,8 @@ def backup(cluster: PostgresCluster, dest: Path) -> dict[str, object]:
     data = prepare_dir(dest) / "data"
     began = time.monotonic()
     result = run_tool(
-        "pg_basebackup", "-h", "127.0.0.1", "-p", str(leader["port"]), "-U", "replicator",
+        "pg_basebackup", "-h", str(leader.get("host") or "127.0.0.1"), "-p", str(leader["port"]),
+        "-U", "replicator",
         "-D", str(data), "-X", "stream", "-c", "fast", "--no-password",
         env={"PGPASSWORD": cluster.spec.secrets["replication"]}, timeout=600, reach=[dest],
     )

@@ -37,6 +37,8 @@ class Upstream:
     port: int
     weight: int = 1
     standby: bool = False
+    host: str = "127.0.0.1"
+    """The replica's address: loopback, or its lab zone's."""
     occupied: bool = True
     """A replica runs in the slot (starting, ready or draining).  HAProxy keeps an empty slot
     in maintenance, so no request tries it while its checks have not yet marked it down (as
@@ -49,7 +51,7 @@ class Upstream:
 
     @property
     def dial(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
 
 class LoadBalancer(Protocol):

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from langchain_ha.cluster.patroni_config import ClusterSpec, member_name
+from langchain_ha.cluster.placement import Placement
 from langchain_ha.cluster.postgres import PostgresCluster
 from langchain_ha.cluster.state import DatabaseRecord, MemberRecord
 from langchain_ha.cluster.topology import Topology
@@ -25,13 +26,18 @@ MEMBERS_TTL_S = 3.0
 class DbTier:
     """One PostgreSQL member per zone under Patroni, in ``base_dir``."""
 
-    def __init__(self, topology: Topology, base_dir: Path) -> None:
+    def __init__(self, topology: Topology, base_dir: Path,
+                 placement: Placement | None = None) -> None:
         self.enabled = topology.database.enabled
+        where = placement or Placement()
         self.cluster = PostgresCluster(ClusterSpec(
             base_dir=base_dir, name=topology.name, zones=tuple(topology.zones),
             replication=topology.database.replication,
             etcd_hosts=tuple(topology.database.etcd_endpoints)
-            if topology.database.dcs == "etcd" else ()))
+            if topology.database.dcs == "etcd" else (),
+            hosts={z: where.host(z) for z in where.hosts},
+            clients=(where.hub,) if where.lab else (),
+            enter=dict(where.enter)))
         self._gone_since: dict[str, float] = {}
         self._members: list[dict[str, Any]] = []
         self._members_at = 0.0

@@ -253,7 +253,7 @@ class HaproxyBalancer:
         wanted = tuple(upstreams)
         if wanted == self.upstreams:
             return
-        if [(u.port, u.standby) for u in wanted] != [(u.port, u.standby)
+        if [(u.dial, u.standby) for u in wanted] != [(u.dial, u.standby)
                                                       for u in self.upstreams]:
             raise RuntimeError("haproxy: the balancer slots (ports, standbys) changed; they are "
                                "fixed while it runs (restart the deployment)")

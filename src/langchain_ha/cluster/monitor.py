@@ -49,9 +49,10 @@ class LocalPrometheus:
                           name="prometheus", cwd=self.dir, log_path=self.dir / "prometheus.log")
         self.proc.wait_http(f"{self.url}/-/ready", timeout=60)
 
-    def set_targets(self, replicas: list[tuple[str, int]]) -> None:
-        """The replicas to scrape as ``(zone, port)``; the file is rewritten only on change."""
-        groups = [{"targets": [f"127.0.0.1:{p}" for z, p in replicas if z == zone],
+    def set_targets(self, replicas: list[tuple[str, str]]) -> None:
+        """The replicas to scrape as ``(zone, host:port)``; the file is rewritten only on
+        change."""
+        groups = [{"targets": [a for z, a in replicas if z == zone],
                    "labels": {"zone": zone}} for zone in self.topo.zones]
         if groups != self._targets:
             tmp = self.dir / "targets.json.tmp"

@@ -1,5 +1,6 @@
 """Patroni configuration for one member of the embedded cluster (raft DCS on loopback by
-default, or external etcd members).
+default, or external etcd members).  In a lab (``lcha up --lab``) each member listens on its
+zone's address instead, so that replication, the raft DCS and clients cross the lab's network.
 
 Who can do what (see SECURITY.md): PostgreSQL takes a login without a password only on its
 socket, which sits in a 0700 directory of the cluster's OS user with mode 0700, and only for
@@ -13,16 +14,19 @@ from __future__ import annotations
 
 import getpass
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+LOOPBACK = "127.0.0.1"
 
 Replication = Literal["async", "sync", "strict"]
 
 
 @dataclass(frozen=True)
 class MemberPorts:
-    """The loopback ports one member listens on."""
+    """The ports one member listens on (on its host: loopback, or its lab zone's address)."""
 
     postgres: int
     rest: int
@@ -46,6 +50,17 @@ class ClusterSpec:
     etcd_hosts: tuple[str, ...] = ()
     """etcd members (host:port) to use as the DCS; empty: Patroni's raft inside the members."""
     secrets: dict[str, str] = field(default_factory=dict, repr=False)
+    hosts: Mapping[str, str] = field(default_factory=dict)
+    """Each zone's member address (a lab zone's); a zone not named listens on loopback."""
+    clients: tuple[str, ...] = ()
+    """Addresses besides loopback and the members' own that may log in over TCP (a lab's hub:
+    the supervisor, the drills)."""
+    enter: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Per zone, the command that starts a program in that zone's network namespace."""
+
+    def host(self, zone: str) -> str:
+        """Where ``zone``'s member listens."""
+        return self.hosts.get(zone, LOOPBACK)
 
     def __post_init__(self) -> None:
         if self.ttl < 20 or self.loop_wait < 1 or self.retry_timeout < 3:
@@ -62,15 +77,16 @@ SECRET_KEYS = ("superuser", "replication", "rewind", "app", "restapi", "raft")
 optional (an etcd with authentication enabled)."""
 
 
-def _dcs(spec: ClusterSpec, data: Path, me: MemberPorts, peers: list[str]) -> dict[str, Any]:
+def _dcs(spec: ClusterSpec, data: Path, host: str, me: MemberPorts,
+         peers: list[str]) -> dict[str, Any]:
     s = spec.secrets
     if spec.etcd_hosts:
         etcd: dict[str, Any] = {"hosts": list(spec.etcd_hosts)}
         if s.get("etcd_username") and s.get("etcd_password"):
             etcd.update(username=s["etcd_username"], password=s["etcd_password"])
         return {"etcd3": etcd}
-    return {"raft": {"data_dir": str(data / "raft"), "self_addr": f"127.0.0.1:{me.raft}",
-                     "bind_addr": f"127.0.0.1:{me.raft}", "partner_addrs": peers,
+    return {"raft": {"data_dir": str(data / "raft"), "self_addr": f"{host}:{me.raft}",
+                     "bind_addr": f"{host}:{me.raft}", "partner_addrs": peers,
                      "password": s["raft"]}}
 
 
@@ -94,15 +110,18 @@ def socket_dir(base_dir: Path, zone: str) -> Path:
     return Path(base_dir) / member_name(zone) / "run"
 
 
-def pg_hba(os_user: str | None = None) -> tuple[list[str], list[str]]:
+def pg_hba(os_user: str | None = None, addresses: tuple[str, ...] = (LOOPBACK,)
+           ) -> tuple[list[str], list[str]]:
     """(pg_hba lines, pg_ident lines): the socket for the cluster's OS user alone (as
-    ``postgres``), scram-sha-256 for every TCP login."""
+    ``postgres``), scram-sha-256 for every TCP login from ``addresses``."""
     who = os_user or getpass.getuser()
+    tcp = [line for a in dict.fromkeys(addresses)
+           for line in (f"host all all {a}/32 scram-sha-256",
+                        f"host replication replicator {a}/32 scram-sha-256")]
     return ([
         "local all postgres peer map=lcha",
         "local all all reject",
-        "host all all 127.0.0.1/32 scram-sha-256",
-        "host replication replicator 127.0.0.1/32 scram-sha-256",
+        *tcp,
     ], [f"lcha {who} postgres"])
 
 
@@ -111,18 +130,20 @@ def patroni_config(spec: ClusterSpec, zone: str, ports: dict[str, MemberPorts],
     """The Patroni YAML (as a dict) for the member in ``zone``; ``os_user``: who runs it
     (None: the current user)."""
     me = ports[zone]
+    host = spec.host(zone)
     data = spec.base_dir / member_name(zone)
-    peers = [f"127.0.0.1:{p.raft}" for z, p in ports.items() if z != zone]
+    peers = [f"{spec.host(z)}:{p.raft}" for z, p in ports.items() if z != zone]
     s = spec.secrets
     sync = spec.replication != "async"
-    hba, ident = pg_hba(os_user)
+    hba, ident = pg_hba(os_user, (LOOPBACK, *spec.clients,
+                                  *(spec.host(z) for z in spec.zones)))
     return {
         "scope": spec.name,
         "name": member_name(zone),
         "log": {"level": "WARNING", "dir": str(data / "log"), "mode": 0o600},
-        "restapi": {"listen": f"127.0.0.1:{me.rest}", "connect_address": f"127.0.0.1:{me.rest}",
+        "restapi": {"listen": f"{host}:{me.rest}", "connect_address": f"{host}:{me.rest}",
                     "authentication": {"username": REST_USER, "password": s["restapi"]}},
-        **_dcs(spec, data, me, peers),
+        **_dcs(spec, data, host, me, peers),
         "bootstrap": {
             "dcs": {
                 "ttl": spec.ttl, "loop_wait": spec.loop_wait,
@@ -152,8 +173,8 @@ def patroni_config(spec: ClusterSpec, zone: str, ports: dict[str, MemberPorts],
             "initdb": [{"encoding": "UTF8"}, "data-checksums"],
         },
         "postgresql": {
-            "listen": f"127.0.0.1:{me.postgres}",
-            "connect_address": f"127.0.0.1:{me.postgres}",
+            "listen": f"{host}:{me.postgres}",
+            "connect_address": f"{host}:{me.postgres}",
             "data_dir": str(data / "data"),
             "bin_dir": str(bin_dir),
             "pgpass": str(data / "pgpass"),

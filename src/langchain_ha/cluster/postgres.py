@@ -52,8 +52,11 @@ class PostgresCluster:
 
     def __init__(self, spec: ClusterSpec) -> None:
         self.base = Path(spec.base_dir)
-        self.spec = replace(spec, secrets=load_secrets(self.base))
         state = self._read_state()
+        if not spec.hosts and state.get("hosts"):  # a lab cluster found through its directory
+            spec = replace(spec, hosts=state["hosts"], clients=tuple(state.get("clients", ())),
+                           enter={z: tuple(v) for z, v in state.get("enter", {}).items()})
+        self.spec = replace(spec, secrets=load_secrets(self.base))
         self.ports: dict[str, MemberPorts] = {
             z: MemberPorts(**state["ports"][z]) if z in state.get("ports", {}) else
             MemberPorts(free_port(), free_port(), free_port()) for z in spec.zones}
@@ -93,6 +96,7 @@ class PostgresCluster:
             name=f"guardian-{zone}", log_path=self.base / f"{member_name(zone)}.log",
             user=user, env={"HOME": str(member_dir)}, cwd=member_dir,
             reach=pg_reach(member_dir, archive_dir(self.base)),
+            enter=self.spec.enter.get(zone, ()),
         )
         self._write_state()
 
@@ -148,7 +152,7 @@ class PostgresCluster:
         last: Exception | None = None
         for zone in self.spec.zones:
             try:
-                resp = httpx.get(f"http://127.0.0.1:{self.ports[zone].rest}/cluster",
+                resp = httpx.get(f"{self.rest_url(zone)}/cluster",
                                  auth=self.rest_auth, timeout=1.5)
                 data = resp.json()
                 out = []
@@ -183,7 +187,7 @@ class PostgresCluster:
 
     def conninfo(self, zone: str, connect_timeout: int = 2) -> str:
         """Conninfo of one member (for direct checks); the password comes from the passfile."""
-        return make_conninfo("", host="127.0.0.1", port=self.ports[zone].postgres,
+        return make_conninfo("", host=self.spec.host(zone), port=self.ports[zone].postgres,
                              user="postgres", dbname="postgres", passfile=str(self.passfile),
                              connect_timeout=connect_timeout)
 
@@ -205,12 +209,16 @@ class PostgresCluster:
         return self._multi("prefer-standby", app=True) + " load_balance_hosts=random"
 
     def _multi(self, attrs: str, *, app: bool = False) -> str:
-        hosts = ",".join("127.0.0.1" for _ in self.spec.zones)
+        hosts = ",".join(self.spec.host(z) for z in self.spec.zones)
         ports = ",".join(str(self.ports[z].postgres) for z in self.spec.zones)
         user, db = (APP_ROLE, APP_DB) if app else ("postgres", "postgres")
         return make_conninfo("", host=hosts, port=ports, user=user, dbname=db,
                              passfile=str(self.passfile), target_session_attrs=attrs,
                              connect_timeout=2)
+
+    def rest_url(self, zone: str) -> str:
+        """Where ``zone``'s Patroni REST API answers."""
+        return f"http://{self.spec.host(zone)}:{self.ports[zone].rest}"
 
     def writable_members(self) -> list[str]:
         """Zones whose postgres accepts connections and is not in recovery."""
@@ -234,9 +242,8 @@ class PostgresCluster:
         sync = next((m["name"] for m in self.members() if m["role"] == "sync_standby"), None)
         if candidate or sync:
             body["candidate"] = candidate or str(sync)
-        port = self.ports[self.zone_of(leader["name"])].rest
-        resp = httpx.post(f"http://127.0.0.1:{port}/switchover", json=body, auth=self.rest_auth,
-                          timeout=30)
+        resp = httpx.post(f"{self.rest_url(self.zone_of(leader['name']))}/switchover",
+                          json=body, auth=self.rest_auth, timeout=30)
         if resp.status_code >= 300:
             raise RuntimeError(f"switchover refused: {resp.status_code} {resp.text.strip()}")
 
@@ -345,7 +352,9 @@ class PostgresCluster:
         guardians = {**self._read_state().get("guardians", {}),
                      **{z: c.pid for z, c in self.guardians.items()}}
         state = {"ports": {z: vars(p) for z, p in self.ports.items()}, "guardians": guardians,
-                 "etcd_hosts": list(self.spec.etcd_hosts)}
+                 "etcd_hosts": list(self.spec.etcd_hosts), "hosts": dict(self.spec.hosts),
+                 "clients": list(self.spec.clients),
+                 "enter": {z: list(v) for z, v in self.spec.enter.items()}}
         write_private(self.base / "state.json", json.dumps(state, indent=2))
 
 

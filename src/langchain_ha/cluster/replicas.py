@@ -56,6 +56,8 @@ class Replica:
     port: int
     generation: int
     proc: Proc
+    host: str = "127.0.0.1"
+    """Where it listens: loopback, or its lab zone's address."""
     state: ReplicaState = "starting"
     started_at: float = field(default_factory=time.time)
     misses: int = 0
@@ -70,11 +72,12 @@ class Replica:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def record(self) -> ReplicaRecord:
         """Its entry in the state file."""
-        return ReplicaRecord(id=self.id, zone=self.zone, port=self.port, pid=self.proc.pid,
+        return ReplicaRecord(id=self.id, zone=self.zone, port=self.port, host=self.host,
+                             pid=self.proc.pid,
                              generation=self.generation, state=self.state, ready=self.ready,
                              inflight=self.inflight, room=self.room, misses=self.misses,
                              weight=self.weight, started_at=self.started_at,
@@ -126,13 +129,15 @@ def _app_dir(user: str | None) -> Path:
 
 
 def start_replica(topology: Topology, *, replica_id: str, zone: str, generation: int,
-                  app: str, env: dict[str, str], logs: Path, port: int) -> Replica:
-    """Start ``lcha serve APP`` on ``port`` (its balancer slot); readiness is probed by the
-    supervisor and by the balancer's active health checks."""
+                  app: str, env: dict[str, str], logs: Path, port: int,
+                  host: str = "127.0.0.1", enter: tuple[str, ...] = ()) -> Replica:
+    """Start ``lcha serve APP`` on ``host:port`` (its balancer slot; ``enter``: its lab
+    zone's namespace); readiness is probed by the supervisor and by the balancer's active
+    health checks."""
     spec = topology.replicas
     user = replica_user()
     child = Child(
-        python_argv("-m", "langchain_ha.cli", "serve", app, "--port", str(port),
+        python_argv("-m", "langchain_ha.cli", "serve", app, "--host", host, "--port", str(port),
                     "--zone", zone, "--replica-id", replica_id),
         name=f"replica-{replica_id}",
         env={**env, "LCHA_MAX_INFLIGHT": str(spec.max_inflight),
@@ -141,13 +146,13 @@ def start_replica(topology: Topology, *, replica_id: str, zone: str, generation:
               # Readiness fails at once on SIGTERM; the balancer's checks see it within this.
              "LCHA_DRAIN_GRACE_S": str(drain_grace_s(topology))},
         inherit=replica_inherit(topology), log_path=logs / f"replica-{replica_id}.log",
-        user=user, reach=python_reach(), cwd=_app_dir(user),
+        user=user, reach=python_reach(), cwd=_app_dir(user), enter=enter,
     )
     # Start-up (imports, warm-up) runs at low priority so it does not take CPU from the
     # replicas serving traffic; once it is ready the supervisor sets ``serving_nice``.
     set_priority(child.pid, STARTUP_NICE)
     return Replica(id=replica_id, zone=zone, port=port, generation=generation, proc=child,
-                   app=app)
+                   app=app, host=host)
 
 
 def set_priority(pid: int, nice: int) -> None:
@@ -174,7 +179,7 @@ def adopt_replica(entry: ReplicaRecord) -> Replica | None:
     if not proc.alive():
         return None
     return Replica(id=entry.id, zone=entry.zone, port=entry.port, generation=entry.generation,
-                   proc=proc, state=entry.state,
+                   proc=proc, state=entry.state, host=entry.host,
                    started_at=entry.started_at or time.time(), app=entry.app,
                    ready_at=entry.ready_at)
 
@@ -202,15 +207,17 @@ class Simulator:
     spec: ProviderSpec
     port: int
     proc: Proc
+    host: str = "127.0.0.1"
+    """Loopback, or the lab's hub (every zone reaches it there)."""
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def record(self) -> SimulatorRecord:
         """Its entry in the state file."""
-        return SimulatorRecord(name=self.spec.name, port=self.port, pid=self.proc.pid,
-                               url=self.url)
+        return SimulatorRecord(name=self.spec.name, port=self.port, host=self.host,
+                               pid=self.proc.pid, url=self.url)
 
 
 def sim_marker(name: str, port: int) -> str:
@@ -218,7 +225,7 @@ def sim_marker(name: str, port: int) -> str:
 
 
 def start_simulator(spec: ProviderSpec, logs: Path, port: int | None = None, *,
-                    admin_token: str) -> Simulator:
+                    admin_token: str, host: str = "127.0.0.1") -> Simulator:
     """Start ``lcha sim`` for ``spec`` and wait until it answers.
 
     ``admin_token`` (the deployment's ``sim_admin_token`` secret) guards its admin API; it
@@ -227,11 +234,12 @@ def start_simulator(spec: ProviderSpec, logs: Path, port: int | None = None, *,
     port = port or free_port()
     child = Child(
         python_argv("-m", "langchain_ha.cli", "sim", "--name", spec.name, "--port", str(port),
+                    "--host", host,
                     "--latency-ms", str(spec.latency_ms), "--jitter-ms", str(spec.jitter_ms)),
         name=f"sim-{spec.name}", log_path=logs / f"sim-{spec.name}.log",
         env={ADMIN_TOKEN_ENV: admin_token})
-    child.wait_http(f"http://127.0.0.1:{port}/v1/models", timeout=30)
-    return Simulator(spec=spec, port=port, proc=child)
+    child.wait_http(f"http://{host}:{port}/v1/models", timeout=30)
+    return Simulator(spec=spec, port=port, proc=child, host=host)
 
 
 def adopt_simulator(spec: ProviderSpec, entry: SimulatorRecord) -> Simulator | None:
@@ -240,7 +248,7 @@ def adopt_simulator(spec: ProviderSpec, entry: SimulatorRecord) -> Simulator | N
         return None
     port = entry.port
     proc = Adopted(entry.pid, name=f"sim-{spec.name}", marker=sim_marker(spec.name, port))
-    return Simulator(spec=spec, port=port, proc=proc) if proc.alive() else None
+    return Simulator(spec=spec, port=port, proc=proc, host=entry.host) if proc.alive() else None
 
 
 def app_env(topology: Topology, sims: dict[str, Simulator], *, db_writer: str | None = None,

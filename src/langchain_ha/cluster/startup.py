@@ -16,6 +16,8 @@ import httpx
 from langchain_ha._proc import Adopted, free_port, port_is_listening
 from langchain_ha.cluster.balancer import Upstream
 from langchain_ha.cluster.balancers import balancer_kind, make_balancer
+from langchain_ha.cluster.lab import Lab, lab_id_for, lab_unsupported
+from langchain_ha.cluster.placement import Placement
 from langchain_ha.cluster.replicas import (
     adopt_replica,
     adopt_simulator,
@@ -40,6 +42,8 @@ def _reuse(port: object) -> int | None:
 
 async def bring_up(sup: Supervisor) -> None:
     prior = sup.sd.state()
+    if sup.topo.lab:
+        await asyncio.to_thread(build_lab, sup, prior)
     adopt(sup, prior)
     if sup.topo.database.enabled:
         sup._say(f"database: {sup.db.describe()} …", progress=True)
@@ -51,7 +55,7 @@ async def bring_up(sup: Supervisor) -> None:
             port = earlier.port if earlier else None
             sup.sims[spec.name] = await asyncio.to_thread(
                 start_simulator, spec, sup.sd.logs, _reuse(port),
-                admin_token=sup.sim_admin_token)
+                admin_token=sup.sim_admin_token, host=sup.placement.hub)
             sup._say(f"simulator {spec.name}: {sup.sims[spec.name].url}", progress=True)
     def want() -> int:
         return sum(sup._target(z) for z in sup.topo.zones)
@@ -77,6 +81,26 @@ async def bring_up(sup: Supervisor) -> None:
     sup.phase = "ready"
     sup._say(f"ready: {sup.lb.url if sup.lb else '?'}", progress=True)
     sup._write_state()
+
+def build_lab(sup: Supervisor, prior: DeploymentState) -> None:
+    """The lab network: adopted from an earlier supervisor while its bridge is up (its
+    processes live in those namespaces), else built anew."""
+    zones = tuple(sup.topo.zones)
+    if prior.lab:
+        lab = Lab.from_record(prior.lab)
+        if lab.zones == zones and lab.exists():
+            sup.place(Placement.of(lab))
+            sup._say(f"lab network {lab.lab_id}: adopted ({lab.subnet})", progress=True)
+            return
+    reason = lab_unsupported()
+    if reason:
+        raise RuntimeError(f"--lab: {reason}")
+    lab = Lab.create(lab_id_for(sup.sd.root), zones)
+    sup.place(Placement.of(lab))
+    sup._say(f"lab network {lab.lab_id}: {lab.subnet}, hub {lab.hub_address}, "
+             + ", ".join(f"{z} {lab.address(z)}" for z in zones)
+             + " (one network namespace per zone, on an isolated bridge)", progress=True)
+
 
 def adopt(sup: Supervisor, prior: DeploymentState) -> None:
     """Take over what an earlier supervisor left running (or lay out the balancer slots)."""

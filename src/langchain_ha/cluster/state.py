@@ -68,6 +68,7 @@ class ReplicaRecord(Record):
     id: str
     zone: str
     port: int
+    host: str = "127.0.0.1"
     pid: int | None = None
     generation: int = 1
     state: ReplicaState = "starting"
@@ -85,6 +86,7 @@ class ReplicaRecord(Record):
 class SimulatorRecord(Record):
     name: str
     port: int
+    host: str = "127.0.0.1"
     pid: int | None = None
     url: str
     role: str = "simulator"
@@ -167,6 +169,8 @@ class DeploymentState(BaseModel):
     replicas: list[ReplicaRecord] = Field(default_factory=list)
     database: DatabaseRecord = Field(default_factory=DatabaseRecord)
     prometheus: PrometheusRecord = Field(default_factory=PrometheusRecord)
+    lab: dict[str, Any] | None = None
+    """The lab network (``lcha up --lab``): :meth:`langchain_ha.cluster.lab.Lab.record`."""
     updated_at: float | None = None
     """None: nothing was ever written here."""
 

@@ -40,6 +40,7 @@ from langchain_ha.cluster.balancer import LoadBalancer, Upstream
 from langchain_ha.cluster.dbtier import DbTier
 from langchain_ha.cluster.hostload import CpuSampler, room_to_scale, usable_cpus
 from langchain_ha.cluster.monitor import LocalPrometheus
+from langchain_ha.cluster.placement import Placement
 from langchain_ha.cluster.replicas import (
     NoFreeSlot,
     Replica,
@@ -78,6 +79,8 @@ class Supervisor:
         self.replicas: list[Replica] = []
         self.slots: dict[str, list[int]] = {}
         self.sims: dict[str, Simulator] = {}
+        self.placement = Placement()
+        """Loopback, until start-up builds or adopts a lab (:meth:`place`)."""
         self.db = DbTier(topology, state_dir.db_dir)
         self.lb: LoadBalancer | None = None
         self.lb_proc: Child | Adopted | None = None
@@ -160,7 +163,7 @@ class Supervisor:
         if balancer and self.lb is not None:
             self._sync_balancer()
         if self.prometheus.proc is not None:
-            self.prometheus.set_targets([(r.zone, r.port) for r in self.replicas
+            self.prometheus.set_targets([(r.zone, f"{r.host}:{r.port}") for r in self.replicas
                                          if r.state == "ready"])
         if self.db.stale and not self.slow.running("database view"):
             self.slow.start("database view", "asking Patroni for its members", self.db.refresh)
@@ -217,7 +220,8 @@ class Supervisor:
                     return f"simulator {name} restarted on port {new.port}"
 
                 restart = functools.partial(start_simulator, sim.spec, self.sd.logs, sim.port,
-                                            admin_token=self.sim_admin_token)
+                                            admin_token=self.sim_admin_token,
+                                            host=self.placement.hub)
                 return f"simulator {name} was gone; " + self.slow.start(
                     key, f"restarting simulator {name} on port {sim.port}", restart, restarted)
         lb = self.lb
@@ -309,7 +313,8 @@ class Supervisor:
         replica = start_replica(
             self.topo, replica_id=f"{zone}-r{self._next_index}", zone=zone,
             generation=generation, app=self.apps.get(generation, self.topo.app),
-            env=self._replica_env(), logs=self.sd.logs, port=port)
+            env=self._replica_env(), logs=self.sd.logs, port=port,
+            host=self.placement.host(zone), enter=self.placement.enter_zone(zone))
         self.replicas.append(replica)
         return replica
 
@@ -365,8 +370,15 @@ class Supervisor:
         ceiling = self.topo.replicas.max_inflight
         room = {r.port: r.room or ceiling for r in self.replicas}
         return [Upstream(port, weight=weight.get(port, 1), standby=not self.topo.is_active(zone),
-                         occupied=port in occupied, max_requests=room.get(port, ceiling))
+                         occupied=port in occupied, max_requests=room.get(port, ceiling),
+                         host=self.placement.host(zone))
                 for zone in self.topo.zones for port in self.slots.get(zone, [])]
+
+    def place(self, placement: Placement) -> None:
+        """Run the zones where ``placement`` says (a lab's namespaces): before anything
+        starts, since the database members' addresses follow from it."""
+        self.placement = placement
+        self.db = DbTier(self.topo, self.sd.db_dir, placement)
 
     def _target(self, zone: str) -> int:
         return self.per_zone
@@ -428,6 +440,7 @@ class Supervisor:
             simulators={n: s.record() for n, s in self.sims.items()},
             replicas=[r.record() for r in self.replicas],
             database=self.db.record(), prometheus=self.prometheus.record(),
+            lab=self.placement.lab.record() if self.placement.lab else None,
             updated_at=time.time(),
         ))
 
@@ -444,6 +457,10 @@ class Supervisor:
         for sim in self.sims.values():
             sim.proc.stop(timeout=5)
         await asyncio.to_thread(self.db.stop)
+        if self.placement.lab is not None:
+            await asyncio.to_thread(self.placement.lab.destroy)
+            self._say(f"lab network {self.placement.lab.lab_id} removed (namespaces, links, "
+                      "rules)")
         self.replicas.clear()
         self.sims.clear()
         self.lb_proc = None

@@ -205,6 +205,9 @@ class Topology(BaseSettings):
     database: Database = Database()
     providers: list[ProviderSpec] = Field(default_factory=_default_providers, min_length=1)
     state_dir: Path = Path(".lcha")
+    lab: bool = Field(default=False, description=(
+        "Each zone in its own network namespace on an isolated bridge (Linux, root): zones "
+        "can be cut off, slowed or made lossy (lcha fault)"))
 
     @field_validator("zones")
     @classmethod

@@ -47,6 +47,12 @@ def up(topo: Topology) -> int:
         print(f"already running (supervisor pid {running}) in {sd.root}")
         _banner(sd)
         return 0
+    if topo.lab:
+        from langchain_ha.cluster.lab import lab_unsupported
+
+        reason = lab_unsupported()
+        if reason:
+            raise UsageError(f"--lab (lab: true): {reason}")
     for spec in topo.providers:
         if not spec.simulated and not os.environ.get(str(spec.api_key_env)):
             raise UsageError(f"providers.{spec.name}.api_key_env: set ${spec.api_key_env} "
@@ -95,6 +101,12 @@ def down(state_dir: Path) -> int:
         if pid_matches(pid, SUPERVISOR_MARKER):
             os.killpg(pid, signal.SIGKILL)
     left = _sweep(sd)
+    lab = sd.state().lab
+    if lab:
+        from langchain_ha.cluster.lab import Lab
+
+        Lab.from_record(lab).destroy()  # idempotent: the supervisor removed it if it could
+        print(f"lab network {lab.get('lab_id')}: removed (namespaces, links, rules)")
     ports = [p for p in _ports(sd.state()) if port_is_listening(p)]
     if ports:
         raise UsageError(f"ports still listening after down: {ports}")
@@ -191,7 +203,7 @@ def collect_status(sd: StateDir, state: DeploymentState) -> dict[str, Any]:
     for r in state.replicas:
         if r.state == "ready":
             try:
-                resp = httpx.get(f"http://127.0.0.1:{r.port}/admin/breakers", headers=admin,
+                resp = httpx.get(f"http://{r.host}:{r.port}/admin/breakers", headers=admin,
                                  timeout=2)
                 breakers = {"replica": r.id, "breakers": resp.json()}
                 break
@@ -220,7 +232,7 @@ def render_status(report: dict[str, Any]) -> str:
     rows: list[tuple[str, ...]] = [
         ("replica", "zone", "pid", "port", "state", "in-flight", "lb fails", "gen")]
     for r in report["replicas"]:
-        u = ups.get(f"127.0.0.1:{r['port']}")
+        u = ups.get(f"{r.get('host') or '127.0.0.1'}:{r['port']}")
         rows.append((str(r["id"]), str(r["zone"]), str(r["pid"]), str(r["port"]), str(r["state"]),
                      str(r["inflight"]), str(u.get("fails")) if u else "-", str(r["generation"])))
     lines += ["", text_table(rows)]
@@ -339,7 +351,8 @@ def _shape(topo: Topology) -> str:
     db = (f"{len(topo.zones)} PostgreSQL members ({topo.database.replication})"
           if topo.database.enabled else "no database")
     sims = sum(p.simulated for p in topo.providers)
-    return (f"{len(topo.zones)} zones x {topo.replicas.per_zone} replica(s) behind "
+    return (f"{len(topo.zones)} {'lab ' if topo.lab else ''}zones x "
+            f"{topo.replicas.per_zone} replica(s) behind "
             f"{balancer_kind(topo)} "
             f"({topo.mode}), {db}, {sims} simulated provider(s)")
 

@@ -13,7 +13,12 @@ import asyncio
 import time
 from typing import Any
 
+import httpx
+
 from langchain_ha._context import caller_scoped
+from langchain_ha.cluster.balancers import live_view
+from langchain_ha.cluster.dbcli import cluster_at
+from langchain_ha.cluster.placement import Placement
 from langchain_ha.cluster.state import StateDir, read_json
 from langchain_ha.cluster.topology import Topology
 from langchain_ha.drills.faults import Injector
@@ -64,6 +69,7 @@ async def run_scenario(sd: StateDir, scenario: Scenario, *, rps: float,
                                         rps=rate, duration_s=duration_s, run_id=run_id,
                                         timeout_s=deadline_s + 10, t0=t0, profile=profile))
     faults: list[dict[str, Any]] = []
+    watches: dict[str, asyncio.Task[float | None]] = {}
     rollout: dict[str, Any] | None = None
     try:
         if scenario.inject is not None:
@@ -71,6 +77,10 @@ async def run_scenario(sd: StateDir, scenario: Scenario, *, rps: float,
             generation = sd.state().generation
             done = await asyncio.to_thread(scenario.inject, inj)
             faults.append({"t": round(time.monotonic() - t0, 2), **done})
+            if scenario.needs_lab and done.get("zone") and state.lab:
+                host = Placement.from_record(state.lab).host(done["zone"])
+                watches["balancer_out_s"] = asyncio.create_task(
+                    balancer_out_s(sd, host, time.monotonic()))
             if scenario.inject == Injector.rollout:
                 rollout = await watch_rollout(sd, generation, t0, t0 + duration_s)
         if scenario.clear_at is not None:
@@ -78,9 +88,13 @@ async def run_scenario(sd: StateDir, scenario: Scenario, *, rps: float,
             await asyncio.to_thread(inj.undo)
             faults.append({"t": round(time.monotonic() - t0, 2), "action": "fault cleared",
                            "target": scenario.name})
+            if scenario.needs_db and db.enabled:
+                watches["rejoined_s"] = asyncio.create_task(rejoined_s(sd, time.monotonic()))
         outcomes = await load
     except BaseException:
         load.cancel()
+        for watch in watches.values():
+            watch.cancel()
         for p, task in ((probe, probe_task), (fence, fence_task)):
             if p is not None and task is not None:
                 p.stop()
@@ -98,6 +112,7 @@ async def run_scenario(sd: StateDir, scenario: Scenario, *, rps: float,
     settle_began = time.monotonic()
     await wait_settled(sd)
     settled_s = round(time.monotonic() - settle_began, 2)
+    watched = {k: await asyncio.wait_for(t, timeout=SETTLE_TIMEOUT_S) for k, t in watches.items()}
     recovery = recovery_s(outcomes, faults)
     window = fault_window(faults, recovery, duration_s)
     acked: dict[str, Any] | None = None
@@ -121,7 +136,8 @@ async def run_scenario(sd: StateDir, scenario: Scenario, *, rps: float,
         "recovery_s": recovery,
         "write_gap_s": probe.write_gap_s() if probe else None,
         "acked_writes": acked, "acked_writes_lost": acked["lost"] if acked else 0,
-        "fence": fenced, "settled_after_load_s": settled_s,
+        "fence": fenced, "settled_after_load_s": settled_s, **watched,
+        "balancer_detection_bound_s": detection_bound_s(topo),
         "faults": faults, "timeline": timeline(outcomes),
         "degraded_components": _components(outcomes),
     }
@@ -129,6 +145,45 @@ async def run_scenario(sd: StateDir, scenario: Scenario, *, rps: float,
         report["rollout"] = rollout
     report |= verdict(scenario, report, deadline_s)
     return report
+
+
+def detection_bound_s(topo: Topology) -> float:
+    """How long the balancer's active checks may take to mark a silent server down: its
+    failed checks in a row, each an interval plus a timeout, and one interval of phase."""
+    c = topo.balancer.checks
+    return round(c.unhealthy_threshold * (c.interval_s + c.timeout_s) + c.interval_s, 2)
+
+
+async def balancer_out_s(sd: StateDir, host: str, since: float,
+                         timeout: float = 60.0) -> float | None:
+    """Seconds from ``since`` until the balancer holds none of ``host``'s servers up (its
+    active checks found the cut zone), or None if it never did within ``timeout``."""
+    while time.monotonic() - since < timeout:
+        view = await asyncio.to_thread(live_view, sd.state().balancer) or []
+        mine = [s for s in view if str(s.get("address") or "").startswith(f"{host}:")]
+        if mine and not any(str(s.get("status") or "").startswith("UP") for s in mine):
+            return round(time.monotonic() - since, 2)
+        await asyncio.sleep(0.25)
+    return None
+
+
+async def rejoined_s(sd: StateDir, since: float, timeout: float = 120.0) -> float | None:
+    """Seconds from ``since`` (a fault cleared) until every database member is in service
+    again, one leader and the rest streaming (the old primary rejoined), else None."""
+    cluster = cluster_at(sd.db_dir)
+    zones = len(cluster.spec.zones)
+    while time.monotonic() - since < timeout:
+        try:
+            members = await asyncio.to_thread(cluster.members)
+        except httpx.HTTPError:
+            members = []
+        leaders = sum(m.get("role") == "leader" and m.get("state") == "running" for m in members)
+        streaming = sum(m.get("role") != "leader" and m.get("state") == "streaming"
+                        for m in members)
+        if leaders == 1 and streaming == zones - 1:
+            return round(time.monotonic() - since, 2)
+        await asyncio.sleep(0.5)
+    return None
 
 
 def _stored_turn(api_key: str, outcome: Outcome) -> tuple[str, str]:

@@ -69,6 +69,8 @@ def not_applicable(sd: StateDir, names: list[str]) -> dict[str, str]:
         sc = SCENARIOS[name]
         if sc.needs_db and not topo.database.enabled:
             out[name] = "it needs the database (database.enabled: true)"
+        elif sc.needs_lab and not topo.lab:
+            out[name] = "it cuts a zone's network: the deployment must run in a lab (lcha up --lab)"
         elif sc.needs_streams and not profile.streams:
             out[name] = (f"the app's profile ({profile.name}) streams no model answers, so "
                          "cutting the provider's streams cannot reach it")
@@ -117,7 +119,7 @@ def capacity(*, state_dir: Path, p99_ms: float, start: float, step: float, step_
     cluster = asyncio.run(ramp(str(state.balancer.url), key, label="cluster", profile=profile,
                                 **kw))
     print(f"one replica ({replica.id}, direct):", flush=True)
-    single = asyncio.run(ramp(f"http://127.0.0.1:{replica.port}", key, label="replica",
+    single = asyncio.run(ramp(f"http://{replica.host}:{replica.port}", key, label="replica",
                               profile=profile, **kw))
     result = {"cluster": cluster, "replica": single, "replicas": len(state.replicas),
               "ratio": round(cluster["capacity_rps"] / single["capacity_rps"], 2)

@@ -18,9 +18,10 @@ from typing import Any
 
 import httpx
 
+from langchain_ha.cluster.dbcli import cluster_at
 from langchain_ha.cluster.guardian import signal_postgres_tree
+from langchain_ha.cluster.lab import Lab
 from langchain_ha.cluster.patroni_config import member_name
-from langchain_ha.cluster.postgres import rest_credentials
 from langchain_ha.cluster.state import DeploymentState, MemberRecord, ReplicaRecord, StateDir
 from langchain_ha.providers import admin_headers
 
@@ -105,10 +106,10 @@ class Injector:
     def switchover(self) -> dict[str, str]:
         leader = self.leader()
         candidate = next((m for m in self.members() if m.role == "sync_standby"), None)
-        rest = _rest_port(self.sd, str(leader.zone))
         body = {"leader": leader.name, **({"candidate": candidate.name} if candidate else {})}
-        resp = httpx.post(f"http://127.0.0.1:{rest}/switchover", json=body, timeout=30,
-                          auth=rest_credentials(self.sd.db_dir))
+        cluster = cluster_at(self.sd.db_dir)
+        resp = httpx.post(f"{cluster.rest_url(str(leader.zone))}/switchover", json=body,
+                          timeout=30, auth=cluster.rest_auth)
         resp.raise_for_status()
         return {"action": "patroni switchover", "target": f"{leader.name} -> "
                 f"{candidate.name if candidate else 'any'}"}
@@ -116,6 +117,54 @@ class Injector:
     def rollout(self) -> dict[str, str]:
         seq = self.sd.request("rollout", canary=None, hold_s=0, app=None)
         return {"action": "rolling deploy", "target": f"request {seq}"}
+
+    # -- networks (a lab: lcha up --lab) -----------------------------------------------------
+
+    def lab(self) -> Lab:
+        """The deployment's lab network (its zones' namespaces)."""
+        record = self.state.lab
+        if not record:
+            raise RuntimeError("network faults need a lab deployment (lcha up --lab)")
+        return Lab.from_record(record)
+
+    def _other_zone(self) -> str:
+        """A zone without the database primary (the last such in topology order)."""
+        lab = self.lab()
+        leader = next((m for m in self.members() if m.role == "leader"), None)
+        others = [z for z in lab.zones if leader is None or z != leader.zone]
+        return others[-1]
+
+    def partition_primary_zone(self) -> dict[str, str]:
+        """Silently drop every packet to and from the primary's zone."""
+        lab, zone = self.lab(), str(self.leader().zone)
+        lab.partition(zone)
+        self.undos.append(lambda: lab.heal(zone))
+        return {"action": "partition (both ways)", "target": f"{zone} (primary's zone)",
+                "zone": zone}
+
+    def slow_zone(self, ms: float = 200.0, jitter_ms: float = 20.0) -> dict[str, str]:
+        lab, zone = self.lab(), self._other_zone()
+        lab.delay(zone, ms, jitter_ms)
+        self.undos.append(lambda: lab.heal(zone))
+        return {"action": f"latency +{ms:g} ms ±{jitter_ms:g} ms", "target": zone, "zone": zone}
+
+    def lossy_zone(self, percent: float = 10.0) -> dict[str, str]:
+        lab, zone = self.lab(), self._other_zone()
+        lab.loss(zone, percent)
+        self.undos.append(lambda: lab.heal(zone))
+        return {"action": f"packet loss {percent:g} %", "target": zone, "zone": zone}
+
+    def flap_primary_zone(self, period_s: float = 8.0, down_s: float = 2.0) -> dict[str, str]:
+        lab, zone = self.lab(), str(self.leader().zone)
+        flapper = lab.flap(zone, period_s=period_s, down_s=down_s)
+
+        def stop() -> None:
+            flapper.stop()
+            lab.heal(zone)
+
+        self.undos.append(stop)
+        return {"action": f"link flap ({down_s:g} s cut every {period_s:g} s)",
+                "target": f"{zone} (primary's zone)", "zone": zone}
 
     # -- providers ----------------------------------------------------------------------------
 
@@ -157,10 +206,3 @@ def _signal_all(pids: list[int], sig: int) -> None:
 
 def _clear_faults(url: str, headers: dict[str, str]) -> None:
     httpx.delete(f"{url}/_faults", timeout=5, headers=headers).raise_for_status()
-
-
-def _rest_port(sd: StateDir, zone: str) -> int:
-    from langchain_ha.cluster.state import read_json
-
-    ports = read_json(sd.db_dir / "state.json")["ports"]
-    return int(ports[zone]["rest"])

@@ -42,8 +42,13 @@ class Scenario:
     at: float = 1 / 3
     clear_at: float | None = None
     needs_db: bool = False
+    needs_lab: bool = False
+    """Only for a deployment whose zones are network namespaces (``lcha up --lab``)."""
     needs_streams: bool = False
     """Only for apps that stream their model's answers (the profile's ``streams``)."""
+    rejoin_within_s: float | None = None
+    """After the fault is cleared, every database member must be back in service (the old
+    primary rejoined, rewound if needed) within this many seconds."""
     rps_factor: float = 1.0
     effect: str | None = None
     """What shows the fault took effect: a degraded component some answer must carry, or
@@ -68,6 +73,18 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("primary-freeze", "SIGSTOP the primary's postgres (alive, holding its sockets, "
              "answering nothing) until late in the drill", Injector.freeze_primary,
              "available", clear_at=0.9, needs_db=True),
+    Scenario("zone-partition", "cut the primary's zone off (every packet to and from it "
+             "dropped, both ways) for 60 s, then heal", Injector.partition_primary_zone,
+             "available", at=0.2, clear_at=0.2 + 60 / 140, needs_db=True, needs_lab=True,
+             rejoin_within_s=60.0),
+    Scenario("zone-latency", "+200 ms (±20 ms) on every packet leaving a zone without the "
+             "primary", Injector.slow_zone, "no-failures", at=0.25, clear_at=0.75,
+             needs_lab=True),
+    Scenario("zone-loss", "drop 10 % of the packets to and from a zone without the primary",
+             Injector.lossy_zone, "no-failures", at=0.25, clear_at=0.75, needs_lab=True),
+    Scenario("link-flap", "the primary's zone's link cut for 2 s of every 8 s",
+             Injector.flap_primary_zone, "no-failures", at=0.2, clear_at=0.8, needs_db=True,
+             needs_lab=True),
     Scenario("db-switchover", "planned Patroni switchover to the sync standby",
              Injector.switchover, "available", needs_db=True),
     Scenario("provider-outage", "primary LLM provider answers 500 to every chat call",
@@ -116,6 +133,7 @@ def judge(scenario: Scenario, report: dict[str, Any], deadline_s: float) -> list
     if scenario.promise == "degraded" and not req["degraded"]:
         problems.append("no answer was marked degraded")
     problems += _judge_writes(scenario, report)
+    problems += _judge_network(scenario, report)
     problems += _judge_correctness(report.get("correctness") or {})
     if scenario.promise == "shed":
         problems += _judge_shed(scenario, report, deadline_s)
@@ -146,6 +164,22 @@ def _judge_writes(scenario: Scenario, report: dict[str, Any]) -> list[str]:
                         "directly were lost")
     if (fence.get("primaries_at_once") or 0) > 1:
         problems.append(f"{fence['primaries_at_once']} members acknowledged writes at once")
+    return problems
+
+
+def _judge_network(scenario: Scenario, report: dict[str, Any]) -> list[str]:
+    problems = []
+    if scenario.rejoin_within_s is not None:
+        took = report.get("rejoined_s")
+        if took is None or took > scenario.rejoin_within_s:
+            problems.append(f"the database was not whole again within "
+                            f"{scenario.rejoin_within_s:g} s of the heal (took "
+                            f"{'more' if took is None else f'{took:g} s'})")
+    out, bound = report.get("balancer_out_s"), report.get("balancer_detection_bound_s")
+    if scenario.name == "zone-partition" and (out is None or (bound and out > bound)):
+        problems.append(f"the balancer still held the cut zone's servers up after "
+                        f"{'the watch ended' if out is None else f'{out:g} s'} (its checks' "
+                        f"bound: {bound} s)")
     return problems
 
 
