@@ -528,6 +528,18 @@ class Lab:
             raise ValueError(f"jitter_ms must be between 0 and ms ({ms}), not {jitter_ms}")
         _write_netem(_NS_DEV, ns, _Netem(ms, jitter_ms if ms else 0.0))
 
+    def can_delay(self) -> str | None:
+        """Why :meth:`delay` cannot work on this kernel (no netem qdisc), or None; tried on
+        the first zone's loopback, which nothing else shapes."""
+        ns = self.netns(self.zones[0])
+        try:
+            _tc("qdisc", "replace", "dev", "lo", "root", "netem", "delay", "1us", ns=ns)
+        except LabError as exc:
+            return (f"this kernel has no netem qdisc (CONFIG_NET_SCH_NETEM): {exc.stderr.strip()}"
+                    if "unknown" in exc.stderr else str(exc))
+        _tc("qdisc", "delete", "dev", "lo", "root", ns=ns)
+        return None
+
     def loss(self, zone: str, percent: float) -> None:
         """Drop each IP packet to or from the zone with probability ``percent`` (nft rules on
         ingress and egress of its veth, table ``netdev lcha_loss``; a partition or a delay is

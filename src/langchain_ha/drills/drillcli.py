@@ -57,6 +57,13 @@ def drill(scenario: str, *, state_dir: Path, rps: float, duration_s: float,
     return 0 if all(r["passed"] for r in reports) else 1
 
 
+def _delay_unsupported(sd: StateDir) -> str | None:
+    from langchain_ha.cluster.lab import Lab
+
+    record = sd.state().lab
+    return Lab.from_record(record).can_delay() if record else None
+
+
 def not_applicable(sd: StateDir, names: list[str]) -> dict[str, str]:
     """The scenarios that cannot show anything on this deployment, with the reason."""
     from langchain_ha.cluster.topology import Topology
@@ -71,6 +78,8 @@ def not_applicable(sd: StateDir, names: list[str]) -> dict[str, str]:
             out[name] = "it needs the database (database.enabled: true)"
         elif sc.needs_lab and not topo.lab:
             out[name] = "it cuts a zone's network: the deployment must run in a lab (lcha up --lab)"
+        elif sc.needs_delay and (why := _delay_unsupported(sd)):
+            out[name] = f"it delays a zone's packets, and {why}"
         elif sc.needs_streams and not profile.streams:
             out[name] = (f"the app's profile ({profile.name}) streams no model answers, so "
                          "cutting the provider's streams cannot reach it")

@@ -44,6 +44,8 @@ class Scenario:
     needs_db: bool = False
     needs_lab: bool = False
     """Only for a deployment whose zones are network namespaces (``lcha up --lab``)."""
+    needs_delay: bool = False
+    """Only where the lab's kernel can delay packets (netem)."""
     needs_streams: bool = False
     """Only for apps that stream their model's answers (the profile's ``streams``)."""
     rejoin_within_s: float | None = None
@@ -79,7 +81,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              rejoin_within_s=60.0),
     Scenario("zone-latency", "+200 ms (±20 ms) on every packet leaving a zone without the "
              "primary", Injector.slow_zone, "no-failures", at=0.25, clear_at=0.75,
-             needs_lab=True),
+             needs_lab=True, needs_delay=True),
     Scenario("zone-loss", "drop 10 % of the packets to and from a zone without the primary",
              Injector.lossy_zone, "no-failures", at=0.25, clear_at=0.75, needs_lab=True),
     Scenario("link-flap", "the primary's zone's link cut for 2 s of every 8 s",
